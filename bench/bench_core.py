@@ -1,0 +1,110 @@
+"""End-to-end speed and memory of GridWatch beside a per-meter statsmodels fit.
+
+Run: ``.venv/bin/python bench/bench_core.py [--meters 10000] [--days 90]``
+
+1. Writes (once, cached under bench/data/) a simulated dataset of N meters x
+   D days, hourly, as Parquet.
+2. Runs ``gridwatch run`` on it in a child process and reports readings per
+   second and the child's peak memory (ru_maxrss).
+3. Runs the obvious alternative in this process: one statsmodels OLS
+   (hour-of-week dummies + heating degree-hours) per meter, on a sample of
+   meters, and extrapolates to N meters.
+4. Prints both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).parent
+
+
+def make_dataset(path: Path, n_meters: int, days: int, seed: int = 0) -> Path:
+    from gridwatch.simulate import simulate_dataset
+
+    marker = path / "labels.json"
+    if not marker.exists():
+        t0 = time.perf_counter()
+        simulate_dataset(path, n_meters=n_meters, days=days, seed=seed, fmt="parquet",
+                         interval_minutes=60, dirty=True)
+        print(f"simulated {n_meters} meters x {days} days in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def run_gridwatch(data: Path, out: Path) -> dict:
+    code = (
+        "import resource, time, json, sys\n"
+        "from gridwatch.pipeline import run\n"
+        "t0 = time.perf_counter()\n"
+        f"r = run({str(data)!r}, {str(out)!r})\n"
+        "elapsed = time.perf_counter() - t0\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps({'elapsed_s': elapsed, 'peak_mb': peak, "
+        "'readings_used': r.info['counts']['readings']['used'], "
+        "'readings_in': r.info['counts']['readings']['in'], "
+        "'timings': r.info['timings_s'], 'flagged': r.info['counts']['meters_flagged']}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def per_meter_alternative(data: Path, sample: int, seed: int = 0) -> float:
+    """Seconds per meter for a per-meter statsmodels OLS time-of-week + temperature fit."""
+    import pyarrow.parquet as pq
+    import statsmodels.formula.api as smf
+
+    meters = pd.read_csv(data / "meters.csv", dtype=str)
+    rng = np.random.default_rng(seed)
+    chosen = list(rng.choice(meters["meter_id"], size=sample, replace=False))
+    table = pq.read_table(data / "readings.parquet", filters=[("meter_id", "in", chosen)])
+    readings = table.to_pandas()
+    weather = pd.read_csv(data / "weather.csv")
+    weather["timestamp"] = pd.to_datetime(weather["timestamp"], utc=True, format="ISO8601")
+    temp = weather.groupby("timestamp")["temperature_c"].mean()
+    t0 = time.perf_counter()
+    for meter_id, frame in readings.groupby("meter_id", observed=True):
+        ts = pd.to_datetime(frame["timestamp"], utc=True)
+        hourly = frame.set_index(ts)["kwh"].resample("1h").sum(min_count=1).dropna()
+        df = pd.DataFrame({"kw": hourly})
+        df["how"] = (df.index.dayofweek * 24 + df.index.hour).astype(str)
+        df["hdd"] = np.maximum(15.5 - temp.reindex(df.index).interpolate().fillna(10).to_numpy(), 0)
+        smf.ols("kw ~ C(how) + hdd", data=df).fit()
+    return (time.perf_counter() - t0) / sample
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--sample", type=int, default=40, help="meters fitted by the alternative")
+    args = parser.parse_args()
+
+    data = make_dataset(HERE / "data" / f"core_{args.meters}x{args.days}", args.meters, args.days)
+    ours = run_gridwatch(data, HERE / "data" / "out_core")
+    per_meter_s = per_meter_alternative(data, args.sample)
+    alt_total = per_meter_s * args.meters
+    rate = ours["readings_in"] / ours["elapsed_s"]
+    print(f"\nGridWatch end to end ({args.meters} meters x {args.days} days, Parquet):")
+    print(f"  readings in        {ours['readings_in']:,}")
+    print(f"  wall time          {ours['elapsed_s']:.1f} s   stages {ours['timings']}")
+    print(f"  throughput         {rate / 1e6:.2f} M readings/s   (target >= 2)")
+    print(f"  peak memory        {ours['peak_mb'] / 1024:.2f} GB   (target < 3)")
+    print(f"  flagged            {ours['flagged']}")
+    print(f"\nAlternative: statsmodels OLS per meter (hour of week + HDD), {args.sample} meters:")
+    print(f"  {per_meter_s * 1000:.0f} ms per meter -> {alt_total:.0f} s for {args.meters} meters "
+          "(fit only: no reading, cleaning or detection)")
+    print(f"\nratio: GridWatch is {alt_total / ours['elapsed_s']:.0f}x faster (target >= 100x)")
+    print(f"self peak rss (alternative process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""GridWatch: find steady, mining-like loads in smart-meter and transformer data.
+
+The public API is small on purpose::
+
+    from gridwatch import run, load_config
+    result = run("sample_data", "out", config=load_config(None))
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "RunResult", "__version__", "load_config", "run"]
+
+
+def __getattr__(name):
+    # Lazy so that ``import gridwatch.columns`` stays cheap.
+    if name in ("Config", "load_config"):
+        from gridwatch import config
+
+        return getattr(config, name)
+    if name in ("RunResult", "run"):
+        from gridwatch import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'gridwatch' has no attribute {name!r}")

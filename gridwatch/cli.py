@@ -1,0 +1,152 @@
+"""The ``gridwatch`` command line: a thin layer over the library.
+
+Each command parses its options, calls one library function and maps
+:class:`gridwatch.errors.GridwatchError` to a one-line message on stderr and
+its exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from gridwatch import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def _errors_to_exit(func):
+    """Turn library errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from gridwatch.errors import GridwatchError
+
+        try:
+            return func(*args, **kwargs)
+        except GridwatchError as exc:
+            click.echo(f"gridwatch: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("gridwatch: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for cron
+            if kwargs.get("debug") or click.get_current_context().find_root().params.get("debug"):
+                raise
+            click.echo(f"gridwatch: internal error: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for the traceback)", err=True)
+            sys.exit(EXIT_FAILURE)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gridwatch")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def main(debug):
+    """GridWatch: find steady, mining-like loads in smart-meter and transformer data.
+
+    \b
+    Example:
+      gridwatch run --input sample_data --output out/sample
+    """
+
+
+@main.command()
+@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for flags.csv, transformers.csv, data_quality.csv, run.json.")
+@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
+              help="Last day analysed (default: the last full day in the data).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="TOML configuration (default: built-in defaults, see configs/default.toml).")
+@click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")
+@_errors_to_exit
+def run(input_dir, output_dir, as_of, config_path, quiet):
+    """Analyse a dataset and write the ranked flags.
+
+    \b
+    Example:
+      gridwatch run --input sample_data --output out/sample --as-of 2026-03-31
+    """
+    from gridwatch.config import load_config
+    from gridwatch.pipeline import run as run_pipeline
+
+    config = load_config(config_path)
+    result = run_pipeline(input_dir, output_dir, as_of=as_of, config=config)
+    if not quiet:
+        counts = result.info["counts"]
+        click.echo(
+            f"as of {result.as_of}: {counts['meters_analysed']} meters analysed, "
+            f"{counts['meters_flagged']} flagged, {counts['data_quality_issues']} data-quality "
+            f"issues -> {result.paths.get('flags')}"
+        )
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--meters", "n_meters", default=300, show_default=True, type=click.IntRange(10),
+              help="Number of meters.")
+@click.option("--days", default=60, show_default=True, type=click.IntRange(14),
+              help="Days of data ending on the as-of day.")
+@click.option("--as-of", "as_of", default="2026-03-31", show_default=True, metavar="YYYY-MM-DD")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--timezone", default="Europe/London", show_default=True)
+@click.option("--format", "fmt", default="parquet", show_default=True,
+              type=click.Choice(["parquet", "csv"]))
+@click.option("--clean", is_flag=True, help="Do not inject gaps, duplicates and bad values.")
+@_errors_to_exit
+def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean):
+    """Write a realistic labelled dataset (with labels.json) in the contract layout.
+
+    \b
+    Example:
+      gridwatch simulate out/sim --meters 2000 --days 60 --seed 7
+    """
+    from gridwatch.simulate import simulate_dataset
+
+    labels = simulate_dataset(output_dir, n_meters=n_meters, days=days, as_of=as_of, seed=seed,
+                              timezone=timezone, fmt=fmt, dirty=not clean)
+    types = {}
+    for meter in labels["meters"].values():
+        types[meter["type"]] = types.get(meter["type"], 0) + 1
+    click.echo(f"wrote {n_meters} meters x {days} days to {output_dir} "
+               f"({', '.join(f'{k}: {v}' for k, v in sorted(types.items()))})")
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@_errors_to_exit
+def evaluate(output_dir, labels, as_json):
+    """Score a run's flags.csv against a simulation's labels.json.
+
+    \b
+    Example:
+      gridwatch evaluate out/sim-run out/sim/labels.json
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from gridwatch.errors import InputError
+    from gridwatch.evaluation import evaluate as evaluate_flags
+    from gridwatch.evaluation import format_evaluation
+
+    flags_path = Path(output_dir) / "flags.csv"
+    if not flags_path.exists():
+        raise InputError("no flags.csv here", file=output_dir,
+                         hint="pass the --output directory of a gridwatch run")
+    flags = pd.read_csv(flags_path, dtype={"meter_id": str, "transformer_id": str,
+                                           "onset": str, "kind": str, "reasons": str},
+                        keep_default_na=False, na_values=[""])
+    with open(labels, encoding="utf-8") as handle:
+        label_data = json.load(handle)
+    metrics = evaluate_flags(flags, label_data)
+    click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics))

@@ -1,0 +1,89 @@
+"""The vocabulary: every column name GridWatch reads or writes, with its unit.
+
+Contract names (``DATA_CONTRACT.md``) are fixed; internal names follow the
+same rule of carrying their unit: ``kwh`` is energy per interval [kWh], ``kw``
+is mean demand over an interval [kW], ``temperature_c`` is [degrees C].
+"""
+
+# --- input: meters -----------------------------------------------------------
+METER_ID = "meter_id"
+TRANSFORMER_ID = "transformer_id"
+FEEDER_ID = "feeder_id"
+SUBSTATION_ID = "substation_id"
+CUSTOMER_CLASS = "customer_class"
+REGION = "region"
+TARIFF_PER_KWH = "tariff_per_kwh"  # currency units per kWh
+CONTRACTED_KW = "contracted_kw"  # [kW]
+LAT = "lat"
+LON = "lon"
+
+METERS_REQUIRED = (METER_ID,)
+METERS_STRING_COLUMNS = (
+    METER_ID,
+    TRANSFORMER_ID,
+    FEEDER_ID,
+    SUBSTATION_ID,
+    CUSTOMER_CLASS,
+    REGION,
+)
+METERS_FLOAT_COLUMNS = (TARIFF_PER_KWH, CONTRACTED_KW, LAT, LON)
+CUSTOMER_CLASSES = ("residential", "commercial", "industrial", "agricultural", "other")
+
+# --- input: readings / upstream / weather ---------------------------------------
+TIMESTAMP = "timestamp"  # START of the interval; tz-aware UTC inside GridWatch
+KWH = "kwh"  # energy in the interval [kWh]
+KVARH = "kvarh"  # reactive energy in the interval [kvarh]
+ASSET_ID = "asset_id"
+TEMPERATURE_C = "temperature_c"  # [degrees C]
+
+READINGS_REQUIRED = (METER_ID, TIMESTAMP, KWH)
+UPSTREAM_REQUIRED = (ASSET_ID, TIMESTAMP, KWH)
+WEATHER_REQUIRED = (REGION, TIMESTAMP, TEMPERATURE_C)
+
+TABLES = ("meters", "readings", "upstream", "weather")
+REQUIRED_COLUMNS = {
+    "meters": METERS_REQUIRED,
+    "readings": READINGS_REQUIRED,
+    "upstream": UPSTREAM_REQUIRED,
+    "weather": WEATHER_REQUIRED,
+}
+
+# --- internal -----------------------------------------------------------------
+KW = "kw"  # mean demand over an interval [kW]
+INTERVAL_MINUTES = "interval_minutes"
+COVERAGE = "coverage"  # fraction 0..1 of an interval's expected readings present
+
+# --- output: flags.csv (DATA_CONTRACT.md, in this order) -------------------------
+RANK = "rank"
+SCORE = "score"
+FLAGGED = "flagged"
+KIND = "kind"
+ONSET = "onset"
+EXCESS_KW = "excess_kw"
+EXCESS_KWH = "excess_kwh"
+EST_LOSS = "est_loss"
+REASONS = "reasons"
+
+FLAGS_COLUMNS = (
+    METER_ID,
+    TRANSFORMER_ID,
+    RANK,
+    SCORE,
+    FLAGGED,
+    KIND,
+    ONSET,
+    EXCESS_KW,
+    EXCESS_KWH,
+    EST_LOSS,
+    REASONS,
+)
+KIND_VISIBLE = "visible_load"
+KIND_HIDDEN = "hidden_load_suspect"
+
+# --- output: transformers.csv -------------------------------------------------------
+UNEXPLAINED_KW = "unexplained_kw"
+SUSPECTS = "suspects"
+TRANSFORMERS_COLUMNS = (ASSET_ID, FLAGGED, UNEXPLAINED_KW, ONSET, SUSPECTS)
+
+# --- output: data_quality.csv ---------------------------------------------------------
+DATA_QUALITY_COLUMNS = ("code", "severity", "table", "meter_id", "count", "action", "detail")

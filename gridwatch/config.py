@@ -1,0 +1,182 @@
+"""The run configuration: one frozen, validated object with its defaults here.
+
+Load it with :func:`load_config` from a TOML file (``configs/default.toml``
+documents every key). Unknown keys, wrong types and out-of-range values are
+refused with one message naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import zoneinfo
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gridwatch.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """How input tables are read and cleaned."""
+
+    timezone: str = Field(
+        "UTC",
+        description="IANA zone for naive timestamps, day boundaries and hour of week.",
+    )
+    max_plausible_kw: float = Field(
+        5000.0, gt=0, description="Mean demand above this is physically implausible for any meter [kW]."
+    )
+    contracted_kw_factor: float = Field(
+        10.0, gt=1, description="Demand above this many times contracted_kw is implausible."
+    )
+    spike_factor: float = Field(
+        20.0, gt=1,
+        description="A reading above this many times the meter's 99th percentile is a spike.",
+    )
+    frozen_hours: int = Field(
+        24, ge=3, description="Identical non-zero readings for this long mean a frozen meter [h]."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like 'Europe/London'") from exc
+        return value
+
+
+class AnalysisConfig(_Section):
+    """The analysis window and grid."""
+
+    history_days: int = Field(
+        90, ge=14, le=730, description="Days analysed, ending on the as-of day [days]."
+    )
+    min_history_days: int = Field(
+        14, ge=7, description="Meters with fewer days of usable data are not scored [days]."
+    )
+    grid_minutes: int = Field(60, description="Analysis grid [min]: 15, 30 or 60.")
+    min_day_coverage: float = Field(
+        0.5, ge=0, le=1, description="A day with less coverage than this is treated as missing."
+    )
+
+    @field_validator("grid_minutes")
+    @classmethod
+    def _grid(cls, value: int) -> int:
+        if value not in (15, 30, 60):
+            raise ValueError(f"grid_minutes must be 15, 30 or 60, not {value}")
+        return value
+
+
+class DetectionConfig(_Section):
+    """Thresholds of the visible-load detector."""
+
+    fdr_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="Target false-discovery rate across all meters (Benjamini-Hochberg).",
+    )
+    min_excess_kw: float = Field(
+        0.3, ge=0, description="Steady draws smaller than this are never flagged [kW]."
+    )
+    min_relative_excess: float = Field(
+        0.1, ge=0,
+        description="Steady draw must exceed this fraction of the meter's expected mean [-].",
+    )
+    min_post_onset_days: int = Field(
+        2, ge=1, description="Days after an onset needed to date it [days]."
+    )
+    min_flatness: float = Field(
+        0.75, ge=0, le=1,
+        description="Rise of the daily floor over rise of the daily mean needed for a flat load [-].",
+    )
+    max_noise_ratio: float = Field(
+        0.25, ge=0,
+        description="Rise of hour-to-hour variability over the rise of the mean above which the new "
+        "load is a cycling one, not a steady rig [-].",
+    )
+    min_persistence: float = Field(
+        0.75, ge=0, le=1,
+        description="Fraction of days since onset on which the load must be present [-].",
+    )
+
+
+class SuppressedMeter(_Section):
+    """A meter known to carry a legitimate steady load."""
+
+    meter_id: str = Field(description="Meter to keep out of the flagged list.")
+    reason: str = Field(min_length=1, description="Why (licensed miner, greenhouse, data room...).")
+
+
+class Config(_Section):
+    """Everything a run needs to know besides its inputs."""
+
+    data: DataConfig = DataConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    detection: DetectionConfig = DetectionConfig()
+    suppress: tuple[SuppressedMeter, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The resolved configuration as plain data (for ``run.json``)."""
+        return self.model_dump(mode="json")
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    return f"key '{key}' = {value!r}: {error['msg']}"
+
+
+def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
+    """Validate a plain mapping into a :class:`Config`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first offending key, its value and what is allowed.
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{first}{more}", file=source,
+                          hint="see configs/default.toml for every key and its range") from None
+
+
+def load_config(path=None) -> Config:
+    """Load and validate a TOML configuration file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The TOML file. ``None`` gives the defaults.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, is not TOML, or holds an invalid value.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=path,
+                          hint="pass an existing TOML file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=path) from None
+    return config_from_dict(data, source=str(path))

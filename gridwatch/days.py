@@ -1,0 +1,146 @@
+"""Local calendar days over the UTC analysis grid, and per-day statistics.
+
+Hours are UTC inside GridWatch; days are local (the configured zone), so a
+day has 23, 24 or 25 hours around DST changes. :class:`DayGrid` maps every
+grid cell to its local day once, and the reducers here work on whole
+``(n_cells, n_meters)`` arrays at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class DayGrid:
+    """Where each grid cell falls in local time.
+
+    Attributes
+    ----------
+    index : pandas.DatetimeIndex
+        The UTC grid.
+    dates : pandas.DatetimeIndex
+        The local days covered, one per day (naive, midnight).
+    day_of_cell : numpy.ndarray of int, shape (n_cells,)
+        Position in ``dates`` of each cell.
+    hour_of_cell : numpy.ndarray of int, shape (n_cells,)
+        Local hour of day 0..23.
+    weekday_of_cell : numpy.ndarray of int, shape (n_cells,)
+        Local day of week, Monday = 0.
+    cells_per_day : numpy.ndarray of int, shape (n_days,)
+        Number of grid cells in each local day.
+    slots : numpy.ndarray of int, shape (n_days, max_cells_per_day)
+        Cell positions of each day, padded with ``-1``.
+    """
+
+    index: pd.DatetimeIndex
+    dates: pd.DatetimeIndex
+    day_of_cell: np.ndarray
+    hour_of_cell: np.ndarray
+    weekday_of_cell: np.ndarray
+    cells_per_day: np.ndarray
+    slots: np.ndarray
+
+    @property
+    def n_days(self) -> int:
+        """Number of local days."""
+        return len(self.dates)
+
+    @property
+    def weekend(self) -> np.ndarray:
+        """Boolean per day: Saturday or Sunday."""
+        return self.dates.day_of_week.to_numpy() >= 5
+
+    @property
+    def cell_hours(self) -> float:
+        """Length of one grid cell [h]."""
+        return (self.index[1] - self.index[0]).total_seconds() / 3600 if len(self.index) > 1 else 1.0
+
+
+def day_grid(index: pd.DatetimeIndex, timezone: str) -> DayGrid:
+    """Map a UTC grid to local days.
+
+    Parameters
+    ----------
+    index : pandas.DatetimeIndex
+        Tz-aware UTC grid (regular).
+    timezone : str
+        IANA zone that defines days and hours.
+
+    Returns
+    -------
+    DayGrid
+    """
+    if index.tz is None:
+        raise ValueError("the analysis grid must be tz-aware (UTC); got a naive index")
+    local = index.tz_convert(timezone)
+    day_start = local.normalize().tz_localize(None)
+    dates, day_of_cell = np.unique(day_start.to_numpy(), return_inverse=True)
+    cells_per_day = np.bincount(day_of_cell, minlength=len(dates))
+    width = int(cells_per_day.max()) if len(dates) else 0
+    slots = np.full((len(dates), width), -1, dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(cells_per_day)[:-1]])
+    pos = np.arange(len(index)) - first[day_of_cell]
+    slots[day_of_cell, pos] = np.arange(len(index))
+    return DayGrid(
+        index=index,
+        dates=pd.DatetimeIndex(dates),
+        day_of_cell=day_of_cell,
+        hour_of_cell=local.hour.to_numpy(),
+        weekday_of_cell=local.day_of_week.to_numpy(),
+        cells_per_day=cells_per_day,
+        slots=slots,
+    )
+
+
+def by_day(values: np.ndarray, grid: DayGrid) -> np.ndarray:
+    """Regroup cells into days: ``(n_cells, n_meters)`` -> ``(n_days, width, n_meters)``.
+
+    Padding cells (short DST days) are NaN.
+    """
+    padded = np.concatenate([values, np.full((1,) + values.shape[1:], np.nan, values.dtype)])
+    return padded[grid.slots]
+
+
+def daily_quantiles(kw: np.ndarray, grid: DayGrid, quantiles, min_cells: np.ndarray):
+    """Per-day quantiles of demand for every meter at once.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Mean demand per cell [kW], NaN where missing.
+    grid : DayGrid
+    quantiles : sequence of float
+        Quantiles in 0..1 (e.g. 0.25 for the daily floor).
+    min_cells : numpy.ndarray of shape (n_days,)
+        Days with fewer valid cells are NaN.
+
+    Returns
+    -------
+    list of numpy.ndarray of shape (n_days, n_meters)
+        One array per quantile [kW] (lower interpolation, so a value is always
+        an observed cell).
+    """
+    cube = np.sort(by_day(kw, grid), axis=1)  # NaN sorts last
+    n_valid = np.sum(~np.isnan(cube), axis=1)  # (n_days, n_meters)
+    ok = n_valid >= min_cells[:, None]
+    out = []
+    for q in quantiles:
+        pos = np.clip(np.floor(q * (n_valid - 1)).astype(np.int64), 0, cube.shape[1] - 1)
+        val = np.take_along_axis(cube, pos[:, None, :], axis=1)[:, 0, :]
+        out.append(np.where(ok, val, np.nan))
+    return out
+
+
+def daily_mean(kw: np.ndarray, grid: DayGrid, min_cells: np.ndarray) -> np.ndarray:
+    """Per-day mean demand [kW] ``(n_days, n_meters)``; NaN on days with too few cells."""
+    valid = ~np.isnan(kw)
+    starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
+    n = np.add.reduceat(valid.astype(np.float64), starts, axis=0)
+    s = np.add.reduceat(np.where(valid, kw, 0.0), starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+    return np.where(n >= min_cells[:, None], mean, np.nan)

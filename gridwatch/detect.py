@@ -1,0 +1,488 @@
+"""Visible load: a new (or long-running) flat, round-the-clock draw on a meter.
+
+The detector works on the whole ``(n_cells, n_meters)`` demand matrix:
+
+1. cells in runs of identical readings (stuck registers) are masked and
+   reported as data quality, never scored as load;
+2. each local day is summarised per meter by its *floor* (25th percentile of
+   the day's cells: robust to up to six hours of peak-time curtailment), its
+   mean and its 75th percentile;
+3. the daily floor is modelled jointly with the covariates that explain
+   ordinary variation (weekend, heating/cooling degree-days when weather is
+   given, the peer group's daily index) and a single upward level shift,
+   scanned over every candidate onset day (:mod:`gridwatch.levelshift`);
+4. the shift must look like mining: the floor rises as much as the mean
+   (unlike night storage heating, EV charging or cycling loads), the rise is
+   the same in every hour of the day (unlike a household that grows with its
+   own daily shape), it is present on most days since the onset, and it does
+   not follow temperature;
+5. a load already running before the window shows as a floor that is high
+   and steady compared with the meter's own variable part and with its
+   class peers;
+6. significance is calibrated on the population itself (robust scale of
+   natural level changes among all meters of the class), and flags are
+   controlled with Benjamini-Hochberg at ``fdr_alpha``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from gridwatch import columns as col
+from gridwatch.days import DayGrid, daily_mean, daily_quantiles
+from gridwatch.features import (
+    degree_days,
+    flat_fraction,
+    hourly_increment,
+    hourly_spread,
+    onset_cell,
+    repeated_value_runs,
+    robust_z,
+)
+from gridwatch.issues import IssueLog
+from gridwatch.levelshift import scan_level_shift, shift_at
+
+FLOOR_QUANTILE = 0.25
+PEER_GROUP_MIN_METERS = 8
+
+
+@dataclass
+class Detection:
+    """Per-meter detection results and the arrays behind them.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per meter (index ``meter_id``): the flags.csv fields plus
+        diagnostics (``p_value``, ``q_value``, ``flatness``, ...).
+    floor_kw, mean_kw : numpy.ndarray of shape (n_days, n_meters)
+        Daily floor and mean demand [kW] (NaN on unusable days).
+    expected_floor_kw, expected_mean_kw : numpy.ndarray of shape (n_days, n_meters)
+        What they would have been without the detected shift [kW].
+    masked : numpy.ndarray of bool, shape (n_cells, n_meters)
+        Cells hidden from detection (frozen or zero runs).
+    """
+
+    table: pd.DataFrame
+    floor_kw: np.ndarray
+    mean_kw: np.ndarray
+    expected_floor_kw: np.ndarray
+    expected_mean_kw: np.ndarray
+    masked: np.ndarray
+
+
+def _peer_index(floor: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Daily median of each peer group's normalised floor, minus 1: ``(n_days, n_meters)``."""
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
+        norm = floor / np.nanmedian(floor, axis=0)
+    norm[~np.isfinite(norm)] = np.nan
+    out = np.zeros_like(floor)
+    for g in np.unique(groups):
+        sel = groups == g
+        with _quiet_nan():
+            idx = np.nanmedian(norm[:, sel], axis=1)
+        out[:, sel] = np.nan_to_num(idx - 1.0)[:, None]
+    return out
+
+
+class _quiet_nan:
+    """Silence numpy's 'All-NaN slice' / 'Mean of empty slice' warnings locally."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def peer_groups(meters: pd.DataFrame) -> np.ndarray:
+    """Peer group code per meter: its customer class within its region.
+
+    Groups are deliberately wide (not the transformer): the peer index is a
+    median, and a transformer where half the meters mine (an apartment block)
+    must not make mining look normal. Groups smaller than
+    ``PEER_GROUP_MIN_METERS`` fall back to the class across regions.
+    """
+    cls = meters[col.CUSTOMER_CLASS].astype("string").fillna("other")
+    reg = meters[col.REGION].astype("string").fillna("")
+    key = cls + "|" + reg
+    size = key.map(key.value_counts())
+    key = key.where(size >= PEER_GROUP_MIN_METERS, cls)
+    return pd.factorize(key)[0]
+
+
+def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_c=None,
+                        detection, analysis, frozen_hours=24) -> tuple[Detection, IssueLog]:
+    """Score every meter for a mining-like visible load.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Mean demand per grid cell [kW], NaN where missing.
+    grid : DayGrid
+        Local days of the grid.
+    meters : pandas.DataFrame
+        One row per column of ``kw`` (same order), with at least
+        ``meter_id``, ``customer_class``, ``transformer_id``, ``region``,
+        ``tariff_per_kwh``.
+    temperature_c : numpy.ndarray of shape (n_days, n_meters), optional
+        Daily mean outdoor temperature at each meter [degrees C].
+    detection : gridwatch.config.DetectionConfig
+    analysis : gridwatch.config.AnalysisConfig
+    frozen_hours : int, default 24
+        Identical readings for this long are a stuck meter [h].
+
+    Returns
+    -------
+    Detection, IssueLog
+    """
+    kw = np.asarray(kw, dtype=np.float64)
+    n_cells, n_meters = kw.shape
+    if len(meters) != n_meters:
+        raise ValueError(f"meters has {len(meters)} rows but kw has {n_meters} columns")
+    ids = meters[col.METER_ID].astype(str).to_numpy()
+    issues = IssueLog()
+    hours = grid.cells_per_day * grid.cell_hours
+    n_days = grid.n_days
+
+    # 1. stuck registers and long zero runs are not load.
+    run = repeated_value_runs(kw, min_cells=int(round(frozen_hours / grid.cell_hours)))
+    zero_run = run & (kw == 0)
+    frozen = run & ~zero_run
+    issues.add_per_meter("readings.frozen_value", "readings",
+                         pd.Series(frozen.sum(axis=0), index=ids), "masked",
+                         detail=f"same non-zero reading repeated for >= {frozen_hours} h: "
+                                "stuck register or head-end repeating a value; check the meter",
+                         severity="warning")
+    issues.add_per_meter("readings.zero_run", "readings",
+                         pd.Series(zero_run.sum(axis=0), index=ids), "masked",
+                         detail=f"zero consumption for >= {frozen_hours} h (vacancy, disconnection "
+                                "or bypass); not used to model the meter", severity="info")
+    kw = np.where(run, np.nan, kw)
+
+    # 2. daily floor / mean / high.
+    nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
+    min_cells = np.full(n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
+    min_cells = np.maximum(min_cells, 1)
+    floor, high = daily_quantiles(kw, grid, [FLOOR_QUANTILE, 0.75], min_cells)
+    mean = daily_mean(kw, grid, min_cells)
+    valid_days = (~np.isnan(mean)).sum(axis=0)
+    analysed = valid_days >= min(analysis.min_history_days, n_days)
+    issues.add_per_meter("baseline.insufficient_history", "model",
+                         pd.Series(np.where(analysed, 0, n_days - valid_days), index=ids), "excluded",
+                         detail=f"fewer than {analysis.min_history_days} usable days in the window; "
+                                "meter not scored (count = unusable days)")
+
+    # 3. covariates and the level-shift scan on the floor.
+    covariates = [np.ones((n_days, n_meters)), np.repeat(grid.weekend[:, None], n_meters, 1) * 1.0]
+    hdd = cdd = None
+    if temperature_c is not None:
+        hdd, cdd = degree_days(np.asarray(temperature_c, dtype=np.float64))
+        for dd in (hdd, cdd):
+            if np.nanstd(dd) > 0.5:
+                covariates.append(dd)
+    groups = peer_groups(meters)
+    covariates.append(_peer_index(floor, groups))
+    X = np.stack(covariates, axis=2).transpose(1, 0, 2)  # (M, D, p)
+    min_pre = max(5, min(7, n_days // 3))
+    scan = scan_level_shift(floor, X, min_pre=min_pre, min_post=detection.min_post_onset_days)
+    day_onset = np.where(analysed, scan.onset, -1)
+
+    # 4. date the switch-on to the cell: a rig is installed during a day, so
+    # that day is partial; it is the onset, and the shape of the new load is
+    # judged on the full days after it.
+    candidate = (day_onset >= 0) & (scan.shift >= 0.5 * detection.min_excess_kw)
+    settled = (np.arange(n_days)[:, None] < day_onset[None, :] - 1)[grid.day_of_cell]
+    usual_kw, _ = hourly_increment(kw, grid.hour_of_cell, ~settled)
+    cell = onset_cell(kw, grid.slots, grid.hour_of_cell, np.where(candidate, day_onset, -1),
+                      usual_kw, 0.5 * np.nan_to_num(scan.shift))
+    onset = np.where(cell >= 0, grid.day_of_cell[np.maximum(cell, 0)], day_onset)
+    partial = (cell >= 0) & (cell != grid.slots[np.maximum(onset, 0), 0])
+    first_full = np.where(onset >= 0, onset + partial, -1)
+    first_full = np.where(first_full >= n_days, -1, first_full)
+    onset = np.where(first_full >= 0, onset, -1)
+    install_day = np.zeros_like(floor, dtype=bool)
+    install_day[np.maximum(onset, 0), np.arange(n_meters)] = partial & (onset >= 0)
+    floor_full, mean_full, high_full = (np.where(install_day, np.nan, a) for a in (floor, mean, high))
+
+    shift_floor, base_floor = shift_at(floor_full, X, first_full)
+    shift_mean, base_mean = shift_at(mean_full, X, first_full)
+    shift_high, _ = shift_at(high_full, X, first_full)
+
+    day_idx = np.arange(n_days)
+    post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
+    resid_floor = floor_full - base_floor
+    with np.errstate(invalid="ignore"):
+        present = (resid_floor > 0.5 * shift_floor[None, :]) & post_day
+    n_post_valid = (post_day & ~np.isnan(resid_floor)).sum(axis=0)
+    persistence = np.where(n_post_valid > 0, present.sum(axis=0) / np.maximum(n_post_valid, 1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        floor_ratio = shift_floor / shift_mean
+    cell_idx = np.arange(n_cells)[:, None]
+    post_cell = np.where(cell[None, :] >= 0, cell_idx >= cell[None, :], post_day[grid.day_of_cell])
+    full_cell = post_day[grid.day_of_cell]  # post cells on full days only
+    before_kw, after_kw = hourly_increment(kw, grid.hour_of_cell, full_cell)
+    flat = flat_fraction(before_kw, after_kw)
+    flat = np.where(n_post_valid >= 3, flat, np.nan)  # too noisy on 1-2 days
+    # A rig adds a level, not variance; a thermostat cycling a heater adds both.
+    before_kw, _ = hourly_increment(kw, grid.hour_of_cell, post_cell)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw)
+                       - hourly_spread(kw, grid.hour_of_cell, ~post_cell, before_kw)) / shift_mean
+    temp_corr = np.full(n_meters, np.nan)
+    if hdd is not None:
+        temp_corr = _masked_corr(resid_floor, hdd, post_day & (n_post_valid >= 5)[None, :])
+
+    pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
+    level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
+    level_kw = np.where(np.isnan(level_kw), np.nanmedian(mean, axis=0) if n_days else np.nan, level_kw)
+
+    # 5. long-running load: floor high and steady vs own variable part and class peers.
+    with _quiet_nan():
+        floor_level = np.nanmedian(floor, axis=0)
+        mean_level = np.nanmedian(mean, axis=0)
+        floor_cv = np.nanstd(floor, axis=0) / np.maximum(floor_level, 1e-6)
+    variable_kw = np.maximum(mean_level - floor_level, 0.02)
+    classes = pd.factorize(meters[col.CUSTOMER_CLASS].astype("string").fillna("other"))[0]
+    log_ratio = np.log(np.maximum(floor_level, 1e-3) / variable_kw)
+    z_pre = robust_z(np.where(analysed, log_ratio, np.nan), classes)
+    typical_ratio = np.exp(_group_median(np.where(analysed, log_ratio, np.nan), classes))
+    excess_pre = floor_level - typical_ratio * variable_kw
+    pre_temp_corr = np.full(n_meters, np.nan)
+    if hdd is not None:
+        pre_temp_corr = _masked_corr(floor, hdd, np.ones_like(floor, bool))
+
+    # 6. significance against the population's own changes.
+    rel_shift = shift_floor / np.maximum(level_kw, 1e-3)
+    tau = np.exp(_group_median(np.log(np.maximum(np.where(analysed, rel_shift, np.nan), 1e-4)), classes))
+    se = scan.shift / np.where(np.isfinite(scan.t) & (scan.t > 0), scan.t, np.inf)
+    z_step = shift_floor / np.sqrt(se**2 + (tau * level_kw) ** 2)
+    p_step = _empirical_null_sf(np.where(analysed, z_step, np.nan))
+    p_pre = np.where(analysed, stats.norm.sf(z_pre), np.nan)
+    p_value = np.minimum(1.0, 2.0 * np.fmin(p_step, p_pre))
+    q_value = np.full(n_meters, np.nan)
+    ok = ~np.isnan(p_value)
+    if ok.any():
+        q_value[ok] = multipletests(p_value[ok], alpha=detection.fdr_alpha, method="fdr_bh")[1]
+
+    # 7. decisions, estimates, reasons.
+    rejected = q_value <= detection.fdr_alpha
+    cutoff = np.max(p_value[rejected]) if rejected.any() else -1.0  # BH's p-value cut-off
+    step_sig = np.minimum(1.0, 2.0 * p_step) <= cutoff
+    recent = (day_idx[:, None] >= n_days - 7) & post_day
+    excess_kw_step = _nanmedian_where(resid_floor, recent)
+    excess_kw_step = np.where(np.isnan(excess_kw_step), shift_floor, excess_kw_step)
+    step_shape = {
+        "big": (shift_floor >= detection.min_excess_kw)
+        & (shift_floor >= detection.min_relative_excess * level_kw),
+        "flat_day": floor_ratio >= detection.min_flatness,
+        "flat_hour": ~(flat < detection.min_flatness),  # NaN (too few days) passes
+        "steady": ~(noise_ratio > detection.max_noise_ratio),
+        "persistent": persistence >= detection.min_persistence,
+        "not_heating": ~(temp_corr > 0.6),
+    }
+    step_ok = step_sig & np.logical_and.reduce(list(step_shape.values()))
+
+    pre_sig = (np.minimum(1.0, 2.0 * p_pre) <= cutoff) & ~step_ok
+    pre_shape = {
+        "big": excess_pre >= detection.min_excess_kw,
+        "steady": floor_cv <= 0.25,
+        "not_heating": ~(pre_temp_corr > 0.6),
+    }
+    pre_ok = pre_sig & np.logical_and.reduce(list(pre_shape.values())) & analysed
+
+    flagged = (step_ok | pre_ok) & analysed
+    kind = np.where(flagged, col.KIND_VISIBLE, "")
+    onset_date = np.where(step_ok, onset, -1)
+
+    base_mean_resid = mean - base_mean
+    energy_day = (day_idx[:, None] >= onset[None, :]) & (onset[None, :] >= 0)  # incl. install day
+    post_hours = np.where(energy_day, hours[:, None], 0.0)
+    daily_excess_kwh = np.where(np.isnan(base_mean_resid), shift_mean[None, :], base_mean_resid) * post_hours
+    excess_kwh_step = np.nansum(daily_excess_kwh, axis=0)
+    window_hours = float(hours.sum())
+    excess_kw = np.where(step_ok, excess_kw_step, np.where(pre_ok, excess_pre, 0.0))
+    excess_kwh = np.where(step_ok, excess_kwh_step, np.where(pre_ok, excess_pre * window_hours, 0.0))
+    excess_kw = np.maximum(np.nan_to_num(excess_kw), 0.0)
+    excess_kwh = np.maximum(np.nan_to_num(excess_kwh), 0.0)
+    tariff = pd.to_numeric(meters[col.TARIFF_PER_KWH], errors="coerce").to_numpy(dtype=np.float64)
+    est_loss = excess_kwh * tariff
+
+    strength = np.clip(-np.log10(np.maximum(np.nan_to_num(q_value, nan=1.0), 1e-300))
+                       / (2 * -np.log10(detection.fdr_alpha)), 0, 1)
+    shape_step = _geo_mean([
+        np.clip(np.nan_to_num(floor_ratio), 0, 1),
+        np.clip(np.nan_to_num(flat, nan=1.0), 0, 1),
+        np.clip(1 - np.nan_to_num(noise_ratio), 0, 1),
+        np.nan_to_num(persistence),
+        1 - np.clip(np.nan_to_num(temp_corr), 0, 1),
+    ])
+    shape_pre = _geo_mean([
+        np.clip(1 - np.nan_to_num(floor_cv, nan=1.0), 0, 1),
+        1 - np.clip(np.nan_to_num(pre_temp_corr), 0, 1),
+        np.clip(np.nan_to_num(excess_pre) / max(detection.min_excess_kw, 1e-3), 0, 1),
+    ])
+    use_pre = pre_ok | (~step_ok & (np.nan_to_num(p_pre, nan=1) < np.nan_to_num(p_step, nan=1)))
+    score = np.where(analysed, strength * np.where(use_pre, shape_pre, shape_step), np.nan)
+
+    dates = grid.dates
+    reasons = _reasons(
+        flagged=flagged, step_ok=step_ok, pre_ok=pre_ok, analysed=analysed, dates=dates,
+        onset=onset, shift_floor=shift_floor, shift_mean=shift_mean, excess_kw=excess_kw,
+        persistence=persistence, n_post=n_post_valid, floor_ratio=floor_ratio, flat=flat,
+        temp_corr=temp_corr, has_weather=hdd is not None, floor_level=floor_level,
+        typical_floor=typical_ratio * variable_kw, floor_cv=floor_cv, step_shape=step_shape,
+        step_sig=step_sig, pre_sig=pre_sig, pre_shape=pre_shape, frozen=frozen.any(axis=0),
+        detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
+    )
+
+    table = pd.DataFrame(
+        {
+            col.METER_ID: ids,
+            col.TRANSFORMER_ID: meters[col.TRANSFORMER_ID].astype("string").fillna("").to_numpy(),
+            col.SCORE: score,
+            col.FLAGGED: flagged,
+            col.KIND: kind,
+            col.ONSET: [dates[i].date().isoformat() if i >= 0 else "" for i in onset_date],
+            col.EXCESS_KW: excess_kw,
+            col.EXCESS_KWH: excess_kwh,
+            col.EST_LOSS: est_loss,
+            col.REASONS: reasons,
+            "analysed": analysed,
+            "p_value": p_value,
+            "q_value": q_value,
+            "candidate_onset": [dates[i].date().isoformat() if i >= 0 else "" for i in onset],
+            "shift_floor_kw": shift_floor,
+            "shift_mean_kw": shift_mean,
+            "floor_ratio": floor_ratio,
+            "flat_fraction": flat,
+            "noise_ratio": noise_ratio,
+            "persistence": persistence,
+            "temperature_corr": temp_corr,
+            "floor_level_kw": floor_level,
+            "excess_preexisting_kw": excess_pre,
+            "valid_days": valid_days,
+        }
+    ).set_index(col.METER_ID, drop=False)
+    detection_result = Detection(
+        table=table,
+        floor_kw=floor,
+        mean_kw=mean,
+        expected_floor_kw=base_floor,
+        expected_mean_kw=base_mean,
+        masked=run,
+    )
+    return detection_result, issues
+
+
+def _geo_mean(factors):
+    stacked = np.stack([np.clip(f, 1e-6, 1) for f in factors])
+    return np.exp(np.log(stacked).mean(axis=0))
+
+
+def _nanmedian_where(values, mask):
+    with _quiet_nan():
+        return np.nanmedian(np.where(mask, values, np.nan), axis=0)
+
+
+def _group_median(values, groups, min_group=10):
+    out = np.full(values.shape, np.nan)
+    with _quiet_nan():
+        out[:] = np.nanmedian(values)
+        for g in np.unique(groups):
+            sel = groups == g
+            if np.sum(sel & ~np.isnan(values)) >= min_group:
+                out[sel] = np.nanmedian(values[sel])
+    return out
+
+
+def _masked_corr(a, b, mask):
+    """Pearson correlation per column of ``a`` and ``b`` over ``mask`` (NaN-aware)."""
+    ok = mask & ~np.isnan(a) & ~np.isnan(b)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ma = np.where(ok, a, 0).sum(0) / n
+        mb = np.where(ok, b, 0).sum(0) / n
+        da = np.where(ok, a - ma, 0)
+        db = np.where(ok, b - mb, 0)
+        r = (da * db).sum(0) / np.sqrt((da**2).sum(0) * (db**2).sum(0))
+    return np.where(n >= 5, r, np.nan)
+
+
+def _empirical_null_sf(z):
+    """Upper-tail p-values of ``z`` under a normal null fitted robustly to the bulk."""
+    out = np.full(z.shape, np.nan)
+    ok = np.isfinite(z)
+    if ok.sum() < 3:
+        out[ok] = stats.norm.sf(z[ok])
+        return out
+    med = np.median(z[ok])
+    mad = 1.4826 * np.median(np.abs(z[ok] - med))
+    out[ok] = stats.norm.sf((z[ok] - med) / max(mad, 1e-9))
+    return out
+
+
+def _fmt_kw(x):
+    return f"{x:.1f} kW" if abs(x) >= 1 else f"{x:.2f} kW"
+
+
+def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, shift_mean,
+             excess_kw, persistence, n_post, floor_ratio, flat, temp_corr, has_weather,
+             floor_level, typical_floor, floor_cv, step_shape, step_sig, pre_sig, pre_shape,
+             frozen, detection, class_names):
+    """Short human reasons per meter (a loop over meters, but only to format text)."""
+    out = []
+    for m in range(len(flagged)):
+        parts = []
+        if not analysed[m]:
+            out.append("not scored: too little usable data in the window (see data_quality.csv)")
+            continue
+        if frozen[m]:
+            parts.append("readings frozen at one value for a day or more (data quality, not load)")
+        if step_ok[m]:
+            day = dates[onset[m]].date().isoformat()
+            parts.append(f"new steady load of {_fmt_kw(excess_kw[m])} since {day}")
+            days = int(round(persistence[m] * n_post[m]))
+            parts.append(f"present on {days} of {int(n_post[m])} days since")
+            if not np.isnan(flat[m]):
+                parts.append(f"same size at every hour of the day ({min(flat[m], 1):.0%} flat)")
+            else:
+                parts.append("night-time floor rose as much as the daily mean")
+            if has_weather:
+                parts.append("not explained by temperature")
+        elif pre_ok[m]:
+            ratio = floor_level[m] / max(typical_floor[m], 1e-3)
+            parts.append(
+                f"running before the window: floor {_fmt_kw(floor_level[m])} around the clock, "
+                f"{ratio:.0f}x a typical {class_names.iloc[m]} meter of its size"
+            )
+            parts.append(f"steady every day (day-to-day variation {floor_cv[m]:.0%})")
+        elif onset[m] >= 0 and shift_floor[m] >= 0.5 * detection.min_excess_kw:
+            day = dates[onset[m]].date().isoformat()
+            why = []
+            if not step_shape["big"][m]:
+                why.append(f"below the {detection.min_excess_kw:g} kW minimum")
+            if not step_shape["flat_day"][m]:
+                why.append("mean rose more than the floor (load not round the clock)")
+            if not step_shape["flat_hour"][m]:
+                why.append("rise follows the household's daily shape")
+            if not step_shape["steady"][m]:
+                why.append("it switches on and off (cycling load)")
+            if not step_shape["persistent"][m]:
+                why.append(f"present on only {persistence[m]:.0%} of days")
+            if not step_shape["not_heating"][m]:
+                why.append("follows temperature (heating)")
+            if not step_sig[m]:
+                why.append("within the meter's normal variation")
+            parts.append(f"floor rose {_fmt_kw(shift_floor[m])} on {day} but " + ", ".join(why))
+        out.append("; ".join(parts))
+    return out

@@ -1,0 +1,247 @@
+"""Pure, vectorised features of many meters' demand.
+
+Each function takes whole arrays, ``(n_cells, n_meters)`` or
+``(n_days, n_meters)``, and returns one value (or mask) per meter or cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _run_lengths(flags: np.ndarray) -> np.ndarray:
+    """Length of the run of consecutive True values ending at each position, along axis 0."""
+    flags = flags.astype(bool)
+    cum = np.cumsum(flags, axis=0)
+    reset = np.where(~flags, cum, 0)
+    return cum - np.maximum.accumulate(reset, axis=0)
+
+
+def repeated_value_runs(kw: np.ndarray, *, min_cells: int, atol: float = 1e-9) -> np.ndarray:
+    """Cells that belong to a run of at least ``min_cells`` identical readings.
+
+    A real load is never exactly constant for a day; a stuck register or a
+    head-end that repeats its last value is.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Demand [kW]; NaN breaks a run.
+    min_cells : int
+        Shortest run reported.
+    atol : float, default 1e-9
+        Readings closer than this are identical [kW].
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_cells, n_meters)
+    """
+    same = np.zeros(kw.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        same[1:] = np.abs(np.diff(kw, axis=0)) <= atol  # NaN compares False
+    forward = _run_lengths(same)  # equal pairs ending at t
+    backward = _run_lengths(np.concatenate([same[1:], np.zeros((1,) + kw.shape[1:], bool)])[::-1])[::-1]
+    return (forward + backward + 1) >= min_cells
+
+
+def degree_days(temperature_c: np.ndarray, *, heating_base_c=15.5, cooling_base_c=22.0):
+    """Heating and cooling degree-days from daily mean temperature.
+
+    Parameters
+    ----------
+    temperature_c : numpy.ndarray
+        Daily mean outdoor temperature [degrees C].
+    heating_base_c, cooling_base_c : float
+        Balance points [degrees C].
+
+    Returns
+    -------
+    hdd, cdd : numpy.ndarray
+        [K day], same shape as ``temperature_c``.
+    """
+    return np.maximum(heating_base_c - temperature_c, 0.0), np.maximum(temperature_c - cooling_base_c, 0.0)
+
+
+def hourly_increment(kw: np.ndarray, hour_of_cell: np.ndarray, post: np.ndarray):
+    """Mean demand by hour of day before and after an onset, per meter.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Demand [kW], NaN where missing.
+    hour_of_cell : numpy.ndarray of int, shape (n_cells,)
+        Local hour 0..23.
+    post : numpy.ndarray of bool, shape (n_cells, n_meters)
+        Cells at or after each meter's onset.
+
+    Returns
+    -------
+    before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
+        Mean demand per hour of day [kW]; NaN where no data.
+    """
+    onehot = (hour_of_cell[None, :] == np.arange(24)[:, None]).astype(np.float64)  # (24, T)
+    valid = ~np.isnan(kw)
+    filled = np.where(valid, kw, 0.0)
+    out = []
+    for part in (~post, post):
+        sel = valid & part
+        s = onehot @ np.where(sel, filled, 0.0)
+        n = onehot @ sel.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where(n > 0, s / n, np.nan))
+    return out[0], out[1]
+
+
+def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, profile_kw: np.ndarray):
+    """Standard deviation of demand around its hour-of-day profile, per meter.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Demand [kW], NaN where missing.
+    hour_of_cell : numpy.ndarray of int, shape (n_cells,)
+    sel : numpy.ndarray of bool, shape (n_cells, n_meters)
+        Cells to use.
+    profile_kw : numpy.ndarray of shape (24, n_meters)
+        Mean demand per hour of day over the same cells [kW].
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_meters,)
+        [kW]; NaN with fewer than 24 cells.
+    """
+    dev = kw - profile_kw[hour_of_cell]
+    ok = sel & ~np.isnan(dev)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(ok, dev, 0.0) ** 2
+        return np.where(n >= 24, np.sqrt(var.sum(axis=0) / n), np.nan)
+
+
+def flat_fraction(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray:
+    """Share of the increase that is the same in every hour of the day.
+
+    Regresses the hour-of-day increment ``after - before`` on the
+    hour-of-day profile ``before``: ``inc_h = a + b * before_h``. A load
+    added round the clock gives ``a`` close to the mean increment (``b``
+    near 0 or negative when it is curtailed at peak hours); a household that
+    grows with its own daily shape gives ``a`` near 0. Returns
+    ``a / mean(inc)``, clipped to 0..1.5.
+
+    Parameters
+    ----------
+    before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_meters,)
+    """
+    inc = after_kw - before_kw
+    ok = ~np.isnan(inc) & ~np.isnan(before_kw)
+    n = ok.sum(axis=0)
+    x = np.where(ok, before_kw, 0.0)
+    y = np.where(ok, inc, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = x.sum(axis=0) / n
+        my = y.sum(axis=0) / n
+        sxx = np.where(ok, (x - mx) ** 2, 0.0).sum(axis=0)
+        sxy = np.where(ok, (x - mx) * (y - my), 0.0).sum(axis=0)
+        # Hours of a flat profile carry no information on b: shrink b to 0
+        # when the profile barely varies (relative spread below 10 %).
+        spread = np.sqrt(sxx / n) / np.maximum(np.abs(mx), 1e-9)
+        b = np.where(spread > 0.1, sxy / sxx, 0.0)
+        a = my - b * mx
+        frac = a / my
+    return np.clip(np.where((n >= 12) & (my > 0), frac, np.nan), 0.0, 1.5)
+
+
+def robust_z(values: np.ndarray, groups: np.ndarray | None = None, *, min_group=10) -> np.ndarray:
+    """Robust standard score: (x - median) / (1.4826 MAD), optionally within groups.
+
+    Groups smaller than ``min_group`` use the whole population.
+
+    Parameters
+    ----------
+    values : numpy.ndarray of shape (n,)
+    groups : numpy.ndarray of int, shape (n,), optional
+        Group code per value (e.g. customer class).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n,)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.shape, np.nan)
+
+    def _z(v):
+        med = np.nanmedian(v)
+        mad = 1.4826 * np.nanmedian(np.abs(v - med))
+        return (v - med) / max(mad, 1e-12)
+
+    if np.all(np.isnan(values)):
+        return out
+    out[:] = _z(values)
+    if groups is not None:
+        for g in np.unique(groups):
+            sel = (groups == g) & ~np.isnan(values)
+            if sel.sum() >= min_group:
+                out[sel] = _z(values[sel])
+    return out
+
+
+def onset_cell(kw: np.ndarray, slots: np.ndarray, hour_of_cell: np.ndarray, onset_day: np.ndarray,
+               profile_kw: np.ndarray, margin_kw: np.ndarray, *, days_before: int = 2,
+               days_after: int = 1) -> np.ndarray:
+    """The grid cell at which a load switched on, refined around a day-level onset.
+
+    Within the days ``onset_day - days_before .. onset_day + days_after`` each
+    cell is marked "on" when demand exceeds the meter's usual demand at that
+    hour of day (``profile_kw``) by ``margin_kw``. The switch-on cell
+    maximises the CUSUM ``sum(on[s] - 1/2 for s >= t)``: after it the load is
+    on most of the time, before it only chance excursions cross the line.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Demand [kW], NaN where missing.
+    slots : numpy.ndarray of int, shape (n_days, width)
+        Cells of each day, padded with -1 (:attr:`gridwatch.days.DayGrid.slots`).
+    hour_of_cell : numpy.ndarray of int, shape (n_cells,)
+    onset_day : numpy.ndarray of int, shape (n_meters,)
+        Day-level onset per meter; -1 for none.
+    profile_kw : numpy.ndarray of shape (24, n_meters)
+        Usual mean demand per hour of day before the onset [kW].
+    margin_kw : numpy.ndarray of shape (n_meters,)
+        Excess over the profile that counts as "load on" [kW] (half the load).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_meters,)
+        Cell position of the switch-on; -1 where ``onset_day`` is -1.
+    """
+    n_days, width = slots.shape
+    n_meters = kw.shape[1]
+    out = np.full(n_meters, -1, dtype=np.int64)
+    has = onset_day >= 0
+    if not has.any():
+        return out
+    offsets = np.arange(-days_before, days_after + 1)
+    days = np.clip(onset_day[None, :] + offsets[:, None], 0, n_days - 1)  # (k, M)
+    cells = slots[days]  # (k, M, width)
+    cells = cells.transpose(0, 2, 1).reshape(-1, n_meters)  # (k*width, M) in time order
+    # Clipping can repeat a day at the edges; repeated cells are neutralised below.
+    dup = np.zeros_like(cells, dtype=bool)
+    dup[1:] = cells[1:] <= np.maximum.accumulate(cells, axis=0)[:-1]
+    valid = (cells >= 0) & ~dup
+    safe = np.where(valid, cells, 0)
+    cols = np.broadcast_to(np.arange(n_meters), cells.shape)
+    values = np.where(valid, kw[safe, cols], np.nan)
+    thresh = profile_kw[hour_of_cell[safe], cols] + margin_kw[None, :]
+    with np.errstate(invalid="ignore"):
+        step = np.where(np.isnan(values) | np.isnan(thresh), 0.0,
+                        np.where(values >= thresh, 0.5, -0.5))
+    cusum = np.cumsum(step[::-1], axis=0)[::-1]  # sum over s >= t
+    cusum = np.where(valid, cusum, -np.inf)
+    best = np.argmax(cusum, axis=0)
+    out[has] = cells[best, np.arange(n_meters)][has]
+    return out

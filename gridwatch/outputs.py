@@ -1,0 +1,100 @@
+"""The output files of a run, with exactly the contract's columns.
+
+``flags.csv`` and ``transformers.csv`` follow ``DATA_CONTRACT.md``; every
+file is written atomically (:mod:`gridwatch.atomic`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.atomic import write_csv, write_json
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Strings safe to open in a spreadsheet: a leading formula character is quoted."""
+    s = series.astype("string").fillna("")
+    risky = s.str.startswith(_FORMULA_START)
+    return s.where(~risky, "'" + s)
+
+
+def format_flags(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank meters and shape the detector's table into ``flags.csv`` rows.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per analysed meter with the flags.csv fields (``score`` 0..1,
+        ``flagged`` bool, ``excess_kw`` [kW], ``excess_kwh`` [kWh],
+        ``est_loss`` [currency]).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`gridwatch.columns.FLAGS_COLUMNS`, sorted by rank
+        (flagged first, then score, then money at stake, then meter id).
+    """
+    t = table.reset_index(drop=True).copy()
+    order = np.lexsort((
+        t[col.METER_ID].astype(str).to_numpy(),
+        -np.nan_to_num(t[col.EST_LOSS].to_numpy(dtype=float), nan=0.0),
+        -np.nan_to_num(t[col.EXCESS_KWH].to_numpy(dtype=float), nan=0.0),
+        -np.nan_to_num(t[col.SCORE].to_numpy(dtype=float), nan=-1.0),
+        ~t[col.FLAGGED].to_numpy(dtype=bool),
+    ))
+    t = t.iloc[order].reset_index(drop=True)
+    out = pd.DataFrame({
+        col.METER_ID: _text(t[col.METER_ID]),
+        col.TRANSFORMER_ID: _text(t[col.TRANSFORMER_ID]),
+        col.RANK: np.arange(1, len(t) + 1),
+        col.SCORE: t[col.SCORE].astype(float).round(4),
+        col.FLAGGED: np.where(t[col.FLAGGED].to_numpy(dtype=bool), "true", "false"),
+        col.KIND: t[col.KIND].astype("string").fillna(""),
+        col.ONSET: t[col.ONSET].astype("string").fillna(""),
+        col.EXCESS_KW: t[col.EXCESS_KW].astype(float).round(3),
+        col.EXCESS_KWH: t[col.EXCESS_KWH].astype(float).round(1),
+        col.EST_LOSS: t[col.EST_LOSS].astype(float).round(2),
+        col.REASONS: _text(t[col.REASONS]),
+    })
+    return out[list(col.FLAGS_COLUMNS)]
+
+
+def empty_transformers() -> pd.DataFrame:
+    """A ``transformers.csv`` frame with the contract's columns and no rows."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in col.TRANSFORMERS_COLUMNS})
+
+
+def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame,
+                  data_quality: pd.DataFrame, run_info: dict) -> dict:
+    """Write ``flags.csv``, ``transformers.csv``, ``data_quality.csv`` and ``run.json``.
+
+    Each file is replaced atomically; ``run.json`` is written last, so its
+    presence means the other files of the run are complete.
+
+    Returns
+    -------
+    dict
+        Output name -> path.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dq = data_quality.copy()
+    for name in ("meter_id", "detail"):
+        dq[name] = _text(dq[name])
+    paths = {
+        "flags": out / "flags.csv",
+        "transformers": out / "transformers.csv",
+        "data_quality": out / "data_quality.csv",
+        "run": out / "run.json",
+    }
+    write_csv(paths["flags"], flags)
+    write_csv(paths["transformers"], transformers[list(col.TRANSFORMERS_COLUMNS)])
+    write_csv(paths["data_quality"], dq)
+    write_json(paths["run"], run_info)
+    return {k: str(v) for k, v in paths.items()}

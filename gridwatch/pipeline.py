@@ -1,0 +1,267 @@
+"""The nightly run, stage by stage: read, clean, grid, detect, write.
+
+This is the only module that knows the order of the stages. It holds no
+maths: each stage is a function of its own module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import __version__
+from gridwatch import columns as col
+from gridwatch.config import Config
+from gridwatch.days import DayGrid, daily_mean, day_grid
+from gridwatch.detect import Detection, detect_visible_load
+from gridwatch.errors import InputError
+from gridwatch.issues import IssueLog
+from gridwatch.outputs import empty_transformers, format_flags, write_outputs
+from gridwatch.resample import analysis_index, to_grid, weather_to_grid
+from gridwatch.sources import Dataset, read_dataset
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, for the report, the plots and the tests.
+
+    Attributes
+    ----------
+    flags : pandas.DataFrame
+        ``flags.csv`` rows.
+    transformers : pandas.DataFrame
+        ``transformers.csv`` rows.
+    issues : IssueLog
+        Every data-quality finding.
+    detection : Detection
+        The detector's per-meter table and daily arrays.
+    kw : pandas.DataFrame
+        Demand on the analysis grid [kW] (cells x analysed meters).
+    grid : DayGrid
+    as_of : datetime.date
+    info : dict
+        The content of ``run.json``.
+    """
+
+    flags: pd.DataFrame
+    transformers: pd.DataFrame
+    issues: IssueLog
+    detection: Detection
+    kw: pd.DataFrame
+    grid: DayGrid
+    as_of: dt.date
+    info: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+
+
+def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
+    """The last local day fully covered by the data: the default ``--as-of``.
+
+    Parameters
+    ----------
+    readings : pandas.DataFrame
+        Canonical readings (``meter_id``, ``timestamp`` UTC).
+    interval_minutes : pandas.Series
+        Interval length per meter [min].
+    timezone : str
+
+    Returns
+    -------
+    datetime.date
+    """
+    if readings.empty:
+        raise InputError("no usable readings", file="readings",
+                         hint="check the readings table and data_quality.csv")
+    step = readings[col.METER_ID].map(interval_minutes).astype("float64").fillna(0.0)
+    ends = readings[col.TIMESTAMP] + pd.to_timedelta(step.to_numpy(), unit="min")
+    last_end = ends.max().tz_convert(timezone)
+    midnight = last_end.normalize()
+    return (midnight - pd.Timedelta(days=1)).date()
+
+
+def window_bounds(as_of: dt.date, history_days: int, timezone: str):
+    """UTC start (inclusive) and end (exclusive) of the analysis window."""
+    first = pd.Timestamp(as_of) - pd.Timedelta(days=history_days - 1)
+    start = first.tz_localize(timezone, nonexistent="shift_forward", ambiguous=False)
+    end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(
+        timezone, nonexistent="shift_forward", ambiguous=False)
+    return start.tz_convert("UTC"), end.tz_convert("UTC")
+
+
+def _meter_temperature(ds: Dataset, meters: pd.DataFrame, index, grid: DayGrid, issues: IssueLog):
+    """Daily mean temperature at each meter ``(n_days, n_meters)``, or None without weather."""
+    if ds.weather is None or ds.weather.empty:
+        return None
+    regions = sorted(ds.weather[col.REGION].astype(str).unique())
+    temp = weather_to_grid(ds.weather, regions=regions, index=index)
+    nominal = 24 / grid.cell_hours
+    daily = daily_mean(temp.to_numpy(dtype=np.float64), grid, np.full(grid.n_days, int(nominal // 2)))
+    region = meters[col.REGION].astype("string").fillna("")
+    if len(regions) == 1:
+        position = np.zeros(len(meters), dtype=int)  # one region serves every meter
+    else:
+        lookup = {r: i for i, r in enumerate(regions)}
+        position = region.map(lookup).fillna(-1).astype(int).to_numpy()
+        issues.add_per_meter(
+            "weather.region_missing", "weather",
+            pd.Series((position < 0).astype(int), index=meters[col.METER_ID].to_numpy()), "kept",
+            detail="no weather for the meter's region: modelled without temperature",
+            severity="info")
+    padded = np.concatenate([daily, np.full((grid.n_days, 1), np.nan)], axis=1)
+    per_meter = padded[:, position]
+    # A missing temperature must not void a day: use the region's mean for it.
+    fill = np.nanmean(per_meter, axis=0) if np.isfinite(per_meter).any() else 0.0
+    with np.errstate(invalid="ignore"):
+        per_meter = np.where(np.isnan(per_meter), fill, per_meter)
+    return np.nan_to_num(per_meter, nan=15.5)  # no data at all: neutral (no heating/cooling)
+
+
+def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None) -> RunResult:
+    """Analyse a dataset directory and write the outputs.
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+        A dataset laid out as in ``DATA_CONTRACT.md``.
+    output_dir : str or os.PathLike, optional
+        Where to write ``flags.csv``, ``transformers.csv``,
+        ``data_quality.csv`` and ``run.json``; ``None`` writes nothing.
+    as_of : str or datetime.date, optional
+        Last day analysed (local); default: the last full day in the data.
+    config : Config, optional
+        Defaults when omitted.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    InputError
+        When an input table cannot be used at all.
+    """
+    config = config or Config()
+    tz = config.data.timezone
+    timings = {}
+    started = time.perf_counter()
+
+    t0 = time.perf_counter()
+    ds = read_dataset(input_dir, data_config=config.data)
+    timings["read_and_clean_s"] = time.perf_counter() - t0
+    issues = IssueLog().extend(ds.issues)
+
+    if as_of is None:
+        as_of_date = last_full_day(ds.readings, ds.interval_minutes, tz)
+    else:
+        try:
+            as_of_date = pd.Timestamp(str(as_of)).date()
+        except ValueError:
+            raise InputError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from None
+    start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
+
+    t0 = time.perf_counter()
+    ts = ds.readings[col.TIMESTAMP]
+    inside = (ts >= start) & (ts < end)
+    outside = int((~inside).sum())
+    issues.add("readings.outside_window", "readings", outside, "excluded",
+               detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
+                      f"({config.analysis.history_days} days)", severity="info")
+    readings = ds.readings[inside]
+    if readings.empty:
+        raise InputError(f"no readings in the analysis window ending {as_of_date}",
+                         file=Path(input_dir) / "readings",
+                         hint="check --as-of against the dates in the data")
+    index = analysis_index(start, end, config.analysis.grid_minutes)
+    meter_ids = pd.Index(ds.meters[col.METER_ID].astype(str))
+    kw, coverage = to_grid(readings, ds.interval_minutes, meter_ids=meter_ids, index=index)
+    has_data = kw.notna().any(axis=0).to_numpy()
+    absent = ds.meters[col.METER_ID].astype(str)
+    already = set(ds.issues.to_frame().query("code == 'meters.no_readings'")["meter_id"])
+    no_window = [m for m in absent[~has_data] if m not in already]
+    issues.add_per_meter("meters.no_data_in_window", "meters", pd.Series(1, index=no_window),
+                         "excluded", detail="no readings in the analysis window; not analysed")
+    meters = ds.meters[has_data].reset_index(drop=True)
+    kw = kw.loc[:, has_data]
+    timings["grid_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    grid = day_grid(index, tz)
+    temperature = _meter_temperature(ds, meters, index, grid, issues)
+    detection, det_issues = detect_visible_load(
+        kw.to_numpy(dtype=np.float64), grid, meters, temperature_c=temperature,
+        detection=config.detection, analysis=config.analysis, frozen_hours=config.data.frozen_hours,
+    )
+    issues.extend(det_issues)
+    table = _apply_suppressions(detection.table, config)
+    timings["detect_s"] = time.perf_counter() - t0
+
+    analysed = table[table["analysed"]]
+    flags = format_flags(analysed)
+    transformers = empty_transformers()
+    if ds.upstream is not None and not ds.upstream.empty:
+        issues.add("upstream.not_analysed", "upstream", len(ds.upstream), "kept",
+                   detail="energy balance is not computed by this version; transformers.csv is empty",
+                   severity="info")
+    timings["total_s"] = time.perf_counter() - started
+
+    info = {
+        "gridwatch_version": __version__,
+        "python": platform.python_version(),
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "input_dir": str(input_dir),
+        "as_of": as_of_date.isoformat(),
+        "window": {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
+                   "days": config.analysis.history_days},
+        "config": config.to_dict(),
+        "counts": _counts(ds, issues, len(readings), flags),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
+                       kw=kw, grid=grid, as_of=as_of_date, info=info)
+    if output_dir is not None:
+        result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
+                                     data_quality=issues.to_frame(), run_info=info)
+    return result
+
+
+def _apply_suppressions(table: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Keep suppressed meters out of the flagged list, saying why."""
+    if not config.suppress:
+        return table
+    reasons = {s.meter_id: s.reason for s in config.suppress}
+    table = table.copy()
+    hit = table[col.METER_ID].isin(list(reasons))
+    why = table.loc[hit, col.METER_ID].map(reasons)
+    was = table.loc[hit, col.FLAGGED]
+    table.loc[hit, col.REASONS] = (
+        "suppressed in config (" + why + ")"
+        + np.where(was, "; would be flagged: " + table.loc[hit, col.REASONS], "")
+    )
+    table.loc[hit, col.FLAGGED] = False
+    table.loc[hit, col.KIND] = ""
+    return table
+
+
+def _counts(ds: Dataset, issues: IssueLog, readings_in_window: int, flags: pd.DataFrame) -> dict:
+    """Rows in / used / dropped per reason, per table, and the headline numbers."""
+    frame = issues.to_frame()
+    out = {}
+    for table, counts in ds.row_counts.items():
+        rows = frame[(frame["table"] == table) & frame["action"].isin(["dropped", "excluded"])]
+        if table == "meters":
+            rows = rows[rows["code"].str.startswith("meters.") & (rows["action"] == "dropped")]
+        out[table] = {
+            "in": int(counts.get("in", 0)),
+            "used": int(readings_in_window) if table == "readings" else int(counts.get("used", 0)),
+            "dropped_by_reason": {k: int(v) for k, v in rows.groupby("code")["count"].sum().items()},
+        }
+    out["meters_analysed"] = int(len(flags))
+    out["meters_flagged"] = int((flags[col.FLAGGED] == "true").sum())
+    out["data_quality_issues"] = int(len(frame))
+    return out
