@@ -121,7 +121,7 @@ def peer_groups(meters: pd.DataFrame) -> np.ndarray:
 
 
 def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_c=None,
-                        detection, analysis, frozen_hours=24) -> tuple[Detection, IssueLog]:
+                        spread_kw=None, detection, analysis, frozen_hours=24) -> tuple[Detection, IssueLog]:
     """Score every meter for a mining-like visible load.
 
     Parameters
@@ -136,6 +136,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         ``tariff_per_kwh``.
     temperature_c : numpy.ndarray of shape (n_days, n_meters), optional
         Daily mean outdoor temperature at each meter [degrees C].
+    spread_kw : numpy.ndarray of shape (n_cells, n_meters), optional
+        Spread of the meter's own sub-interval demands within each cell [kW]
+        (:func:`gridwatch.resample.to_grid` with ``with_spread``); lets a
+        thermostat cycling faster than the grid be told from a steady rig.
     detection : gridwatch.config.DetectionConfig
     analysis : gridwatch.config.AnalysisConfig
     frozen_hours : int, default 24
@@ -238,6 +242,12 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     with np.errstate(invalid="ignore", divide="ignore"):
         noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw)
                        - hourly_spread(kw, grid.hour_of_cell, ~post_cell, before_kw)) / shift_mean
+    if spread_kw is not None:
+        spread_kw = np.where(run, np.nan, np.asarray(spread_kw, dtype=np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
+            within = (np.nanmean(np.where(full_cell, spread_kw, np.nan), axis=0)
+                      - np.nanmean(np.where(~post_cell, spread_kw, np.nan), axis=0)) / shift_mean
+        noise_ratio = np.fmax(noise_ratio, within)
     temp_corr = np.full(n_meters, np.nan)
     if hdd is not None:
         temp_corr = _masked_corr(resid_floor, hdd, post_day & (n_post_valid >= 5)[None, :])

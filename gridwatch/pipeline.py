@@ -179,7 +179,8 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
                          hint="check --as-of against the dates in the data")
     index = analysis_index(start, end, config.analysis.grid_minutes)
     meter_ids = pd.Index(ds.meters[col.METER_ID].astype(str))
-    kw, coverage = to_grid(readings, ds.interval_minutes, meter_ids=meter_ids, index=index)
+    kw, coverage, spread = to_grid(readings, ds.interval_minutes, meter_ids=meter_ids, index=index,
+                                   with_spread=True)
     has_data = kw.notna().any(axis=0).to_numpy()
     absent = ds.meters[col.METER_ID].astype(str)
     already = set(ds.issues.to_frame().query("code == 'meters.no_readings'")["meter_id"])
@@ -188,13 +189,14 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
                          "excluded", detail="no readings in the analysis window; not analysed")
     meters = ds.meters[has_data].reset_index(drop=True)
     kw = kw.loc[:, has_data]
+    spread = spread.to_numpy()[:, has_data]
     timings["grid_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     grid = day_grid(index, tz)
     temperature = _meter_temperature(ds, meters, index, grid, issues)
     detection, det_issues = detect_visible_load(
-        kw.to_numpy(dtype=np.float64), grid, meters, temperature_c=temperature,
+        kw.to_numpy(dtype=np.float64), grid, meters, temperature_c=temperature, spread_kw=spread,
         detection=config.detection, analysis=config.analysis, frozen_hours=config.data.frozen_hours,
     )
     issues.extend(det_issues)

@@ -1,0 +1,167 @@
+"""Input sources: read a dataset laid out per ``DATA_CONTRACT.md`` into clean frames.
+
+:func:`read_dataset` is the one entry point the pipeline uses for files; the
+per-table readers live in :mod:`gridwatch.sources.files`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.cleaning import clean_readings, clean_weather
+from gridwatch.errors import InputError
+from gridwatch.issues import IssueLog
+from gridwatch.sources import files
+from gridwatch.sources.files import (
+    find_table,
+    read_meters,
+    read_readings,
+    read_upstream,
+    read_weather,
+)
+
+__all__ = ["Dataset", "find_table", "read_dataset", "read_meters", "read_readings",
+           "read_upstream", "read_weather"]
+
+
+@dataclass
+class Dataset:
+    """The cleaned input tables of one run.
+
+    Attributes
+    ----------
+    meters : pandas.DataFrame
+        One row per meter (:func:`gridwatch.sources.files.read_meters`).
+    readings : pandas.DataFrame
+        Cleaned readings: ``meter_id`` (Categorical), ``timestamp`` (UTC),
+        ``kwh`` [kWh]; sorted, unique per (meter_id, timestamp).
+    interval_minutes : pandas.Series
+        Interval of each meter with readings [min], indexed by ``meter_id``.
+    upstream : pandas.DataFrame or None
+        Cleaned upstream loads (``asset_id``, ``timestamp``, ``kwh`` [kWh]).
+    upstream_interval_minutes : pandas.Series or None
+        Interval of each asset [min], indexed by ``asset_id``.
+    weather : pandas.DataFrame or None
+        Cleaned weather (``region``, ``timestamp``, ``temperature_c`` [degrees C]).
+    issues : IssueLog
+        Everything the readers and cleaning repaired, dropped or refused.
+    row_counts : dict
+        ``{table: {"in": rows read, "used": rows kept}}`` for the four tables;
+        ``in - used`` equals the rows of that table's ``dropped`` issues.
+    """
+
+    meters: pd.DataFrame
+    readings: pd.DataFrame
+    interval_minutes: pd.Series
+    upstream: pd.DataFrame | None
+    upstream_interval_minutes: pd.Series | None
+    weather: pd.DataFrame | None
+    issues: IssueLog
+    row_counts: dict
+
+
+def _expected(name: str) -> str:
+    return ", ".join(f"{name}{suffix}" for suffix in files.SUFFIXES)
+
+
+def read_dataset(input_dir, *, data_config) -> Dataset:
+    """Read, check and clean every table of a dataset directory.
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+        Directory holding ``meters`` and ``readings`` (required) and
+        ``upstream`` and ``weather`` (optional), each as ``.csv``,
+        ``.csv.gz`` or ``.parquet``.
+    data_config : gridwatch.config.DataConfig
+        Time zone for naive timestamps and the cleaning thresholds.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    InputError
+        When the directory or a required table is missing, or a table cannot
+        be used at all (see the readers).
+
+    Notes
+    -----
+    Upstream loads are cleaned with the meter rules except the plausibility
+    caps (``max_plausible_kw`` and ``contracted_kw`` describe a single meter,
+    not a substation); their spike rule still applies. Meters with no usable
+    reading (none left, or all NaN) are recorded as ``meters.no_readings``
+    (action ``excluded``); they stay in ``meters``.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError("input directory not found", file=input_dir,
+                         hint="pass a directory holding meters and readings tables")
+    paths = {name: find_table(input_dir, name) for name in col.TABLES}
+    for name in ("meters", "readings"):
+        if paths[name] is None:
+            raise InputError(f"no {name} table", file=input_dir,
+                             hint=f"add one of {_expected(name)}")
+    cleaning = {"max_plausible_kw": data_config.max_plausible_kw,
+                "contracted_kw_factor": data_config.contracted_kw_factor,
+                "spike_factor": data_config.spike_factor}
+    tz = data_config.timezone
+    issues = IssueLog()
+    counts = {name: {"in": 0, "used": 0} for name in col.TABLES}
+
+    meters, log, counts["meters"]["in"] = files._read_meters(paths["meters"])
+    issues.extend(log)
+    counts["meters"]["used"] = len(meters)
+
+    raw, log, counts["readings"]["in"] = files._read_interval_table(
+        paths["readings"], table="readings", id_column=col.METER_ID, value_column=col.KWH,
+        timezone=tz, required=True)
+    issues.extend(log)
+    readings, interval_minutes, log = clean_readings(raw, meters, **cleaning)
+    del raw
+    issues.extend(log)
+    counts["readings"]["used"] = len(readings)
+    _record_meters_without_readings(meters, readings, issues)
+
+    upstream = upstream_interval_minutes = None
+    if paths["upstream"] is not None:
+        raw, log, counts["upstream"]["in"] = files._read_interval_table(
+            paths["upstream"], table="upstream", id_column=col.ASSET_ID, value_column=col.KWH,
+            timezone=tz, required=False)
+        issues.extend(log)
+        if raw is not None:
+            upstream, upstream_interval_minutes, log = clean_readings(
+                raw, meters, **{**cleaning, "max_plausible_kw": np.inf},
+                id_column=col.ASSET_ID, table="upstream")
+            issues.extend(log)
+            counts["upstream"]["used"] = len(upstream)
+
+    weather = None
+    if paths["weather"] is not None:
+        raw, log, counts["weather"]["in"] = files._read_weather(paths["weather"], timezone=tz)
+        issues.extend(log)
+        if raw is not None:
+            weather, log = clean_weather(raw)
+            issues.extend(log)
+            counts["weather"]["used"] = len(weather)
+
+    return Dataset(meters=meters, readings=readings, interval_minutes=interval_minutes,
+                   upstream=upstream, upstream_interval_minutes=upstream_interval_minutes,
+                   weather=weather, issues=issues, row_counts=counts)
+
+
+def _record_meters_without_readings(meters, readings, issues: IssueLog) -> None:
+    ids = readings[col.METER_ID].array
+    usable = np.bincount(ids.codes[~np.isnan(readings[col.KWH].to_numpy())],
+                         minlength=len(ids.categories))
+    with_data = ids.categories[usable > 0]
+    without = ~meters[col.METER_ID].isin(with_data)
+    issues.add_per_meter("meters.no_readings", "meters",
+                         pd.Series(1, index=meters.loc[without, col.METER_ID]), "excluded",
+                         detail="no usable reading; the meter is not analysed")

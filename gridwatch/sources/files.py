@@ -1,0 +1,542 @@
+"""Read the contract tables from CSV or Parquet files into canonical frames.
+
+Every reader returns ``(frame, issues)``. The frames are the same whatever the
+file format (``DATA_CONTRACT.md``):
+
+* readings: ``meter_id`` (Categorical, sorted categories), ``timestamp``
+  (``datetime64[us, UTC]``, START of the interval), ``kwh`` (float64);
+* upstream: ``asset_id`` (Categorical), ``timestamp``, ``kwh``;
+* weather: ``region`` (str), ``timestamp``, ``temperature_c`` (float64);
+* meters: one row per ``meter_id`` (str) with every contract column present,
+  then the extra columns of the file.
+
+Timestamps: an explicit offset (``Z``, ``+05:00``) wins; a naive time is read
+in the configured IANA zone. A repeated local hour (DST end) is resolved in
+file order: the first occurrence of a (meter, local time) is the earlier
+instant, the second the later one. A skipped local hour (DST start) is
+shifted forward. Both are counted.
+
+Readers refuse (``InputError``) what cannot be used at all and repair, with a
+counted issue, what can. Cleaning rules that need the meter list (unknown
+meters, duplicates, intervals...) live in :mod:`gridwatch.cleaning`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from gridwatch import columns as col
+from gridwatch.errors import InputError
+from gridwatch.issues import IssueLog
+
+TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+"""Canonical dtype of every ``timestamp`` column inside GridWatch."""
+
+MAX_BAD_TIMESTAMP_FRACTION = 0.10
+"""Above this share of unparseable timestamps the file is refused, not repaired."""
+
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+ISO_HINT = ("write ISO 8601 times such as 2024-03-01T00:30:00, 2024-03-01 00:30 "
+            "or 2024-03-01T00:30:00+01:00")
+_OFFSET_RE = r"[T ][\d:.,]+\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+_NAT = np.iinfo(np.int64).min
+_US_PER_MIN = 60_000_000
+
+
+# --- locating and opening files --------------------------------------------------------------
+def find_table(input_dir, name: str) -> Path | None:
+    """Find the file holding table ``name`` in a dataset directory.
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+        The dataset directory.
+    name : str
+        Table name: ``meters``, ``readings``, ``upstream`` or ``weather``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``name.csv``, ``name.csv.gz`` or ``name.parquet``; None when absent.
+
+    Raises
+    ------
+    InputError
+        When more than one of them exists (which one is meant is unclear).
+    """
+    found = [Path(input_dir) / f"{name}{suffix}" for suffix in SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    if len(found) > 1:
+        names = " and ".join(path.name for path in found)
+        raise InputError(f"both {names} exist for table '{name}'", file=Path(input_dir),
+                         hint="keep one of them")
+    return found[0] if found else None
+
+
+def _format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise InputError("not a CSV or Parquet file", file=path,
+                     hint="name it .csv, .csv.gz or .parquet")
+
+
+def _columns(path: Path) -> list[str]:
+    """Column names of a file, without reading its data."""
+    try:
+        if _format(path) == "parquet":
+            return list(pq.read_schema(path).names)
+        if path.stat().st_size == 0:
+            return []
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError("file not found", file=path) from None
+    except Exception as exc:  # noqa: BLE001 - any reader failure means "unreadable"
+        raise InputError(f"cannot read the file: {_first_line(exc)}", file=path,
+                         hint="check that it is a valid CSV or Parquet file") from None
+
+
+def _require(columns: list[str], required, path: Path, table: str) -> None:
+    for name in required:
+        if name not in columns:
+            found = ", ".join(columns) if columns else "none"
+            hint = f"the {table} table needs columns {', '.join(required)}"
+            near = [c for c in columns if c.strip().lower() == name]
+            if near:
+                hint += f"; rename column {near[0]!r} to '{name}' (names are case-sensitive)"
+            elif len(columns) == 1 and any(sep in columns[0] for sep in ";\t|"):
+                hint += "; the file does not look comma-separated"
+            raise InputError(f"missing required column '{name}' (found: {found})",
+                             file=path, column=name, hint=hint)
+
+
+def _read(path: Path, names: list[str], types: dict,
+          dictionary: tuple = ()) -> tuple[pa.Table, int]:
+    """Read ``names`` from a CSV or Parquet file; returns the table and malformed CSV rows."""
+    try:
+        if _format(path) == "parquet":
+            schema = pq.read_schema(path)
+            as_dict = [n for n in dictionary if pa.types.is_string(schema.field(n).type)
+                       or pa.types.is_large_string(schema.field(n).type)]
+            return pq.read_table(path, columns=names, read_dictionary=as_dict), 0
+        skipped = []
+
+        def skip(row):
+            skipped.append(row.number)
+            return "skip"
+
+        table = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pcsv.ConvertOptions(include_columns=names, column_types=types,
+                                                strings_can_be_null=True),
+        )
+        return table, len(skipped)
+    except InputError:
+        raise
+    except pa.ArrowInvalid as exc:
+        if "conversion error" in str(exc):
+            raise _ConversionError from None
+        raise InputError(f"cannot read the file: {_first_line(exc)}", file=path,
+                         hint="check that it is a valid CSV or Parquet file") from None
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read the file: {_first_line(exc)}", file=path,
+                         hint="check that it is a valid CSV or Parquet file") from None
+
+
+class _ConversionError(Exception):
+    """A CSV column did not convert to the fast type asked for; read it as text instead."""
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- column conversions ----------------------------------------------------------------------
+def _ids(column: pa.ChunkedArray) -> pd.Categorical:
+    """Ids as a Categorical with stripped, sorted string categories; blanks are missing."""
+    if not pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string()).dictionary_encode()
+    cat = column.to_pandas().array
+    names = pd.Index(cat.categories.astype("str")).str.strip()
+    uniques = pd.Index(names.unique().dropna()).drop([""], errors="ignore").sort_values()
+    remap = uniques.get_indexer(names)  # -1 for blanks
+    codes = cat.codes
+    if not np.array_equal(remap, np.arange(len(names))):
+        lookup = np.append(remap, -1).astype(codes.dtype)  # code -1 maps to the last entry
+        codes = lookup[codes]
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(uniques))
+
+
+def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 values and a mask of present-but-non-numeric cells."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) \
+            or pa.types.is_null(column.type):
+        values = column.cast(pa.float64()).to_numpy()
+        return values.astype(np.float64, copy=False), np.zeros(len(values), bool)
+    text = pd.Series(column.cast(pa.string()).to_pandas(), dtype="str").str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    present = text.notna().to_numpy() & (text != "").to_numpy()
+    return values, present & np.isnan(values)
+
+
+def _utc_instants(column: pa.ChunkedArray, groups: np.ndarray, timezone: str):
+    """Parse a timestamp column into int64 microseconds since the epoch, UTC.
+
+    Returns
+    -------
+    utc : numpy.ndarray of int64
+        ``_NAT`` where the value is missing or cannot be parsed.
+    ambiguous, nonexistent : numpy.ndarray of bool
+        Rows whose naive local time was repeated / skipped by a DST change.
+    """
+    n = len(column)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string())
+    if pa.types.is_date(column.type):
+        column = column.cast(pa.timestamp("s"))
+    if pa.types.is_timestamp(column.type):
+        index = pd.DatetimeIndex(column.to_pandas())
+        if column.type.tz is not None:
+            utc = index.tz_convert("UTC").as_unit("us").asi8
+            return utc, np.zeros(n, bool), np.zeros(n, bool)
+        return _localize(index.as_unit("us").asi8, groups, timezone)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise TypeError(f"a timestamp column cannot have type {column.type}")
+    text = pd.Series(column.to_pandas(), dtype="str").str.strip()
+    has_offset = text.str.contains(_OFFSET_RE, regex=True, na=False).to_numpy()
+    utc = np.full(n, _NAT, dtype=np.int64)
+    ambiguous = np.zeros(n, bool)
+    nonexistent = np.zeros(n, bool)
+    if has_offset.any():
+        aware = pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")
+        utc[has_offset] = pd.DatetimeIndex(aware).as_unit("us").asi8
+    naive_rows = ~has_offset
+    if naive_rows.any():
+        naive = pd.to_datetime(text[naive_rows], format="ISO8601", errors="coerce")
+        naive_i8 = pd.DatetimeIndex(naive).as_unit("us").asi8
+        utc[naive_rows], ambiguous[naive_rows], nonexistent[naive_rows] = _localize(
+            naive_i8, groups[naive_rows], timezone)
+    return utc, ambiguous, nonexistent
+
+
+def _localize(naive: np.ndarray, groups: np.ndarray, timezone: str):
+    """Read naive local times (int64 [us], ``_NAT`` for missing) in ``timezone``.
+
+    Vectorised over the distinct local times, which are few (one per interval of
+    the period), not over rows. In a repeated hour the first occurrence of a
+    (group, local time) in row order is the earlier (DST) instant, later ones the
+    later (standard time) instant; skipped local times are shifted forward.
+    """
+    n = len(naive)
+    ambiguous = np.zeros(n, bool)
+    nonexistent = np.zeros(n, bool)
+    if timezone == "UTC":
+        return naive.copy(), ambiguous, nonexistent
+    valid = naive != _NAT
+    inverse, uniques = pd.factorize(naive[valid])
+    local = pd.DatetimeIndex(np.asarray(uniques, dtype=np.int64).view("M8[us]"))
+    ones = np.ones(len(local), bool)
+    early = local.tz_localize(timezone, ambiguous=ones, nonexistent="shift_forward").asi8
+    late = local.tz_localize(timezone, ambiguous=~ones, nonexistent="shift_forward").asi8
+    skipped = local.tz_localize(timezone, ambiguous=ones, nonexistent="NaT").isna()
+    utc = np.full(n, _NAT, dtype=np.int64)
+    utc[valid] = early[inverse]
+    repeated = (early != late)[inverse]
+    if repeated.any():
+        rows = np.flatnonzero(valid)[repeated]
+        occurrence = pd.DataFrame({"g": groups[rows], "t": naive[rows]}).groupby(
+            ["g", "t"], sort=False).cumcount().to_numpy()
+        utc[rows] = np.where(occurrence == 0, early[inverse[repeated]], late[inverse[repeated]])
+        ambiguous[rows] = True
+    nonexistent[valid] = np.asarray(skipped)[inverse]
+    return utc, ambiguous, nonexistent
+
+
+def _per_id(ids: pd.Categorical, mask: np.ndarray) -> pd.Series:
+    """Count of ``mask`` rows per id (Series indexed by the categories)."""
+    codes = np.asarray(ids.codes)
+    hits = codes[mask & (codes >= 0)]
+    return pd.Series(np.bincount(hits, minlength=len(ids.categories)), index=ids.categories)
+
+
+def _first_bad(text_column: pa.ChunkedArray, bad: np.ndarray) -> tuple[int, str]:
+    row = int(np.flatnonzero(bad)[0])
+    value = text_column[row].as_py()
+    return row + 1, "empty" if value is None or str(value).strip() == "" else repr(str(value))
+
+
+# --- interval tables: readings, upstream, weather ---------------------------------------------
+def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
+                         timezone: str, required: bool):
+    """Read a long (id, timestamp, value) table; returns (frame or None, issues, rows_in)."""
+    path = Path(path)
+    log = IssueLog()
+    names = [id_column, col.TIMESTAMP, value_column]
+    _require(_columns(path), names, path, table)
+    types = {id_column: pa.dictionary(pa.int32(), pa.string()), col.TIMESTAMP: pa.string(),
+             value_column: pa.float64()}
+    try:
+        data, malformed = _read(path, names, types, dictionary=(id_column,))
+    except _ConversionError:
+        data, malformed = _read(path, names, {**types, value_column: pa.string()},
+                                dictionary=(id_column,))
+    rows_in = data.num_rows + malformed
+    log.add(f"{table}.malformed_row", table, malformed, "dropped",
+            detail="CSV rows with the wrong number of fields were skipped")
+    if data.num_rows == 0:
+        if required:
+            raise InputError(f"the {table} table has no rows", file=path,
+                             hint=f"export at least one row of {', '.join(names)}")
+        log.add(f"{table}.empty", table, 1, "kept", severity="info",
+                detail=f"{path.name} has no rows; treated as absent")
+        return None, log, rows_in
+
+    ids = _ids(data.column(id_column))
+    codes = np.asarray(ids.codes)
+    try:
+        utc, ambiguous, nonexistent = _utc_instants(data.column(col.TIMESTAMP), codes, timezone)
+    except TypeError as exc:
+        raise InputError(str(exc), file=path, column=col.TIMESTAMP, hint=ISO_HINT) from None
+    except ValueError as exc:
+        raise InputError(f"timestamps cannot be read: {_first_line(exc)}", file=path,
+                         column=col.TIMESTAMP, hint=ISO_HINT) from None
+    bad_time = utc == _NAT
+    if bad_time.mean() > MAX_BAD_TIMESTAMP_FRACTION:
+        row, value = _first_bad(data.column(col.TIMESTAMP), bad_time)
+        raise InputError(
+            f"{bad_time.sum()} of {len(bad_time)} timestamps cannot be parsed; "
+            f"the first is {value} in data row {row}",
+            file=path, column=col.TIMESTAMP, row=row, hint=ISO_HINT)
+
+    values, non_numeric = _numbers(data.column(value_column))
+    if np.isnan(values).all():
+        bad = non_numeric if non_numeric.any() else np.ones(len(values), bool)
+        row, value = _first_bad(data.column(value_column), bad)
+        raise InputError(f"column '{value_column}' holds no number (first value {value} "
+                         f"in data row {row})", file=path, column=value_column, row=row,
+                         hint="write plain decimal numbers with a '.' decimal point, e.g. 0.25")
+
+    no_id = codes < 0
+    log.add(f"{table}.missing_{id_column}", table, no_id.sum(), "dropped",
+            detail=f"rows without {id_column}")
+    keep = ~no_id & ~bad_time
+    log.add_per_meter(f"{table}.bad_timestamp", table, _per_id(ids, bad_time & ~no_id),
+                      "dropped", detail=f"timestamp missing or not ISO 8601; {ISO_HINT}")
+    log.add_per_meter(f"{table}.non_numeric_{value_column}", table,
+                      _per_id(ids, non_numeric & keep), "set_missing",
+                      detail=f"{value_column} is not a number")
+    log.add_per_meter(f"{table}.dst_ambiguous", table, _per_id(ids, ambiguous & keep),
+                      "resolved", severity="info",
+                      detail="local time repeated at DST end: first occurrence read as "
+                             "summer time, the second as standard time")
+    log.add_per_meter(f"{table}.dst_nonexistent", table, _per_id(ids, nonexistent & keep),
+                      "resolved", detail="local time skipped at DST start: shifted forward")
+    if not keep.all():
+        ids, utc, values = ids[keep], utc[keep], values[keep]
+    frame = pd.DataFrame({
+        id_column: ids,
+        col.TIMESTAMP: pd.DatetimeIndex(utc.view("M8[us]"), dtype=TIMESTAMP_DTYPE),
+        value_column: values,
+    }, copy=False)
+    return frame, log, rows_in
+
+
+def read_readings(path, *, timezone: str = "UTC") -> tuple[pd.DataFrame, IssueLog]:
+    """Read the meter readings table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``readings.csv``, ``readings.csv.gz`` or ``readings.parquet``.
+    timezone : str, default "UTC"
+        IANA zone in which naive timestamps are read.
+
+    Returns
+    -------
+    readings : pandas.DataFrame
+        ``meter_id`` (Categorical), ``timestamp`` (UTC, START of the interval),
+        ``kwh`` (float64, energy in the interval [kWh], NaN where not a number).
+        Rows keep file order; extra columns are not read.
+    issues : IssueLog
+        ``readings.missing_meter_id``, ``readings.malformed_row``,
+        ``readings.bad_timestamp`` (dropped), ``readings.non_numeric_kwh``
+        (set_missing), ``readings.dst_ambiguous``, ``readings.dst_nonexistent``
+        (resolved).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, missing column, no rows, more than 10 % of timestamps
+        unparseable (names the first bad data row), or no numeric ``kwh``.
+    """
+    frame, log, _ = _read_interval_table(path, table="readings", id_column=col.METER_ID,
+                                         value_column=col.KWH, timezone=timezone, required=True)
+    return frame, log
+
+
+def read_upstream(path, *, timezone: str = "UTC") -> tuple[pd.DataFrame | None, IssueLog]:
+    """Read the upstream (transformer / feeder / substation) load table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``upstream.csv``, ``upstream.csv.gz`` or ``upstream.parquet``.
+    timezone : str, default "UTC"
+        IANA zone in which naive timestamps are read.
+
+    Returns
+    -------
+    upstream : pandas.DataFrame or None
+        ``asset_id`` (Categorical), ``timestamp`` (UTC), ``kwh`` (float64 [kWh]);
+        None when the file has no rows (issue ``upstream.empty``).
+    issues : IssueLog
+        As :func:`read_readings`, with codes prefixed ``upstream.``.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_readings`, except that an empty file is not an error.
+    """
+    frame, log, _ = _read_interval_table(path, table="upstream", id_column=col.ASSET_ID,
+                                         value_column=col.KWH, timezone=timezone, required=False)
+    return frame, log
+
+
+def read_weather(path, *, timezone: str = "UTC") -> tuple[pd.DataFrame | None, IssueLog]:
+    """Read the weather table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``weather.csv``, ``weather.csv.gz`` or ``weather.parquet``.
+    timezone : str, default "UTC"
+        IANA zone in which naive timestamps are read.
+
+    Returns
+    -------
+    weather : pandas.DataFrame or None
+        ``region`` (str), ``timestamp`` (UTC, time of the observation),
+        ``temperature_c`` (float64 [degrees C]); None when the file has no rows.
+    issues : IssueLog
+        Codes prefixed ``weather.`` (``weather.non_numeric_temperature_c`` ...).
+
+    Raises
+    ------
+    InputError
+        As :func:`read_readings`, except that an empty file is not an error.
+    """
+    frame, log, _ = _read_weather(path, timezone=timezone)
+    return frame, log
+
+
+def _read_weather(path, *, timezone: str):
+    frame, log, rows_in = _read_interval_table(
+        path, table="weather", id_column=col.REGION, value_column=col.TEMPERATURE_C,
+        timezone=timezone, required=False)
+    if frame is not None:
+        frame[col.REGION] = frame[col.REGION].astype("str")
+    return frame, log, rows_in
+
+
+# --- meters ----------------------------------------------------------------------------------
+_RANGES = {col.TARIFF_PER_KWH: (0, np.inf), col.CONTRACTED_KW: (0, np.inf),
+           col.LAT: (-90, 90), col.LON: (-180, 180)}
+
+
+def read_meters(path) -> tuple[pd.DataFrame, IssueLog]:
+    """Read the meters table: one row per metering point.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``meters.csv``, ``meters.csv.gz`` or ``meters.parquet``.
+
+    Returns
+    -------
+    meters : pandas.DataFrame
+        The contract columns in contract order (string columns ``str``,
+        missing ones all-missing; ``tariff_per_kwh`` [currency/kWh],
+        ``contracted_kw`` [kW], ``lat``, ``lon`` [degrees] float64, NaN when
+        missing or invalid), then the extra columns of the file. ``meter_id``
+        is unique.
+    issues : IssueLog
+        ``meters.missing_meter_id``, ``meters.duplicate_row``,
+        ``meters.duplicate_meter_id`` (dropped; the first row of a conflicting
+        id is kept), ``meters.unknown_customer_class`` (resolved to 'other'),
+        ``meters.invalid_<column>`` (set_missing: negative tariff or contracted
+        capacity, non-numbers, coordinates out of range).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, no ``meter_id`` column, or no rows.
+    """
+    frame, log, _ = _read_meters(path)
+    return frame, log
+
+
+def _read_meters(path):
+    path = Path(path)
+    log = IssueLog()
+    names = _columns(path)
+    _require(names, col.METERS_REQUIRED, path, "meters")
+    text_columns = [c for c in names if c in col.METERS_STRING_COLUMNS + col.METERS_FLOAT_COLUMNS]
+    data, malformed = _read(path, names, {c: pa.string() for c in text_columns})
+    rows_in = data.num_rows + malformed
+    log.add("meters.malformed_row", "meters", malformed, "dropped",
+            detail="CSV rows with the wrong number of fields were skipped")
+    if data.num_rows == 0:
+        raise InputError("the meters table has no rows", file=path,
+                         hint="list at least one meter_id")
+    frame = data.to_pandas()
+    for name in col.METERS_STRING_COLUMNS:
+        values = frame[name] if name in frame else pd.Series(pd.NA, index=frame.index)
+        values = values.astype("str").str.strip()
+        frame[name] = values.mask(values == "")
+
+    no_id = frame[col.METER_ID].isna()
+    log.add("meters.missing_meter_id", "meters", no_id.sum(), "dropped",
+            detail="rows without meter_id")
+    frame = frame[~no_id]
+    identical = frame.duplicated(keep="first")
+    log.add_per_meter("meters.duplicate_row", "meters",
+                      frame.loc[identical, col.METER_ID].value_counts(), "dropped",
+                      detail="identical repeated row")
+    frame = frame[~identical]
+    conflicting = frame.duplicated(col.METER_ID, keep="first")
+    log.add_per_meter("meters.duplicate_meter_id", "meters",
+                      frame.loc[conflicting, col.METER_ID].value_counts(), "dropped",
+                      detail="meter_id listed again with different values; the first row is kept")
+    frame = frame[~conflicting].reset_index(drop=True)
+    ids = frame[col.METER_ID]
+
+    classes = frame[col.CUSTOMER_CLASS].str.lower()
+    unknown = classes.notna() & ~classes.isin(col.CUSTOMER_CLASSES)
+    frame[col.CUSTOMER_CLASS] = classes.mask(unknown, "other")
+    log.add_per_meter("meters.unknown_customer_class", "meters", unknown.groupby(ids).sum(),
+                      "resolved", detail=f"customer_class not one of "
+                                         f"{', '.join(col.CUSTOMER_CLASSES)}; set to 'other'")
+    for name in col.METERS_FLOAT_COLUMNS:
+        if name not in frame:
+            frame[name] = np.nan
+            continue
+        values, non_numeric = _numbers(pa.chunked_array([pa.array(frame[name], from_pandas=True)]))
+        low, high = _RANGES[name]
+        invalid = non_numeric | (values < low) | (values > high)
+        frame[name] = np.where(invalid, np.nan, values)
+        log.add_per_meter(f"meters.invalid_{name}", "meters", pd.Series(invalid).groupby(ids).sum(),
+                          "set_missing", detail=f"{name} not a number in [{low}, {high}]")
+    contract = list(col.METERS_STRING_COLUMNS + col.METERS_FLOAT_COLUMNS)
+    frame = frame[contract + [c for c in frame.columns if c not in contract]]
+    return frame, log, rows_in
