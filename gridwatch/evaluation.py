@@ -1,0 +1,417 @@
+"""Score a run's ``flags.csv`` against the labels of a simulated dataset.
+
+The labels come from :func:`gridwatch.simulate.simulate_dataset`
+(``labels.json``). The questions answered are the ones an operator asks:
+
+- *recall*: what fraction of rigs did the run recommend for investigation,
+  split by how long before the as-of day the rig started (``0-2 days``,
+  ``>=3 days``) and for rigs that ran through the whole window
+  (``preexisting``); hidden rigs (``bypass``) count only when flagged as
+  ``hidden_load_suspect``;
+- *false alarms*: what fraction of ordinary meters, and of each look-alike
+  type (storage heaters, EV chargers ...), was flagged;
+- *precision*: what fraction of flagged meters are rigs, and the same among
+  the ``k`` highest-ranked meters whatever their flag (precision@k);
+- *onset*: how close the flagged onset is to the true one;
+- *size*: how close ``excess_kw`` is to the rig's nominal draw.
+
+Definitions
+-----------
+A meter is *flagged* when ``flagged`` is true. A *hit* is a flagged meter of
+type ``rig`` or ``rig_preexisting`` (any ``kind``), or a ``bypass`` meter
+flagged with ``kind == "hidden_load_suspect"``. Every other flagged meter is
+a false alarm, including a ``bypass`` meter flagged as ``visible_load`` (the
+meter does not record the rig, so that flag is right by accident). Flag rows
+for meters absent from the labels count as false alarms in precision and are
+reported as ``n_unlabelled_flags``. Labelled meters absent from the flags
+count as not flagged (``n_not_scored``). Onset age is
+``(as_of - onset).days``: a rig starting on the as-of day has age 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.simulate import HIDDEN_TYPES, LABEL_TYPES, POSITIVE_TYPES
+
+__all__ = ["AGE_GROUPS", "evaluate", "flag_frame", "format_evaluation", "label_frame"]
+
+#: Recall groups of visible rigs, in report order.
+AGE_GROUPS = (">=3 days", "0-2 days", "preexisting")
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n", ""}
+
+
+def label_frame(labels) -> pd.DataFrame:
+    """Return the per-meter labels as a frame.
+
+    Parameters
+    ----------
+    labels : dict or str or os.PathLike
+        Labels as returned by :func:`gridwatch.simulate.simulate_dataset`, or
+        the path of ``labels.json``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``meter_id``, with ``type`` (str), ``onset``
+        (``datetime64``, NaT when none), ``rig_kw`` [kW] (NaN when none),
+        ``transformer_id`` (str) and ``age_days`` (days from onset to as-of,
+        NaN when no onset).
+    """
+    labels = _load_labels(labels)
+    meters = labels["meters"]
+    frame = pd.DataFrame.from_dict(meters, orient="index")
+    frame.index = frame.index.astype(str)
+    frame.index.name = col.METER_ID
+    frame["type"] = frame["type"].astype(str)
+    frame[col.ONSET] = _to_dates(frame[col.ONSET])
+    frame["rig_kw"] = pd.to_numeric(frame["rig_kw"], errors="coerce").astype("float64")
+    frame[col.TRANSFORMER_ID] = frame[col.TRANSFORMER_ID].fillna("").astype(str)
+    as_of = pd.Timestamp(labels["as_of"])
+    frame["age_days"] = (as_of - frame[col.ONSET]).dt.days.astype("float64")
+    return frame[["type", col.ONSET, "rig_kw", col.TRANSFORMER_ID, "age_days"]]
+
+
+def flag_frame(flags) -> pd.DataFrame:
+    """Normalise a ``flags.csv`` frame for scoring.
+
+    Parameters
+    ----------
+    flags : pandas.DataFrame or str or os.PathLike
+        The flags (columns of :data:`gridwatch.columns.FLAGS_COLUMNS`; only
+        ``meter_id``, ``flagged`` and ``rank`` or ``score`` are required) or
+        the path of ``flags.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``meter_id`` with ``rank`` (float), ``score`` (float),
+        ``flagged`` (bool), ``kind`` (str, empty when none), ``onset``
+        (``datetime64``, NaT when none) and ``excess_kw`` [kW] (NaN when none).
+        When ``rank`` is missing it is derived from ``score`` (highest first).
+
+    Raises
+    ------
+    ValueError
+        When ``meter_id`` or ``flagged`` is missing, a meter appears twice, or
+        ``flagged`` holds a value that is not a boolean.
+    """
+    if not isinstance(flags, pd.DataFrame):
+        flags = pd.read_csv(flags, dtype={col.METER_ID: str}, keep_default_na=True)
+    for name in (col.METER_ID, col.FLAGGED):
+        if name not in flags.columns:
+            raise ValueError(f"flags has no '{name}' column; columns: {list(flags.columns)}")
+    ids = flags[col.METER_ID].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise ValueError(f"flags lists {len(dup)} meter(s) twice, e.g. {dup.iloc[0]!r}")
+    out = pd.DataFrame(index=pd.Index(ids.to_numpy(), name=col.METER_ID))
+    out[col.FLAGGED] = _to_bool(flags[col.FLAGGED]).to_numpy()
+    score = flags[col.SCORE] if col.SCORE in flags.columns else pd.Series(np.nan, flags.index)
+    out[col.SCORE] = pd.to_numeric(score, errors="coerce").astype("float64").to_numpy()
+    if col.RANK in flags.columns:
+        rank = pd.to_numeric(flags[col.RANK], errors="coerce").astype("float64").to_numpy()
+    elif col.SCORE in flags.columns:
+        rank = (-out[col.SCORE]).rank(method="first").to_numpy()
+    else:
+        raise ValueError("flags needs a 'rank' or a 'score' column to order meters")
+    out[col.RANK] = rank
+    kind = flags[col.KIND] if col.KIND in flags.columns else pd.Series("", flags.index)
+    out[col.KIND] = kind.fillna("").astype(str).str.strip().to_numpy()
+    onset = flags[col.ONSET] if col.ONSET in flags.columns else pd.Series(None, flags.index)
+    out[col.ONSET] = _to_dates(onset).to_numpy()
+    excess = flags[col.EXCESS_KW] if col.EXCESS_KW in flags.columns else pd.Series(
+        np.nan, flags.index)
+    out[col.EXCESS_KW] = pd.to_numeric(excess, errors="coerce").astype("float64").to_numpy()
+    return out
+
+
+def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
+    """Metrics of a run's flags against the labels of a simulated dataset.
+
+    Parameters
+    ----------
+    flags : pandas.DataFrame or str or os.PathLike
+        ``flags.csv`` as a frame (``flagged`` may be bool or the strings
+        ``"true"``/``"false"``; ``onset`` a ``YYYY-MM-DD`` string, empty or
+        NaN) or its path.
+    labels : dict or str or os.PathLike
+        Labels from :func:`gridwatch.simulate.simulate_dataset` or the path
+        of ``labels.json``.
+    k : int, optional
+        Cut-off of precision@k. Default: the number of positive meters
+        (``rig``, ``rig_preexisting`` and ``bypass``).
+    transformers : pandas.DataFrame or str or os.PathLike, optional
+        ``transformers.csv``; adds the asset-level metrics under
+        ``"transformers"``.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; a rate with an empty denominator is None.
+
+        - ``as_of`` (str), ``k`` (int), ``n_meters`` (labelled meters),
+          ``n_flagged``, ``n_not_scored``, ``n_unlabelled_flags`` (int);
+        - ``recall``: rate per group of :data:`AGE_GROUPS`, ``overall``
+          (visible rigs) and ``bypass``; ``recall_detected`` and
+          ``recall_n``: the counts behind each rate;
+        - ``false_alarm_rate``: flagged fraction of ``normal`` meters, of
+          each look-alike type present, of ``bypass`` meters flagged with
+          another kind than ``hidden_load_suspect``, and ``all_negatives``
+          (every type but the positives and ``bypass``); ``false_alarm_n``:
+          the numbers of false alarms behind them;
+        - ``precision`` and ``precision_at_k`` (by ``rank``);
+        - ``onset_within_1d``: fraction of detected ``rig`` meters whose
+          flag onset is within 1 day of the true onset (a missing flag onset
+          counts as a miss); ``onset_median_abs_error_days`` and
+          ``onset_median_error_days`` (flag minus truth, so positive means
+          late) over those with a flag onset; ``n_onset_scored``;
+        - ``excess_kw_median_rel_error``: median of
+          ``|excess_kw - rig_kw| / rig_kw`` over detected visible rigs with
+          a finite ``excess_kw``; ``n_kw_scored``;
+        - ``counts``: ``{type: {"n": ..., "flagged": ...}}``.
+
+    Raises
+    ------
+    ValueError
+        From :func:`flag_frame` on malformed flags.
+
+    Examples
+    --------
+    >>> metrics = evaluate("out/flags.csv", "data/labels.json")  # doctest: +SKIP
+    >>> print(format_evaluation(metrics))  # doctest: +SKIP
+    """
+    labels = _load_labels(labels)
+    lab = label_frame(labels)
+    fl = flag_frame(flags)
+    joined = lab.join(fl.rename(columns={col.ONSET: "onset_flag"}), how="left")
+    flagged = joined[col.FLAGGED].eq(True)  # meters missing from the flags: not flagged
+    kind = joined[col.KIND].fillna("")
+    typ = joined["type"]
+
+    visible = typ.isin(POSITIVE_TYPES)
+    hidden = typ.isin(HIDDEN_TYPES)
+    hit = (visible & flagged) | (hidden & flagged & (kind == col.KIND_HIDDEN))
+    false_alarm = flagged & ~hit
+
+    # Recall of visible rigs by onset age, and of hidden rigs.
+    age = joined["age_days"]
+    groups = {
+        ">=3 days": visible & (age >= 3),
+        "0-2 days": visible & (age <= 2),
+        "preexisting": visible & age.isna(),
+        "overall": visible,
+        "bypass": hidden,
+    }
+    recall, recall_n, recall_detected = {}, {}, {}
+    for name, members in groups.items():
+        recall_n[name] = int(members.sum())
+        recall_detected[name] = int((members & hit).sum())
+        recall[name] = _ratio(recall_detected[name], recall_n[name])
+
+    # False alarms per negative type (every type that is not a positive).
+    negatives = ~(visible | hidden)
+    far, far_n = {}, {}
+    types_present = list(dict.fromkeys([*LABEL_TYPES, *sorted(typ.unique())]))
+    for t in types_present:
+        members = typ == t
+        if not members.any() or t in POSITIVE_TYPES:
+            continue
+        far_n[t] = int((members & false_alarm).sum())
+        far[t] = _ratio(far_n[t], int(members.sum()))
+    far_n["all_negatives"] = int((negatives & flagged).sum())
+    far["all_negatives"] = _ratio(far_n["all_negatives"], int(negatives.sum()))
+
+    # Precision over the flagged list and among the k highest ranked meters.
+    unlabelled = fl.index.difference(lab.index)
+    n_unlabelled_flags = int(fl.loc[unlabelled, col.FLAGGED].sum())
+    n_flagged = int(flagged.sum()) + n_unlabelled_flags
+    precision = _ratio(int(hit.sum()), n_flagged)
+    n_pos = int((visible | hidden).sum())
+    k = n_pos if k is None else int(k)
+    ranked = fl.assign(_score=-fl[col.SCORE].fillna(-np.inf)).sort_values(
+        [col.RANK, "_score"], kind="stable", na_position="last")
+    top = ranked.index[:k]
+    top_hit = hit.reindex(top, fill_value=False)
+    precision_at_k = _ratio(int(top_hit.sum()), k) if k > 0 else None
+
+    # Onset error among detected rigs with a labelled onset.
+    dated = (typ == "rig") & hit & joined[col.ONSET].notna()
+    err = (joined.loc[dated, "onset_flag"] - joined.loc[dated, col.ONSET]).dt.days
+    within = int((err.abs() <= 1).sum())
+    known = err.dropna()
+
+    # Size error among detected visible rigs.
+    size = joined.loc[visible & hit & np.isfinite(joined[col.EXCESS_KW])
+                      & (joined["rig_kw"] > 0)]
+    rel = (size[col.EXCESS_KW] - size["rig_kw"]).abs() / size["rig_kw"]
+
+    counts = {}
+    for t in types_present:
+        members = typ == t
+        if members.any():
+            counts[t] = {"n": int(members.sum()), "flagged": int((members & flagged).sum())}
+
+    metrics = {
+        "as_of": str(labels["as_of"]),
+        "n_meters": len(lab),
+        "n_flagged": n_flagged,
+        "n_not_scored": int(joined[col.FLAGGED].isna().sum()),
+        "n_unlabelled_flags": n_unlabelled_flags,
+        "k": k,
+        "recall": recall,
+        "recall_detected": recall_detected,
+        "recall_n": recall_n,
+        "false_alarm_rate": far,
+        "false_alarm_n": far_n,
+        "precision": precision,
+        "precision_at_k": precision_at_k,
+        "onset_within_1d": _ratio(within, int(dated.sum())),
+        "onset_median_abs_error_days": _median(known.abs()),
+        "onset_median_error_days": _median(known),
+        "n_onset_scored": int(dated.sum()),
+        "excess_kw_median_rel_error": _median(rel),
+        "n_kw_scored": len(rel),
+        "counts": counts,
+    }
+    if transformers is not None:
+        metrics["transformers"] = _evaluate_transformers(transformers, labels)
+    return metrics
+
+
+def format_evaluation(metrics) -> str:
+    """Format :func:`evaluate`'s metrics as a compact text table for the terminal.
+
+    Parameters
+    ----------
+    metrics : dict
+        As returned by :func:`evaluate`.
+
+    Returns
+    -------
+    str
+        Several lines, no trailing newline.
+    """
+    m = metrics
+    lines = [
+        f"evaluation as of {m['as_of']}: {m['n_meters']} meters, {m['n_flagged']} flagged",
+        f"precision {_fmt(m['precision'])}   precision@{m['k']} {_fmt(m['precision_at_k'])}",
+        "",
+        f"{'recall':<34}{'found':>7}{'of':>7}{'rate':>8}",
+    ]
+    names = {">=3 days": "rigs, onset >=3 days ago", "0-2 days": "rigs, onset 0-2 days ago",
+             "preexisting": "rigs running all window", "overall": "all visible rigs",
+             "bypass": "bypass (as hidden_load_suspect)"}
+    for key, label in names.items():
+        n = m["recall_n"][key]
+        if n or key == "overall":
+            lines.append(f"  {label:<32}{m['recall_detected'][key]:>7}{n:>7}"
+                         f"{_fmt(m['recall'][key]):>8}")
+    lines += ["", f"{'false alarms':<34}{'flagged':>7}{'of':>7}{'rate':>8}"]
+    n_neg = sum(c["n"] for t, c in m["counts"].items()
+                if t not in POSITIVE_TYPES and t not in HIDDEN_TYPES)
+    for t, rate in m["false_alarm_rate"].items():
+        n = n_neg if t == "all_negatives" else m["counts"][t]["n"]
+        label = "all negatives" if t == "all_negatives" else t
+        if t == "bypass":
+            label = "bypass (as visible_load)"
+        lines.append(f"  {label:<32}{m['false_alarm_n'][t]:>7}{n:>7}{_fmt(rate, 3):>8}")
+    lines += [
+        "",
+        f"onset within 1 day      {_fmt(m['onset_within_1d'])}  (n={m['n_onset_scored']}; "
+        f"median |error| {_fmt(m['onset_median_abs_error_days'], 1)} d, "
+        f"median error {_fmt(m['onset_median_error_days'], 1)} d)",
+        f"excess kW rel. error    {_fmt(m['excess_kw_median_rel_error'])}  "
+        f"(median, n={m['n_kw_scored']})",
+    ]
+    if "transformers" in m:
+        t = m["transformers"]
+        lines += [
+            "",
+            f"transformers: hidden loads found {t['detected']}/{t['n_hidden']} "
+            f"(recall {_fmt(t['recall'])}), clean flagged {t['false_alarms']}/{t['n_clean']} "
+            f"(rate {_fmt(t['false_alarm_rate'], 3)}), culprit in suspects "
+            f"{_fmt(t['culprit_in_suspects'])}, first {_fmt(t['culprit_first'])}",
+        ]
+    if m["n_not_scored"] or m["n_unlabelled_flags"]:
+        lines.append(f"note: {m['n_not_scored']} labelled meters absent from flags, "
+                     f"{m['n_unlabelled_flags']} flagged meters absent from labels")
+    return "\n".join(lines)
+
+
+# --- helpers --------------------------------------------------------------------------
+def _evaluate_transformers(transformers, labels) -> dict:
+    if not isinstance(transformers, pd.DataFrame):
+        transformers = pd.read_csv(transformers, dtype={col.ASSET_ID: str, col.SUSPECTS: str})
+    tf = transformers.set_index(transformers[col.ASSET_ID].astype(str))
+    flagged = _to_bool(tf[col.FLAGGED]) if col.FLAGGED in tf.columns else pd.Series(
+        False, tf.index)
+    suspects = (tf[col.SUSPECTS] if col.SUSPECTS in tf.columns
+                else pd.Series("", tf.index)).fillna("").astype(str)
+    truth = labels["transformers"]
+    hidden = [a for a, v in truth.items() if v.get("hidden_kw") is not None]
+    clean = [a for a, v in truth.items() if v.get("hidden_kw") is None]
+    detected = [a for a in hidden if a in flagged.index and bool(flagged[a])]
+    false_alarms = [a for a in clean if a in flagged.index and bool(flagged[a])]
+    in_list = first = 0
+    for a in detected:  # one iteration per hidden load found
+        names = [s.strip() for s in suspects[a].split(";") if s.strip()]
+        culprit = truth[a]["culprit"]
+        in_list += culprit in names
+        first += bool(names) and names[0] == culprit
+    return {
+        "n_hidden": len(hidden),
+        "detected": len(detected),
+        "recall": _ratio(len(detected), len(hidden)),
+        "n_clean": len(clean),
+        "false_alarms": len(false_alarms),
+        "false_alarm_rate": _ratio(len(false_alarms), len(clean)),
+        "culprit_in_suspects": _ratio(in_list, len(detected)),
+        "culprit_first": _ratio(first, len(detected)),
+    }
+
+
+def _load_labels(labels) -> dict:
+    if isinstance(labels, dict):
+        return labels
+    with Path(labels).open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _to_bool(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype(bool)
+    text = values.astype("string").fillna("").str.strip().str.lower()
+    bad = ~text.isin(_TRUE | _FALSE)
+    if bad.any():
+        raise ValueError(f"flagged must be true/false; got {values[bad].iloc[0]!r}")
+    return text.isin(_TRUE).astype(bool)
+
+
+def _to_dates(values) -> pd.Series:
+    """``YYYY-MM-DD`` strings (or dates, timestamps, None, NaN, "") to datetime64."""
+    text = pd.Series(values).astype("string").str.strip().str.slice(0, 10)
+    text = text.where(text.str.len() == 10)
+    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+
+
+def _ratio(num: int, den: int):
+    return None if den == 0 else float(num) / float(den)
+
+
+def _median(values):
+    values = pd.Series(values, dtype="float64").dropna()
+    return None if values.empty else float(values.median())
+
+
+def _fmt(value, digits=2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"

@@ -1,0 +1,160 @@
+"""The whole run on small datasets: outputs, accounting, atomicity, isolation of bad meters."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridwatch import columns as col
+from gridwatch.config import config_from_dict
+from gridwatch.errors import InputError
+from gridwatch.pipeline import last_full_day, run
+from gridwatch.simulate import simulate_dataset
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sim")
+    labels = simulate_dataset(path, n_meters=150, days=30, seed=11, as_of="2026-03-31")
+    return path, labels
+
+
+@pytest.fixture(scope="module")
+def sim_run(sim, tmp_path_factory):
+    path, labels = sim
+    out = tmp_path_factory.mktemp("out")
+    cfg = config_from_dict({"data": {"timezone": labels["timezone"]},
+                            "analysis": {"history_days": 30}})
+    return run(path, out, config=cfg), out
+
+
+def test_outputs_have_the_contract_columns(sim_run):
+    result, out = sim_run
+    flags = pd.read_csv(out / "flags.csv", dtype=str, keep_default_na=False)
+    assert list(flags.columns) == list(col.FLAGS_COLUMNS)
+    assert flags["rank"].astype(int).tolist() == list(range(1, len(flags) + 1))
+    assert set(flags["flagged"]) <= {"true", "false"}
+    assert set(flags["kind"]) <= {"", "visible_load", "hidden_load_suspect"}
+    scores = flags["score"].astype(float)
+    assert scores.between(0, 1).all()
+    flagged = flags[flags["flagged"] == "true"]
+    assert (flagged["kind"] == "visible_load").all()
+    assert (flagged["excess_kw"].astype(float) > 0).all()
+    transformers = pd.read_csv(out / "transformers.csv")
+    assert list(transformers.columns) == list(col.TRANSFORMERS_COLUMNS)
+    dq = pd.read_csv(out / "data_quality.csv")
+    assert list(dq.columns) == list(col.DATA_QUALITY_COLUMNS)
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_every_meter_with_data_is_in_flags_or_explained(sim, sim_run):
+    path, labels = sim
+    result, out = sim_run
+    flags = pd.read_csv(out / "flags.csv", dtype=str, keep_default_na=False)
+    dq = pd.read_csv(out / "data_quality.csv", dtype=str, keep_default_na=False)
+    excluded = set(dq.loc[dq["action"] == "excluded", "meter_id"])
+    assert set(labels["meters"]) <= set(flags["meter_id"]) | excluded
+
+
+def test_row_accounting_readings_in_equals_used_plus_dropped(sim_run):
+    result, out = sim_run
+    info = json.loads((out / "run.json").read_text())
+    counts = info["counts"]["readings"]
+    assert counts["in"] > 0
+    assert counts["in"] == counts["used"] + sum(counts["dropped_by_reason"].values())
+    assert counts["dropped_by_reason"].get("readings.duplicate_row", 0) > 0  # the sim is dirty
+    assert info["as_of"] == "2026-03-31"
+    assert info["config"]["analysis"]["history_days"] == 30
+
+
+def test_default_as_of_is_the_last_full_day():
+    readings = pd.DataFrame({
+        "meter_id": ["A", "A"],
+        "timestamp": pd.to_datetime(["2026-03-30 23:00", "2026-03-31 12:00"], utc=True),
+    })
+    assert str(last_full_day(readings, pd.Series({"A": 60}), "UTC")) == "2026-03-30"
+    readings.loc[1, "timestamp"] = pd.Timestamp("2026-03-31 23:00", tz="UTC")
+    assert str(last_full_day(readings, pd.Series({"A": 60}), "UTC")) == "2026-03-31"
+
+
+def _tiny_dataset(path, n_meters=20, days=20, extra_rows=None):
+    rng = np.random.default_rng(5)
+    ts = pd.date_range("2026-03-01", periods=days * 24, freq="1h", tz="UTC")
+    ids = [f"M{i:02d}" for i in range(n_meters)]
+    meters = pd.DataFrame({"meter_id": ids, "customer_class": "residential",
+                           "tariff_per_kwh": 0.2})
+    rows = pd.DataFrame({
+        "meter_id": np.repeat(ids, len(ts)),
+        "timestamp": np.tile(ts.strftime("%Y-%m-%dT%H:%M:%SZ"), n_meters),
+        "kwh": rng.uniform(0.1, 1.0, n_meters * len(ts)).round(3),
+    })
+    if extra_rows is not None:
+        rows = pd.concat([rows, extra_rows], ignore_index=True)
+    path.mkdir(parents=True, exist_ok=True)
+    meters.to_csv(path / "meters.csv", index=False)
+    rows.to_csv(path / "readings.csv", index=False)
+    return path
+
+
+def test_one_bad_meter_does_not_sink_the_run(tmp_path):
+    # M99 reads every two hours (unsupported): it is dropped and reported, the rest runs.
+    bad = pd.DataFrame({
+        "meter_id": "M99",
+        "timestamp": pd.date_range("2026-03-01", periods=100, freq="2h", tz="UTC")
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kwh": 0.5,
+    })
+    data = _tiny_dataset(tmp_path / "data", extra_rows=bad)
+    meters = pd.read_csv(data / "meters.csv")
+    pd.concat([meters, pd.DataFrame({"meter_id": ["M99"]})]).to_csv(data / "meters.csv",
+                                                                     index=False)
+    result = run(data, tmp_path / "out")
+    assert len(result.flags) == 20
+    dq = result.issues.to_frame()
+    row = dq[(dq["code"] == "readings.unsupported_interval") & (dq["meter_id"] == "M99")]
+    assert row["count"].sum() == 100
+
+
+def test_suppressed_meter_is_listed_but_not_flagged(sim, tmp_path):
+    path, labels = sim
+    licensed = [m for m, v in labels["meters"].items() if v["type"] == "suppressed_licensed"]
+    cfg = config_from_dict({
+        "data": {"timezone": labels["timezone"]}, "analysis": {"history_days": 30},
+        "suppress": [{"meter_id": m, "reason": "licensed data room"} for m in licensed],
+    })
+    flags = run(path, tmp_path, config=cfg).flags.set_index("meter_id")
+    rows = flags.loc[licensed]
+    assert (rows["flagged"] == "false").all()
+    assert rows["reasons"].str.startswith("suppressed in config (licensed data room)").all()
+
+
+def test_as_of_outside_the_data_is_a_clear_error(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    with pytest.raises(InputError, match="no readings in the analysis window ending 2020-01-01"):
+        run(data, tmp_path / "out", as_of="2020-01-01")
+
+
+def test_a_failed_write_leaves_the_previous_output_intact(tmp_path, monkeypatch):
+    data = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    run(data, out)
+    before = (out / "flags.csv").read_bytes()
+
+    def broken(self, path, *args, **kwargs):
+        with open(path, "w") as handle:
+            handle.write("meter_id,ra")  # half a file, then the crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run(data, out)
+    assert (out / "flags.csv").read_bytes() == before
+    assert not list(out.glob(".*"))
+
+
+def test_rerun_gives_identical_flags(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    run(data, tmp_path / "a")
+    run(data, tmp_path / "b")
+    assert (tmp_path / "a" / "flags.csv").read_bytes() == (tmp_path / "b" / "flags.csv").read_bytes()
