@@ -92,16 +92,22 @@ class DetectionConfig(_Section):
     )
     min_flatness: float = Field(
         0.75, ge=0, le=1,
-        description="Rise of the daily floor over rise of the daily mean needed for a flat load [-].",
+        description="Share of the rise that must be the same at every hour of the day [-] "
+        "(a household that grows with its own daily shape has little).",
     )
-    max_noise_ratio: float = Field(
-        0.25, ge=0,
-        description="Rise of hour-to-hour variability over the rise of the mean above which the new "
-        "load is a cycling one, not a steady rig [-].",
+    max_unsteadiness: float = Field(
+        0.35, ge=0,
+        description="Cycling or part-day loads raise the mean more than the daily floor and add "
+        "hour-to-hour variability; their sum above this is not a rig [-].",
     )
     min_persistence: float = Field(
         0.75, ge=0, le=1,
         description="Fraction of days since onset on which the load must be present [-].",
+    )
+    preexisting_classes: tuple[str, ...] = Field(
+        ("residential",),
+        description="Customer classes in which a high, steady floor with no onset in the window "
+        "is flagged (24/7 base loads are ordinary for businesses).",
     )
 
 

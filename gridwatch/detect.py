@@ -37,7 +37,7 @@ from gridwatch import columns as col
 from gridwatch.days import DayGrid, daily_mean, daily_quantiles
 from gridwatch.features import (
     degree_days,
-    flat_fraction,
+    flat_increment_kw,
     hourly_increment,
     hourly_spread,
     onset_cell,
@@ -49,6 +49,9 @@ from gridwatch.levelshift import scan_level_shift, shift_at
 
 FLOOR_QUANTILE = 0.25
 PEER_GROUP_MIN_METERS = 8
+HEATING_MIN_CORR = 0.45  # correlation of the new load with degree-days that marks heating
+HEATING_MIN_SHARE = 0.08  # ... when degree-days also explain this share of its size
+STAGE_MIN_T = 6.0  # t-statistic an earlier install stage needs to move the onset
 
 
 @dataclass
@@ -200,6 +203,15 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     min_pre = max(5, min(7, n_days // 3))
     scan = scan_level_shift(floor, X, min_pre=min_pre, min_post=detection.min_post_onset_days)
     day_onset = np.where(analysed, scan.onset, -1)
+    first_size = np.nan_to_num(scan.shift)
+    # Rigs are often installed in stages: look for an earlier, smaller step
+    # before the biggest one, so that the onset is the first unit's day.
+    before_step = np.arange(n_days)[:, None] >= (day_onset - 1)[None, :]
+    earlier = scan_level_shift(np.where(before_step, np.nan, floor), X, min_pre=min_pre, min_post=3)
+    staged = ((day_onset >= 0) & (earlier.onset >= 0) & (earlier.t >= STAGE_MIN_T)
+              & (earlier.shift >= np.maximum(detection.min_excess_kw, 0.15 * first_size)))
+    day_onset = np.where(staged, earlier.onset, day_onset)
+    first_size = np.where(staged, earlier.shift, first_size)
 
     # 4. date the switch-on to the cell: a rig is installed during a day, so
     # that day is partial; it is the onset, and the shape of the new load is
@@ -208,7 +220,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     settled = (np.arange(n_days)[:, None] < day_onset[None, :] - 1)[grid.day_of_cell]
     usual_kw, _ = hourly_increment(kw, grid.hour_of_cell, ~settled)
     cell = onset_cell(kw, grid.slots, grid.hour_of_cell, np.where(candidate, day_onset, -1),
-                      usual_kw, 0.5 * np.nan_to_num(scan.shift))
+                      usual_kw, 0.5 * first_size)
     onset = np.where(cell >= 0, grid.day_of_cell[np.maximum(cell, 0)], day_onset)
     partial = (cell >= 0) & (cell != grid.slots[np.maximum(onset, 0), 0])
     first_full = np.where(onset >= 0, onset + partial, -1)
@@ -226,7 +238,8 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
     resid_floor = floor_full - base_floor
     with np.errstate(invalid="ignore"):
-        present = (resid_floor > 0.5 * shift_floor[None, :]) & post_day
+        present_kw = 0.5 * np.fmin(shift_floor, np.where(staged, first_size, np.inf))
+        present = (resid_floor > present_kw[None, :]) & post_day
     n_post_valid = (post_day & ~np.isnan(resid_floor)).sum(axis=0)
     persistence = np.where(n_post_valid > 0, present.sum(axis=0) / np.maximum(n_post_valid, 1), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -235,7 +248,8 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     post_cell = np.where(cell[None, :] >= 0, cell_idx >= cell[None, :], post_day[grid.day_of_cell])
     full_cell = post_day[grid.day_of_cell]  # post cells on full days only
     before_kw, after_kw = hourly_increment(kw, grid.hour_of_cell, full_cell)
-    flat = flat_fraction(before_kw, after_kw)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flat = np.clip(flat_increment_kw(before_kw, after_kw) / shift_floor, 0.0, 1.5)
     flat = np.where(n_post_valid >= 3, flat, np.nan)  # too noisy on 1-2 days
     # A rig adds a level, not variance; a thermostat cycling a heater adds both.
     before_kw, _ = hourly_increment(kw, grid.hour_of_cell, post_cell)
@@ -248,9 +262,16 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
             within = (np.nanmean(np.where(full_cell, spread_kw, np.nan), axis=0)
                       - np.nanmean(np.where(~post_cell, spread_kw, np.nan), axis=0)) / shift_mean
         noise_ratio = np.fmax(noise_ratio, within)
+    # Cycling loads raise the mean more than the floor and add variability.
+    with np.errstate(invalid="ignore"):
+        unsteadiness = np.clip(noise_ratio, 0, None) + np.clip(1 - floor_ratio, 0, None)
+    # Heating follows temperature; a rig does not (beyond a few % of drift).
     temp_corr = np.full(n_meters, np.nan)
+    temp_share = np.full(n_meters, np.nan)
     if hdd is not None:
-        temp_corr = _masked_corr(resid_floor, hdd, post_day & (n_post_valid >= 5)[None, :])
+        enough = post_day & (n_post_valid >= 5)[None, :]
+        temp_corr = _masked_corr(resid_floor, hdd, enough)
+        temp_share = _masked_slope(resid_floor, hdd, enough) * _masked_range(hdd, enough) / shift_floor
 
     pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
     level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
@@ -294,11 +315,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     step_shape = {
         "big": (shift_floor >= detection.min_excess_kw)
         & (shift_floor >= detection.min_relative_excess * level_kw),
-        "flat_day": floor_ratio >= detection.min_flatness,
+        "steady": ~(unsteadiness > detection.max_unsteadiness),
         "flat_hour": ~(flat < detection.min_flatness),  # NaN (too few days) passes
-        "steady": ~(noise_ratio > detection.max_noise_ratio),
         "persistent": persistence >= detection.min_persistence,
-        "not_heating": ~(temp_corr > 0.6),
+        "not_heating": ~((temp_corr > HEATING_MIN_CORR) & (temp_share > HEATING_MIN_SHARE)),
     }
     step_ok = step_sig & np.logical_and.reduce(list(step_shape.values()))
 
@@ -308,7 +328,9 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         "steady": floor_cv <= 0.25,
         "not_heating": ~(pre_temp_corr > 0.6),
     }
-    pre_ok = pre_sig & np.logical_and.reduce(list(pre_shape.values())) & analysed
+    pre_class = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").isin(
+        list(detection.preexisting_classes)).to_numpy()
+    pre_ok = pre_sig & np.logical_and.reduce(list(pre_shape.values())) & analysed & pre_class
 
     flagged = (step_ok | pre_ok) & analysed
     kind = np.where(flagged, col.KIND_VISIBLE, "")
@@ -330,9 +352,8 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     strength = np.clip(-np.log10(np.maximum(np.nan_to_num(q_value, nan=1.0), 1e-300))
                        / (2 * -np.log10(detection.fdr_alpha)), 0, 1)
     shape_step = _geo_mean([
-        np.clip(np.nan_to_num(floor_ratio), 0, 1),
+        np.clip(1 - np.nan_to_num(unsteadiness, nan=1.0), 0, 1),
         np.clip(np.nan_to_num(flat, nan=1.0), 0, 1),
-        np.clip(1 - np.nan_to_num(noise_ratio), 0, 1),
         np.nan_to_num(persistence),
         1 - np.clip(np.nan_to_num(temp_corr), 0, 1),
     ])
@@ -376,6 +397,8 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
             "floor_ratio": floor_ratio,
             "flat_fraction": flat,
             "noise_ratio": noise_ratio,
+            "unsteadiness": unsteadiness,
+            "temperature_share": temp_share,
             "persistence": persistence,
             "temperature_corr": temp_corr,
             "floor_level_kw": floor_level,
@@ -426,6 +449,24 @@ def _masked_corr(a, b, mask):
         db = np.where(ok, b - mb, 0)
         r = (da * db).sum(0) / np.sqrt((da**2).sum(0) * (db**2).sum(0))
     return np.where(n >= 5, r, np.nan)
+
+
+def _masked_slope(a, b, mask):
+    """Least-squares slope of ``a`` on ``b`` per column over ``mask``."""
+    ok = mask & ~np.isnan(a) & ~np.isnan(b)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ma = np.where(ok, a, 0).sum(0) / n
+        mb = np.where(ok, b, 0).sum(0) / n
+        db = np.where(ok, b - mb, 0)
+        return (np.where(ok, a - ma, 0) * db).sum(0) / (db**2).sum(0)
+
+
+def _masked_range(b, mask):
+    """10th-90th percentile range of ``b`` per column over ``mask``."""
+    with _quiet_nan():
+        q = np.nanpercentile(np.where(mask, b, np.nan), [10, 90], axis=0)
+    return q[1] - q[0]
 
 
 def _empirical_null_sf(z):
@@ -481,12 +522,11 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, s
             why = []
             if not step_shape["big"][m]:
                 why.append(f"below the {detection.min_excess_kw:g} kW minimum")
-            if not step_shape["flat_day"][m]:
-                why.append("mean rose more than the floor (load not round the clock)")
+            if not step_shape["steady"][m]:
+                why.append("mean rose more than the floor (load not round the clock)"
+                           if floor_ratio[m] < 0.75 else "it switches on and off (cycling load)")
             if not step_shape["flat_hour"][m]:
                 why.append("rise follows the household's daily shape")
-            if not step_shape["steady"][m]:
-                why.append("it switches on and off (cycling load)")
             if not step_shape["persistent"][m]:
                 why.append(f"present on only {persistence[m]:.0%} of days")
             if not step_shape["not_heating"][m]:

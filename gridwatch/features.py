@@ -118,23 +118,25 @@ def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, pro
         return np.where(n >= 24, np.sqrt(var.sum(axis=0) / n), np.nan)
 
 
-def flat_fraction(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray:
-    """Share of the increase that is the same in every hour of the day.
+def flat_increment_kw(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray:
+    """The part of an increase that is the same in every hour of the day.
 
     Regresses the hour-of-day increment ``after - before`` on the
-    hour-of-day profile ``before``: ``inc_h = a + b * before_h``. A load
-    added round the clock gives ``a`` close to the mean increment (``b``
-    near 0 or negative when it is curtailed at peak hours); a household that
-    grows with its own daily shape gives ``a`` near 0. Returns
-    ``a / mean(inc)``, clipped to 0..1.5.
+    hour-of-day profile ``before``: ``inc_h = a + b * before_h`` and returns
+    ``a`` [kW]. A load added round the clock is all ``a`` (``b`` is near 0,
+    or negative when it is curtailed at peak hours); a household that grows
+    with its own daily shape is all ``b`` and has ``a`` near 0; a rig on a
+    business whose profile also changed with the season keeps its ``a``.
 
     Parameters
     ----------
     before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
+        Mean demand per hour of day before and after an onset [kW].
 
     Returns
     -------
     numpy.ndarray of shape (n_meters,)
+        [kW]; NaN with fewer than 12 hours of both or no increase.
     """
     inc = after_kw - before_kw
     ok = ~np.isnan(inc) & ~np.isnan(before_kw)
@@ -146,13 +148,17 @@ def flat_fraction(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray:
         my = y.sum(axis=0) / n
         sxx = np.where(ok, (x - mx) ** 2, 0.0).sum(axis=0)
         sxy = np.where(ok, (x - mx) * (y - my), 0.0).sum(axis=0)
-        # Hours of a flat profile carry no information on b: shrink b to 0
-        # when the profile barely varies (relative spread below 10 %).
+        # Keep the shape term only when the data support it: a profile that
+        # barely varies (relative spread below 10 %) carries no information on
+        # b, and a slope within two standard errors of 0 is noise (busy
+        # commercial profiles otherwise lend a flat rig a spurious shape).
         spread = np.sqrt(sxx / n) / np.maximum(np.abs(mx), 1e-9)
-        b = np.where(spread > 0.1, sxy / sxx, 0.0)
+        b = sxy / sxx
+        resid = np.where(ok, y - my - b * (x - mx), 0.0)
+        se_b = np.sqrt((resid**2).sum(axis=0) / np.maximum(n - 2, 1) / sxx)
+        b = np.where((spread > 0.1) & (np.abs(b) > 2 * se_b), b, 0.0)
         a = my - b * mx
-        frac = a / my
-    return np.clip(np.where((n >= 12) & (my > 0), frac, np.nan), 0.0, 1.5)
+    return np.where((n >= 12) & (my > 0), a, np.nan)
 
 
 def robust_z(values: np.ndarray, groups: np.ndarray | None = None, *, min_group=10) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 
 from gridwatch.features import (
     degree_days,
-    flat_fraction,
+    flat_increment_kw,
     hourly_increment,
     repeated_value_runs,
     robust_z,
@@ -28,22 +28,29 @@ def test_degree_days():
     np.testing.assert_allclose(cdd, [0, 0, 3.0])
 
 
-def test_flat_fraction_tells_an_added_rig_from_a_household_that_grows():
+def test_flat_increment_tells_an_added_rig_from_a_household_that_grows():
     profile = 0.3 + 0.5 * np.sin(np.linspace(0, 2 * np.pi, 24)) ** 2  # a daily shape
     rig = profile + 1.5
     grown = profile * 1.8
     before = np.column_stack([profile, profile])
     after = np.column_stack([rig, grown])
-    frac = flat_fraction(before, after)
-    assert frac[0] == pytest.approx(1.0, abs=1e-9)
-    assert frac[1] < 0.05
+    flat_kw = flat_increment_kw(before, after)
+    assert flat_kw[0] == pytest.approx(1.5, abs=1e-9)
+    assert flat_kw[1] < 0.05
 
 
-def test_flat_fraction_of_a_rig_curtailed_at_peak_hours_stays_high():
+def test_flat_increment_of_a_rig_curtailed_at_peak_hours_stays_whole():
     hours = np.arange(24)
     profile = 0.3 + np.where((hours >= 17) & (hours < 21), 1.2, 0.0)
     after = profile + np.where((hours >= 17) & (hours < 20), 0.0, 2.0)
-    assert flat_fraction(profile[:, None], after[:, None])[0] > 0.9
+    assert flat_increment_kw(profile[:, None], after[:, None])[0] > 0.9 * 2.0
+
+
+def test_flat_increment_of_a_rig_on_a_business_that_also_changed_season():
+    hours = np.arange(24)
+    profile = 5 + 20 * ((hours >= 8) & (hours < 18))  # business hours [kW]
+    after = profile * 1.1 + 3.0  # 10 % seasonal growth plus a 3 kW rig
+    assert flat_increment_kw(profile[:, None], after[:, None])[0] == pytest.approx(3.0)
 
 
 def test_hourly_increment_by_hand():
