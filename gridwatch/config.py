@@ -91,7 +91,7 @@ class DetectionConfig(_Section):
         2, ge=1, description="Days after an onset needed to date it [days]."
     )
     min_flatness: float = Field(
-        0.75, ge=0, le=1,
+        0.6, ge=0, le=1,
         description="Share of the rise that must be the same at every hour of the day [-] "
         "(a household that grows with its own daily shape has little).",
     )

@@ -51,6 +51,9 @@ FLOOR_QUANTILE = 0.25
 PEER_GROUP_MIN_METERS = 8
 HEATING_MIN_CORR = 0.45  # correlation of the new load with degree-days that marks heating
 HEATING_MIN_SHARE = 0.08  # ... when degree-days also explain this share of its size
+COLD_SPELL_DROP_K = 3.0  # a load that starts as the weather turns this much colder, and
+# rises with degree-days at all, is heating switched on for a cold spell
+COLD_SPELL_MIN_SHARE = 0.04
 STAGE_MIN_T = 6.0  # t-statistic an earlier install stage needs to move the onset
 
 
@@ -254,8 +257,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     # A rig adds a level, not variance; a thermostat cycling a heater adds both.
     before_kw, _ = hourly_increment(kw, grid.hour_of_cell, post_cell)
     with np.errstate(invalid="ignore", divide="ignore"):
-        noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw)
-                       - hourly_spread(kw, grid.hour_of_cell, ~post_cell, before_kw)) / shift_mean
+        day_level = mean[grid.day_of_cell]
+        noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw, day_level)
+                       - hourly_spread(kw, grid.hour_of_cell, ~post_cell, before_kw, day_level)
+                       ) / shift_mean
     if spread_kw is not None:
         spread_kw = np.where(run, np.nan, np.asarray(spread_kw, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
@@ -268,10 +273,12 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     # Heating follows temperature; a rig does not (beyond a few % of drift).
     temp_corr = np.full(n_meters, np.nan)
     temp_share = np.full(n_meters, np.nan)
+    cold_start = np.full(n_meters, np.nan)
     if hdd is not None:
         enough = post_day & (n_post_valid >= 5)[None, :]
         temp_corr = _masked_corr(resid_floor, hdd, enough)
         temp_share = _masked_slope(resid_floor, hdd, enough) * _masked_range(hdd, enough) / shift_floor
+        cold_start = _temperature_drop(np.asarray(temperature_c, dtype=np.float64), onset)
 
     pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
     level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
@@ -318,7 +325,9 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         "steady": ~(unsteadiness > detection.max_unsteadiness),
         "flat_hour": ~(flat < detection.min_flatness),  # NaN (too few days) passes
         "persistent": persistence >= detection.min_persistence,
-        "not_heating": ~((temp_corr > HEATING_MIN_CORR) & (temp_share > HEATING_MIN_SHARE)),
+        "not_heating": ~(((temp_corr > HEATING_MIN_CORR) & (temp_share > HEATING_MIN_SHARE))
+                         | ((cold_start >= COLD_SPELL_DROP_K) & (temp_corr > 0.1)
+                            & (temp_share > COLD_SPELL_MIN_SHARE))),
     }
     step_ok = step_sig & np.logical_and.reduce(list(step_shape.values()))
 
@@ -399,6 +408,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
             "noise_ratio": noise_ratio,
             "unsteadiness": unsteadiness,
             "temperature_share": temp_share,
+            "cold_start_k": cold_start,
             "persistence": persistence,
             "temperature_corr": temp_corr,
             "floor_level_kw": floor_level,
@@ -460,6 +470,18 @@ def _masked_slope(a, b, mask):
         mb = np.where(ok, b, 0).sum(0) / n
         db = np.where(ok, b - mb, 0)
         return (np.where(ok, a - ma, 0) * db).sum(0) / (db**2).sum(0)
+
+
+def _temperature_drop(temperature_c, onset, days=5):
+    """Mean temperature of the ``days`` before each onset minus the ``days`` from it [K]."""
+    n_days, n_meters = temperature_c.shape
+    idx = np.arange(n_days)[:, None]
+    before = (idx < onset[None, :]) & (idx >= onset[None, :] - days)
+    after = (idx >= onset[None, :]) & (idx < onset[None, :] + days)
+    with _quiet_nan():
+        drop = (np.nanmean(np.where(before, temperature_c, np.nan), axis=0)
+                - np.nanmean(np.where(after, temperature_c, np.nan), axis=0))
+    return np.where(onset >= 0, drop, np.nan)
 
 
 def _masked_range(b, mask):

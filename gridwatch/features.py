@@ -6,6 +6,8 @@ Each function takes whole arrays, ``(n_cells, n_meters)`` or
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -92,7 +94,8 @@ def hourly_increment(kw: np.ndarray, hour_of_cell: np.ndarray, post: np.ndarray)
     return out[0], out[1]
 
 
-def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, profile_kw: np.ndarray):
+def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, profile_kw: np.ndarray,
+                  day_level_kw: np.ndarray | None = None):
     """Standard deviation of demand around its hour-of-day profile, per meter.
 
     Parameters
@@ -104,6 +107,10 @@ def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, pro
         Cells to use.
     profile_kw : numpy.ndarray of shape (24, n_meters)
         Mean demand per hour of day over the same cells [kW].
+    day_level_kw : numpy.ndarray of shape (n_cells, n_meters), optional
+        Each cell's own day's mean demand [kW]. When given, day-to-day level
+        changes (a second rig added, a day-long outage, a cold day) are
+        removed first, so that only variability within the day remains.
 
     Returns
     -------
@@ -111,6 +118,10 @@ def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, pro
         [kW]; NaN with fewer than 24 cells.
     """
     dev = kw - profile_kw[hour_of_cell]
+    if day_level_kw is not None:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dev = dev - (day_level_kw - np.nanmean(profile_kw, axis=0)[None, :])
     ok = sel & ~np.isnan(dev)
     n = ok.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
