@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/gridwatch run --input sample_data --output $(OUT)
-	@echo "Flags: $(OUT)/flags.csv   Data quality: $(OUT)/data_quality.csv"
+	$(BIN)/gridwatch run --input sample_data --output $(OUT) --config configs/sample.toml
+	$(BIN)/gridwatch evaluate $(OUT) sample_data/labels.json
+	@echo "Outputs: $(OUT)/flags.csv  $(OUT)/data_quality.csv  $(OUT)/run.json"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -82,18 +82,44 @@ class Detection:
     masked: np.ndarray
 
 
-def _peer_index(floor: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Daily median of each peer group's normalised floor, minus 1: ``(n_days, n_meters)``."""
+def _group_index(norm: np.ndarray, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Daily median of ``norm`` over the members of each key, mapped back to meters.
+
+    Returns the ``(n_days, n_meters)`` index and each meter's group size.
+    """
+    codes, uniques = pd.factorize(keys)
+    index = np.zeros_like(norm)
+    size = np.bincount(codes, minlength=len(uniques))[codes]
+    for g in range(len(uniques)):  # one iteration per group, not per meter
+        sel = codes == g
+        with _quiet_nan():
+            index[:, sel] = np.nanmedian(norm[:, sel], axis=1)[:, None]
+    return index, size
+
+
+def _peer_index(floor: np.ndarray, meters: pd.DataFrame) -> np.ndarray:
+    """Each meter's peer index: the daily median of its peers' normalised floor, minus 1.
+
+    Peers are the meters of the same customer class in the same region; when
+    there are fewer than ``PEER_GROUP_MIN_METERS`` of them, the class across
+    regions, then all meters. Groups are deliberately wide (not the
+    transformer): the index is a median, and a transformer where half the
+    meters mine (an apartment block) must not make mining look normal.
+    Returns ``(n_days, n_meters)``; 0 where no peer group is large enough.
+    """
     with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
         norm = floor / np.nanmedian(floor, axis=0)
     norm[~np.isfinite(norm)] = np.nan
+    cls = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").reset_index(drop=True)
+    reg = meters[col.REGION].astype("string").fillna("").reset_index(drop=True)
     out = np.zeros_like(floor)
-    for g in np.unique(groups):
-        sel = groups == g
-        with _quiet_nan():
-            idx = np.nanmedian(norm[:, sel], axis=1)
-        out[:, sel] = np.nan_to_num(idx - 1.0)[:, None]
-    return out
+    chosen = np.zeros(floor.shape[1], dtype=bool)
+    for keys in (cls + "|" + reg, cls, pd.Series("all", index=cls.index)):
+        index, size = _group_index(norm, keys)
+        use = ~chosen & (size >= PEER_GROUP_MIN_METERS)
+        out[:, use] = index[:, use]
+        chosen |= use
+    return np.nan_to_num(np.where(chosen[None, :], out - 1.0, 0.0))
 
 
 class _quiet_nan:
@@ -108,22 +134,6 @@ class _quiet_nan:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
-
-
-def peer_groups(meters: pd.DataFrame) -> np.ndarray:
-    """Peer group code per meter: its customer class within its region.
-
-    Groups are deliberately wide (not the transformer): the peer index is a
-    median, and a transformer where half the meters mine (an apartment block)
-    must not make mining look normal. Groups smaller than
-    ``PEER_GROUP_MIN_METERS`` fall back to the class across regions.
-    """
-    cls = meters[col.CUSTOMER_CLASS].astype("string").fillna("other")
-    reg = meters[col.REGION].astype("string").fillna("")
-    key = cls + "|" + reg
-    size = key.map(key.value_counts())
-    key = key.where(size >= PEER_GROUP_MIN_METERS, cls)
-    return pd.factorize(key)[0]
 
 
 def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_c=None,
@@ -200,8 +210,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         for dd in (hdd, cdd):
             if np.nanstd(dd) > 0.5:
                 covariates.append(dd)
-    groups = peer_groups(meters)
-    covariates.append(_peer_index(floor, groups))
+    covariates.append(_peer_index(floor, meters))
     X = np.stack(covariates, axis=2).transpose(1, 0, 2)  # (M, D, p)
     min_pre = max(5, min(7, n_days // 3))
     scan = scan_level_shift(floor, X, min_pre=min_pre, min_post=detection.min_post_onset_days)
@@ -350,7 +359,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     post_hours = np.where(energy_day, hours[:, None], 0.0)
     daily_excess_kwh = np.where(np.isnan(base_mean_resid), shift_mean[None, :], base_mean_resid) * post_hours
     excess_kwh_step = np.nansum(daily_excess_kwh, axis=0)
-    window_hours = float(hours.sum())
+    # A load running before the window is counted from the meter's first day with data.
+    has_data = ~np.isnan(mean)
+    first_day = np.where(has_data.any(axis=0), np.argmax(has_data, axis=0), n_days)
+    window_hours = np.where(day_idx[:, None] >= first_day[None, :], hours[:, None], 0.0).sum(axis=0)
     excess_kw = np.where(step_ok, excess_kw_step, np.where(pre_ok, excess_pre, 0.0))
     excess_kwh = np.where(step_ok, excess_kwh_step, np.where(pre_ok, excess_pre * window_hours, 0.0))
     excess_kw = np.maximum(np.nan_to_num(excess_kw), 0.0)
@@ -533,10 +545,10 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, s
             if has_weather:
                 parts.append("not explained by temperature")
         elif pre_ok[m]:
-            ratio = floor_level[m] / max(typical_floor[m], 1e-3)
             parts.append(
-                f"running before the window: floor {_fmt_kw(floor_level[m])} around the clock, "
-                f"{ratio:.0f}x a typical {class_names.iloc[m]} meter of its size"
+                f"already running when the data start: its quietest hours draw "
+                f"{_fmt_kw(floor_level[m])}, where {class_names.iloc[m]} meters of its size draw "
+                f"about {_fmt_kw(max(typical_floor[m], 0.0))}"
             )
             parts.append(f"steady every day (day-to-day variation {floor_cv[m]:.0%})")
         elif onset[m] >= 0 and shift_floor[m] >= 0.5 * detection.min_excess_kw:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from gridwatch import columns as col
@@ -119,7 +120,11 @@ class IssueLog:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in col.DATA_QUALITY_COLUMNS})
         frame = pd.concat(self._frames, ignore_index=True)
         frame["count"] = frame["count"].astype("int64")
-        return frame[list(col.DATA_QUALITY_COLUMNS)]
+        # Most severe first, then by code and meter: the order an analyst reads.
+        rank = frame["severity"].map({"error": 0, "warning": 1, "info": 2})
+        order = np.lexsort((frame["meter_id"].astype(str).to_numpy(),
+                            frame["code"].astype(str).to_numpy(), rank.to_numpy()))
+        return frame.iloc[order].reset_index(drop=True)[list(col.DATA_QUALITY_COLUMNS)]
 
     def total(self, code: str | None = None, *, action: str | None = None,
               table: str | None = None) -> int:

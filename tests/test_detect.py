@@ -126,3 +126,20 @@ def test_short_history_meter_is_not_scored():
     assert not det.table["analysed"].iloc[0]
     assert det.table["analysed"].iloc[1:].all()
     assert issues.total("baseline.insufficient_history") == 10
+
+
+def test_a_meter_alone_in_its_region_is_not_its_own_peer():
+    # The only residential meter of region "south" installs a rig: a peer
+    # index computed from itself alone would explain the rise away.
+    rng = np.random.default_rng(8)
+    index = pd.date_range("2026-02-01", periods=30 * 24, freq="1h", tz="UTC")
+    grid = day_grid(index, "UTC")
+    kw = rng.lognormal(np.log(0.4), 0.5, (len(index), 25))
+    kw[grid.day_of_cell >= 20, 0] += 1.0
+    meters = pd.DataFrame({"meter_id": [f"M{i}" for i in range(25)], "transformer_id": "T1",
+                           "customer_class": "residential",
+                           "region": ["south"] + ["north"] * 24, "tariff_per_kwh": 0.2})
+    cfg = Config()
+    det, _ = detect_visible_load(kw, grid, meters, detection=cfg.detection, analysis=cfg.analysis)
+    assert det.table["flagged"].iloc[0]
+    assert det.table["onset"].iloc[0] == "2026-02-21"
