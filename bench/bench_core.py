@@ -75,7 +75,7 @@ def per_meter_alternative(data: Path, sample: int, seed: int = 0) -> float:
         ts = pd.to_datetime(frame["timestamp"], utc=True)
         hourly = frame.set_index(ts)["kwh"].resample("1h").sum(min_count=1).dropna()
         df = pd.DataFrame({"kw": hourly})
-        df["how"] = (df.index.dayofweek * 24 + df.index.hour).astype(str)
+        df["how"] = (df.index.day_of_week * 24 + df.index.hour).astype(str)
         df["hdd"] = np.maximum(15.5 - temp.reindex(df.index).interpolate().fillna(10).to_numpy(), 0)
         smf.ols("kw ~ C(how) + hdd", data=df).fit()
     return (time.perf_counter() - t0) / sample

@@ -497,10 +497,13 @@ def _temperature_drop(temperature_c, onset, days=5):
 
 
 def _masked_range(b, mask):
-    """10th-90th percentile range of ``b`` per column over ``mask``."""
-    with _quiet_nan():
-        q = np.nanpercentile(np.where(mask, b, np.nan), [10, 90], axis=0)
-    return q[1] - q[0]
+    """10th-90th percentile range of ``b`` per column over ``mask`` (NaN with under 2 values)."""
+    values = np.sort(np.where(mask, b, np.nan), axis=0)  # NaN sorts last
+    n = np.sum(mask & ~np.isnan(b), axis=0)
+    cols = np.arange(b.shape[1])
+    lo = values[np.clip(np.floor(0.1 * (n - 1)).astype(int), 0, None), cols]
+    hi = values[np.clip(np.floor(0.9 * (n - 1)).astype(int), 0, None), cols]
+    return np.where(n >= 2, hi - lo, np.nan)
 
 
 def _empirical_null_sf(z):

@@ -14,9 +14,11 @@ import numpy as np
 def _run_lengths(flags: np.ndarray) -> np.ndarray:
     """Length of the run of consecutive True values ending at each position, along axis 0."""
     flags = flags.astype(bool)
-    cum = np.cumsum(flags, axis=0)
-    reset = np.where(~flags, cum, 0)
-    return cum - np.maximum.accumulate(reset, axis=0)
+    cum = np.cumsum(flags, axis=0, dtype=np.int32)
+    reset = np.where(flags, 0, cum)
+    np.maximum.accumulate(reset, axis=0, out=reset)
+    cum -= reset
+    return cum
 
 
 def repeated_value_runs(kw: np.ndarray, *, min_cells: int, atol: float = 1e-9) -> np.ndarray:
@@ -81,16 +83,20 @@ def hourly_increment(kw: np.ndarray, hour_of_cell: np.ndarray, post: np.ndarray)
     before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
         Mean demand per hour of day [kW]; NaN where no data.
     """
-    onehot = (hour_of_cell[None, :] == np.arange(24)[:, None]).astype(np.float64)  # (24, T)
+    # Sums by hour as (24, T) @ (T, M) products, in float32 (sums of at most a
+    # few thousand values; twice as fast); "before" is the total minus "after".
+    onehot = (hour_of_cell[None, :] == np.arange(24)[:, None]).astype(np.float32)  # (24, T)
     valid = ~np.isnan(kw)
-    filled = np.where(valid, kw, 0.0)
+    filled = np.where(valid, kw, 0.0).astype(np.float32)
+    s_all = (onehot @ filled).astype(np.float64)
+    n_all = (onehot @ valid.astype(np.float32)).astype(np.float64)
+    sel = valid & post
+    s_post = (onehot @ np.where(sel, filled, np.float32(0))).astype(np.float64)
+    n_post = (onehot @ sel.astype(np.float32)).astype(np.float64)
     out = []
-    for part in (~post, post):
-        sel = valid & part
-        s = onehot @ np.where(sel, filled, 0.0)
-        n = onehot @ sel.astype(np.float64)
+    for s, n in ((s_all - s_post, n_all - n_post), (s_post, n_post)):
         with np.errstate(invalid="ignore", divide="ignore"):
-            out.append(np.where(n > 0, s / n, np.nan))
+            out.append(np.where(n > 0.5, s / n, np.nan))
     return out[0], out[1]
 
 
@@ -117,16 +123,17 @@ def hourly_spread(kw: np.ndarray, hour_of_cell: np.ndarray, sel: np.ndarray, pro
     numpy.ndarray of shape (n_meters,)
         [kW]; NaN with fewer than 24 cells.
     """
-    dev = kw - profile_kw[hour_of_cell]
+    dev = kw.astype(np.float32) - profile_kw.astype(np.float32)[hour_of_cell]
     if day_level_kw is not None:
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            dev = dev - (day_level_kw - np.nanmean(profile_kw, axis=0)[None, :])
+            dev -= day_level_kw.astype(np.float32) - np.nanmean(profile_kw, axis=0).astype(np.float32)
     ok = sel & ~np.isnan(dev)
     n = ok.sum(axis=0)
+    dev[~ok] = 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(ok, dev, 0.0) ** 2
-        return np.where(n >= 24, np.sqrt(var.sum(axis=0) / n), np.nan)
+        sq = np.einsum("tm,tm->m", dev, dev, dtype=np.float64)
+        return np.where(n >= 24, np.sqrt(sq / n), np.nan)
 
 
 def flat_increment_kw(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray:

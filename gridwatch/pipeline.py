@@ -78,9 +78,10 @@ def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone:
     if readings.empty:
         raise InputError("no usable readings", file="readings",
                          hint="check the readings table and data_quality.csv")
-    step = readings[col.METER_ID].map(interval_minutes).astype("float64").fillna(0.0)
-    ends = readings[col.TIMESTAMP] + pd.to_timedelta(step.to_numpy(), unit="min")
-    last_end = ends.max().tz_convert(timezone)
+    # The latest reading of each meter, plus that meter's interval.
+    last = readings.groupby(col.METER_ID, observed=True, sort=False)[col.TIMESTAMP].max()
+    step = interval_minutes.reindex(last.index.astype(str)).fillna(0.0).to_numpy(dtype="float64")
+    last_end = (last + pd.to_timedelta(step, unit="min")).max().tz_convert(timezone)
     midnight = last_end.normalize()
     return (midnight - pd.Timedelta(days=1)).date()
 
@@ -172,15 +173,18 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     issues.add("readings.outside_window", "readings", outside, "excluded",
                detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
                       f"({config.analysis.history_days} days)", severity="info")
-    readings = ds.readings[inside]
-    if readings.empty:
+    n_used = int(inside.sum())
+    if n_used == 0:
         raise InputError(f"no readings in the analysis window ending {as_of_date}",
                          file=Path(input_dir) / "readings",
                          hint="check --as-of against the dates in the data")
     index = analysis_index(start, end, config.analysis.grid_minutes)
     meter_ids = pd.Index(ds.meters[col.METER_ID].astype(str))
-    kw, coverage, spread = to_grid(readings, ds.interval_minutes, meter_ids=meter_ids, index=index,
-                                   with_spread=True)
+    # to_grid ignores rows outside the index: no filtered copy of the readings.
+    kw, _, spread = to_grid(ds.readings, ds.interval_minutes, meter_ids=meter_ids, index=index,
+                            with_spread=True)
+    ds.readings = None  # the long table is not needed any more; free it before detection
+    _release_arrow_memory()
     has_data = kw.notna().any(axis=0).to_numpy()
     absent = ds.meters[col.METER_ID].astype(str)
     already = set(ds.issues.to_frame().query("code == 'meters.no_readings'")["meter_id"])
@@ -188,8 +192,10 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     issues.add_per_meter("meters.no_data_in_window", "meters", pd.Series(1, index=no_window),
                          "excluded", detail="no readings in the analysis window; not analysed")
     meters = ds.meters[has_data].reset_index(drop=True)
-    kw = kw.loc[:, has_data]
-    spread = spread.to_numpy()[:, has_data]
+    if not has_data.all():
+        kw = kw.loc[:, has_data]
+        spread = spread.loc[:, has_data]
+    spread = spread.to_numpy()
     timings["grid_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -221,7 +227,7 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         "window": {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
                    "days": config.analysis.history_days},
         "config": config.to_dict(),
-        "counts": _counts(ds, issues, len(readings), flags),
+        "counts": _counts(ds, issues, n_used, flags),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
@@ -230,6 +236,16 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame(), run_info=info)
     return result
+
+
+def _release_arrow_memory():
+    """Return memory that pyarrow's allocator keeps after reading a big table."""
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
+        pass
 
 
 def _apply_suppressions(table: pd.DataFrame, config: Config) -> pd.DataFrame:

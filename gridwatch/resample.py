@@ -150,13 +150,7 @@ def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
     count = np.bincount(flat, minlength=n_cells * n_meters).reshape(shape)
     spread = None
     if with_spread:
-        sub_kw = kwh * 60.0 / np.where(minutes[position] > 0, minutes[position], np.nan)
-        sq = np.bincount(flat, weights=np.nan_to_num(sub_kw) ** 2, minlength=n_cells * n_meters)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_sub = kw * 60.0 / (count * minutes)
-            var = sq.reshape(shape) / count - mean_sub**2
-        spread = np.where(count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
-        del sub_kw, sq, mean_sub, var
+        spread = _within_cell_spread(flat, position, kwh, kw, count, minutes, cell_us, shape)
     present_min = count * minutes
     del flat, position, kwh, count
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -171,6 +165,23 @@ def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
     if with_spread:
         frames += (pd.DataFrame(spread, index=index, columns=columns, copy=False),)
     return frames
+
+
+def _within_cell_spread(flat, position, kwh, kwh_sum, count, minutes, cell_us, shape):
+    """Standard deviation of sub-interval demand within each cell [kW] (see :func:`to_grid`)."""
+    spread = np.full(shape, np.nan)
+    finer = (minutes[position] > 0) & (minutes[position] * _US_PER_MIN < cell_us)
+    if not finer.any():  # every meter reads once per cell: no within-cell spread to see
+        return spread
+    sub_kw = kwh[finer] * 60.0 / minutes[position[finer]]
+    sq = np.bincount(flat[finer], weights=sub_kw**2, minlength=shape[0] * shape[1]).reshape(shape)
+    cols = np.unique(position[finer])
+    n = count[:, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_sub = kwh_sum[:, cols] * 60.0 / (n * minutes[cols])
+        var = sq[:, cols] / n - mean_sub**2
+    spread[:, cols] = np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
+    return spread
 
 
 def weather_to_grid(weather: pd.DataFrame, *, regions, index: pd.DatetimeIndex) -> pd.DataFrame:
