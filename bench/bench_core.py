@@ -71,7 +71,7 @@ def per_meter_alternative(data: Path, sample: int, seed: int = 0) -> float:
     weather["timestamp"] = pd.to_datetime(weather["timestamp"], utc=True, format="ISO8601")
     temp = weather.groupby("timestamp")["temperature_c"].mean()
     t0 = time.perf_counter()
-    for meter_id, frame in readings.groupby("meter_id", observed=True):
+    for _meter_id, frame in readings.groupby("meter_id", observed=True):
         ts = pd.to_datetime(frame["timestamp"], utc=True)
         hourly = frame.set_index(ts)["kwh"].resample("1h").sum(min_count=1).dropna()
         df = pd.DataFrame({"kw": hourly})

@@ -26,7 +26,8 @@ INTERVAL_SNAP_TOLERANCE = 0.1
 SPIKE_QUANTILE = 0.99
 """Spikes are judged against this quantile of each meter's demand [-]."""
 
-MIN_SPIKE_KW = 1.0
+# A house can draw 9-12 kW for a while (electric shower, cooker, EV): not a spike.
+MIN_SPIKE_KW = 15.0
 """A spike must also exceed this demand [kW], so that near-zero meters are not flagged."""
 
 TEMPERATURE_RANGE_C = (-70.0, 60.0)
@@ -190,7 +191,7 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
 
     details = {"id": id_column, "max_plausible_kw": max_plausible_kw,
                "contracted_kw_factor": contracted_kw_factor, "spike_factor": spike_factor,
-               "spike_q": round(SPIKE_QUANTILE * 100)}
+               "spike_q": round(SPIKE_QUANTILE * 100), "min_spike_kw": MIN_SPIKE_KW}
     for name, code, action, severity, detail in _CODES:
         if name == "unknown" and id_column != col.METER_ID:
             code, detail = "{table}.asset_unknown", _UNKNOWN_ASSET
@@ -229,7 +230,8 @@ _CODES = (  # name in counts, issue code, action, severity, detail
      "mean demand above {max_plausible_kw:g} kW or {contracted_kw_factor:g} x contracted_kw; "
      "set missing"),
     ("spike", "{table}.spike", "set_missing", "warning",
-     "demand above {spike_factor:g} x the meter's {spike_q}th percentile and 1 kW; set missing"),
+     "demand above {spike_factor:g} x the meter's {spike_q}th percentile and "
+     "{min_spike_kw:g} kW; set missing"),
     ("gap", "{table}.gap", "kept", "info", "missing intervals between first and last reading"),
 )
 
@@ -403,7 +405,7 @@ def _group_starts(codes: np.ndarray) -> np.ndarray:
 
 
 def _spikes(codes: np.ndarray, kw: np.ndarray, n_ids: int, spike_factor: float) -> np.ndarray:
-    """Rows whose demand exceeds ``spike_factor`` x their id's 99th percentile and 1 kW.
+    """Rows whose demand exceeds ``spike_factor`` x their id's 99th percentile and MIN_SPIKE_KW.
 
     The exact percentile (linear interpolation) is computed only for ids that
     can have a spike at all: an id is skipped when enough of its values exceed

@@ -144,3 +144,10 @@ def daily_mean(kw: np.ndarray, grid: DayGrid, min_cells: np.ndarray) -> np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s / n
     return np.where(n >= min_cells[:, None], mean, np.nan)
+
+
+def by_day_any(mask: np.ndarray, grid: DayGrid, share: float = 0.5) -> np.ndarray:
+    """Days on which more than ``share`` of the cells are True: ``(n_days, n_meters)``."""
+    starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
+    n = np.add.reduceat(mask.astype(np.float32), starts, axis=0)
+    return n > share * grid.cells_per_day[:, None]

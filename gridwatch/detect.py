@@ -34,7 +34,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from gridwatch import columns as col
-from gridwatch.days import DayGrid, daily_mean, daily_quantiles
+from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles
 from gridwatch.features import (
     degree_days,
     flat_increment_kw,
@@ -54,7 +54,11 @@ HEATING_MIN_SHARE = 0.08  # ... when degree-days also explain this share of its 
 COLD_SPELL_DROP_K = 3.0  # a load that starts as the weather turns this much colder, and
 # rises with degree-days at all, is heating switched on for a cold spell
 COLD_SPELL_MIN_SHARE = 0.04
-STAGE_MIN_T = 6.0  # t-statistic an earlier install stage needs to move the onset
+STAGE_MIN_T = 4.0  # t-statistic an earlier install stage needs to move the onset
+PROVISIONAL_DAYS = 3  # full days since the onset below which a flag is provisional
+ENDED_DAYS = 2  # full days without the load at the end that make it "not seen since"
+CONSTANT_FLOOR_SHARE = 0.8  # a constant X kW keeps each day's quietest hour above 0.8 X ...
+CONSTANT_FLOOR_DAYS = 0.9  # ... on at least this share of days (outages aside)
 
 
 @dataclass
@@ -181,19 +185,21 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     issues.add_per_meter("readings.frozen_value", "readings",
                          pd.Series(frozen.sum(axis=0), index=ids), "masked",
                          detail=f"same non-zero reading repeated for >= {frozen_hours} h: "
-                                "stuck register or head-end repeating a value; check the meter",
+                                "stuck register or head-end repeating a value; check the meter "
+                                "(count = grid hours masked)",
                          severity="warning")
     issues.add_per_meter("readings.zero_run", "readings",
                          pd.Series(zero_run.sum(axis=0), index=ids), "masked",
                          detail=f"zero consumption for >= {frozen_hours} h (vacancy, disconnection "
-                                "or bypass); not used to model the meter", severity="info")
+                                "or bypass); not used to model the meter (count = grid hours masked)",
+                         severity="info")
     kw = np.where(run, np.nan, kw)
 
     # 2. daily floor / mean / high.
     nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
     min_cells = np.full(n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
     min_cells = np.maximum(min_cells, 1)
-    floor, high = daily_quantiles(kw, grid, [FLOOR_QUANTILE, 0.75], min_cells)
+    day_min, floor, high = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE, 0.75], min_cells)
     mean = daily_mean(kw, grid, min_cells)
     valid_days = (~np.isnan(mean)).sum(axis=0)
     analysed = valid_days >= min(analysis.min_history_days, n_days)
@@ -291,7 +297,8 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
 
     pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
     level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
-    level_kw = np.where(np.isnan(level_kw), np.nanmedian(mean, axis=0) if n_days else np.nan, level_kw)
+    with _quiet_nan():
+        level_kw = np.where(np.isnan(level_kw), np.nanmedian(mean, axis=0), level_kw)
 
     # 5. long-running load: floor high and steady vs own variable part and class peers.
     with _quiet_nan():
@@ -323,9 +330,13 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
 
     # 7. decisions, estimates, reasons.
     rejected = q_value <= detection.fdr_alpha
-    cutoff = np.max(p_value[rejected]) if rejected.any() else -1.0  # BH's p-value cut-off
+    # BH's threshold at the size of the rejection set: a meter is significant for
+    # one test (onset, or long-running) when that test's own p-value passes it.
+    cutoff = detection.fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
     step_sig = np.minimum(1.0, 2.0 * p_step) <= cutoff
-    recent = (day_idx[:, None] >= n_days - 7) & post_day
+    # The load's size: its level over the last (up to) seven days on which it ran.
+    present_rank = np.cumsum(present[::-1], axis=0)[::-1]  # present days from here to the end
+    recent = present & (present_rank <= 7)
     excess_kw_step = _nanmedian_where(resid_floor, recent)
     excess_kw_step = np.where(np.isnan(excess_kw_step), shift_floor, excess_kw_step)
     step_shape = {
@@ -341,9 +352,15 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     step_ok = step_sig & np.logical_and.reduce(list(step_shape.values()))
 
     pre_sig = (np.minimum(1.0, 2.0 * p_pre) <= cutoff) & ~step_ok
+    # A constant load of X kW keeps even the quietest hour of every day above X.
+    with np.errstate(invalid="ignore"):
+        below = (day_min < CONSTANT_FLOOR_SHARE * excess_pre[None, :]) & ~np.isnan(day_min)
+    days_valid = (~np.isnan(day_min)).sum(axis=0)
+    days_above = days_valid - below.sum(axis=0)
     pre_shape = {
         "big": excess_pre >= detection.min_excess_kw,
         "steady": floor_cv <= 0.25,
+        "constant": days_above >= CONSTANT_FLOOR_DAYS * days_valid,
         "not_heating": ~(pre_temp_corr > 0.6),
     }
     pre_class = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").isin(
@@ -357,7 +374,11 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     base_mean_resid = mean - base_mean
     energy_day = (day_idx[:, None] >= onset[None, :]) & (onset[None, :] >= 0)  # incl. install day
     post_hours = np.where(energy_day, hours[:, None], 0.0)
-    daily_excess_kwh = np.where(np.isnan(base_mean_resid), shift_mean[None, :], base_mean_resid) * post_hours
+    # A day without data inside the run (a gap) is valued at the mean shift; a
+    # day masked as a zero run or a frozen register is not: nothing was drawn.
+    masked_day = by_day_any(run, grid)
+    fill = np.where(masked_day, 0.0, shift_mean[None, :])
+    daily_excess_kwh = np.where(np.isnan(base_mean_resid), fill, base_mean_resid) * post_hours
     excess_kwh_step = np.nansum(daily_excess_kwh, axis=0)
     # A load running before the window is counted from the meter's first day with data.
     has_data = ~np.isnan(mean)
@@ -384,7 +405,21 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         np.clip(np.nan_to_num(excess_pre) / max(detection.min_excess_kw, 1e-3), 0, 1),
     ])
     use_pre = pre_ok | (~step_ok & (np.nan_to_num(p_pre, nan=1) < np.nan_to_num(p_step, nan=1)))
-    score = np.where(analysed, strength * np.where(use_pre, shape_pre, shape_step), np.nan)
+    size = np.where(use_pre, excess_pre, shift_floor) / max(detection.min_excess_kw, 1e-3)
+    raw = strength * np.where(use_pre, shape_pre, shape_step) * np.clip(np.nan_to_num(size), 0, 1)
+    # Little evidence yet: an onset seen on one or two full days is provisional.
+    provisional = step_ok & (n_post_valid < PROVISIONAL_DAYS)
+    raw = np.where(provisional, raw * (n_post_valid + 1) / (PROVISIONAL_DAYS + 1), raw)
+    # The score says the decision: flagged meters score 0.5..1, the others 0..0.5.
+    score = np.where(flagged, 0.5 + 0.5 * raw, np.minimum(0.5 * raw, 0.499))
+    score = np.where(analysed, score, np.nan)
+    # A load that was there but has not been seen on the last days.
+    last_days = (day_idx[:, None] >= n_days - ENDED_DAYS) & post_day
+    with np.errstate(invalid="ignore"):
+        low = (resid_floor < 0.3 * shift_floor[None, :]) & last_days
+    ended = step_ok & (low.sum(axis=0) >= ENDED_DAYS) & (n_post_valid > ENDED_DAYS)
+    last_present = np.where(present.any(axis=0), n_days - 1 - np.argmax(present[::-1], axis=0), -1)
+    ended_day = np.where(ended & (last_present >= 0), last_present + 1, -1)
 
     dates = grid.dates
     reasons = _reasons(
@@ -395,6 +430,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         typical_floor=typical_ratio * variable_kw, floor_cv=floor_cv, step_shape=step_shape,
         step_sig=step_sig, pre_sig=pre_sig, pre_shape=pre_shape, frozen=frozen.any(axis=0),
         detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
+        provisional=provisional, ended_day=ended_day, days_above=days_above, days_valid=days_valid,
     )
 
     table = pd.DataFrame(
@@ -520,13 +556,14 @@ def _empirical_null_sf(z):
 
 
 def _fmt_kw(x):
-    return f"{x:.1f} kW" if abs(x) >= 1 else f"{x:.2f} kW"
+    """kW for people: two decimals below 10 kW (1.35 kW stays 1.35), one above."""
+    return f"{x:.2f} kW" if abs(x) < 10 else f"{x:.1f} kW"
 
 
 def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, shift_mean,
              excess_kw, persistence, n_post, floor_ratio, flat, temp_corr, has_weather,
              floor_level, typical_floor, floor_cv, step_shape, step_sig, pre_sig, pre_shape,
-             frozen, detection, class_names):
+             frozen, detection, class_names, provisional, ended_day, days_above, days_valid):
     """Short human reasons per meter (a loop over meters, but only to format text)."""
     out = []
     for m in range(len(flagged)):
@@ -539,8 +576,14 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, s
         if step_ok[m]:
             day = dates[onset[m]].date().isoformat()
             parts.append(f"new steady load of {_fmt_kw(excess_kw[m])} since {day}")
+            if provisional[m]:
+                parts.append(f"provisional: only {int(n_post[m])} full day(s) of data since; "
+                             "confirm on the next runs")
             days = int(round(persistence[m] * n_post[m]))
-            parts.append(f"present on {days} of {int(n_post[m])} days since")
+            parts.append(f"present on {days} of the {int(n_post[m])} full days with data since")
+            if ended_day[m] >= 0:
+                parts.append(f"not seen since {dates[ended_day[m]].date().isoformat()} "
+                             "(removed, switched off, or an outage): check before sending a crew")
             if not np.isnan(flat[m]):
                 parts.append(f"same size at every hour of the day ({min(flat[m], 1):.0%} flat)")
             else:
@@ -549,27 +592,29 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, s
                 parts.append("not explained by temperature")
         elif pre_ok[m]:
             parts.append(
-                f"already running when the data start: its quietest hours draw "
-                f"{_fmt_kw(floor_level[m])}, where {class_names.iloc[m]} meters of its size draw "
-                f"about {_fmt_kw(max(typical_floor[m], 0.0))}"
+                f"already running when the data start: about {_fmt_kw(excess_kw[m])} more than "
+                f"{class_names.iloc[m]} meters of its size draw at their quietest "
+                f"({_fmt_kw(max(typical_floor[m], 0.0))})"
             )
-            parts.append(f"steady every day (day-to-day variation {floor_cv[m]:.0%})")
+            parts.append(f"its quietest hour stayed above {_fmt_kw(0.8 * excess_kw[m])} on "
+                         f"{int(days_above[m])} of {int(days_valid[m])} days")
         elif onset[m] >= 0 and shift_floor[m] >= 0.5 * detection.min_excess_kw:
             day = dates[onset[m]].date().isoformat()
             why = []
             if not step_shape["big"][m]:
                 why.append(f"below the {detection.min_excess_kw:g} kW minimum")
             if not step_shape["steady"][m]:
-                why.append("mean rose more than the floor (load not round the clock)"
+                why.append("the mean rose more than the floor (not round the clock)"
                            if floor_ratio[m] < 0.75 else "it switches on and off (cycling load)")
             if not step_shape["flat_hour"][m]:
-                why.append("rise follows the household's daily shape")
+                why.append("the rise follows the household's daily shape")
             if not step_shape["persistent"][m]:
                 why.append(f"present on only {persistence[m]:.0%} of days")
             if not step_shape["not_heating"][m]:
-                why.append("follows temperature (heating)")
+                why.append("it follows temperature (heating)")
             if not step_sig[m]:
                 why.append("within the meter's normal variation")
-            parts.append(f"floor rose {_fmt_kw(shift_floor[m])} on {day} but " + ", ".join(why))
+            parts.append(f"not flagged: the floor rose {_fmt_kw(shift_floor[m])} on {day} but "
+                         + ", ".join(why))
         out.append("; ".join(parts))
     return out

@@ -41,11 +41,12 @@ def format_flags(table: pd.DataFrame) -> pd.DataFrame:
         (flagged first, then score, then money at stake, then meter id).
     """
     t = table.reset_index(drop=True).copy()
+    # Scores that differ in the third decimal are the same evidence: within a
+    # score step of 0.01 the bigger theft (energy since onset) ranks first.
     order = np.lexsort((
         t[col.METER_ID].astype(str).to_numpy(),
-        -np.nan_to_num(t[col.EST_LOSS].to_numpy(dtype=float), nan=0.0),
         -np.nan_to_num(t[col.EXCESS_KWH].to_numpy(dtype=float), nan=0.0),
-        -np.nan_to_num(t[col.SCORE].to_numpy(dtype=float), nan=-1.0),
+        -np.round(np.nan_to_num(t[col.SCORE].to_numpy(dtype=float), nan=-1.0), 2),
         ~t[col.FLAGGED].to_numpy(dtype=bool),
     ))
     t = t.iloc[order].reset_index(drop=True)
@@ -53,13 +54,13 @@ def format_flags(table: pd.DataFrame) -> pd.DataFrame:
         col.METER_ID: _text(t[col.METER_ID]),
         col.TRANSFORMER_ID: _text(t[col.TRANSFORMER_ID]),
         col.RANK: np.arange(1, len(t) + 1),
-        col.SCORE: t[col.SCORE].astype(float).round(4),
+        col.SCORE: t[col.SCORE].astype(float).round(4) + 0.0,  # + 0.0: no "-0.0"
         col.FLAGGED: np.where(t[col.FLAGGED].to_numpy(dtype=bool), "true", "false"),
         col.KIND: t[col.KIND].astype("string").fillna(""),
         col.ONSET: t[col.ONSET].astype("string").fillna(""),
-        col.EXCESS_KW: t[col.EXCESS_KW].astype(float).round(3),
-        col.EXCESS_KWH: t[col.EXCESS_KWH].astype(float).round(1),
-        col.EST_LOSS: t[col.EST_LOSS].astype(float).round(2),
+        col.EXCESS_KW: t[col.EXCESS_KW].astype(float).round(3) + 0.0,
+        col.EXCESS_KWH: t[col.EXCESS_KWH].astype(float).round(1) + 0.0,
+        col.EST_LOSS: t[col.EST_LOSS].astype(float).round(2) + 0.0,
         col.REASONS: _text(t[col.REASONS]),
     })
     return out[list(col.FLAGS_COLUMNS)]

@@ -222,7 +222,7 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         "gridwatch_version": __version__,
         "python": platform.python_version(),
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input_dir": str(input_dir),
+        "input_dir": str(Path(input_dir).resolve()),
         "as_of": as_of_date.isoformat(),
         "window": {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
                    "days": config.analysis.history_days},

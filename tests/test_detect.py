@@ -143,3 +143,46 @@ def test_a_meter_alone_in_its_region_is_not_its_own_peer():
     det, _ = detect_visible_load(kw, grid, meters, detection=cfg.detection, analysis=cfg.analysis)
     assert det.table["flagged"].iloc[0]
     assert det.table["onset"].iloc[0] == "2026-02-21"
+
+
+def _one_meter_population(load_kw_fn, n_days=30, n=30, seed=3):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2026-02-01", periods=n_days * 24, freq="1h", tz="UTC")
+    grid = day_grid(index, "UTC")
+    kw = rng.lognormal(np.log(0.4), 0.5, (len(index), n))
+    kw[:, 0] += load_kw_fn(grid)
+    meters = pd.DataFrame({"meter_id": [f"M{i}" for i in range(n)], "transformer_id": "T1",
+                           "customer_class": "residential", "region": "r",
+                           "tariff_per_kwh": 0.2})
+    cfg = Config()
+    det, _ = detect_visible_load(kw, grid, meters, detection=cfg.detection, analysis=cfg.analysis)
+    return det.table.iloc[0]
+
+
+def test_a_rig_seen_on_two_days_only_is_provisional():
+    row = _one_meter_population(lambda g: np.where(g.day_of_cell >= 28, 3.0, 0.0))
+    assert row["flagged"]
+    assert "provisional" in row["reasons"]
+    assert row["score"] < 0.9
+
+
+def test_a_load_that_stopped_says_so():
+    row = _one_meter_population(lambda g: np.where((g.day_of_cell >= 10) & (g.day_of_cell < 27),
+                                                   3.0, 0.0))
+    assert row["flagged"]
+    assert "not seen since 2026-02-28" in row["reasons"]
+
+
+def test_a_long_running_load_must_be_constant():
+    hour = None
+
+    def rig(g):
+        return np.full(len(g.index), 2.0)
+
+    def busy_household(g):  # high floor from activity, not a constant load
+        on = (g.hour_of_cell >= 6) | (g.hour_of_cell < 1)
+        return np.where(on, 2.0, 0.0) * (g.day_of_cell % 3 != 0)
+
+    assert hour is None
+    assert _one_meter_population(rig)["flagged"]
+    assert not _one_meter_population(busy_household)["flagged"]

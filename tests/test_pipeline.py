@@ -158,3 +158,22 @@ def test_rerun_gives_identical_flags(tmp_path):
     run(data, tmp_path / "a")
     run(data, tmp_path / "b")
     assert (tmp_path / "a" / "flags.csv").read_bytes() == (tmp_path / "b" / "flags.csv").read_bytes()
+
+
+def test_score_says_the_decision_and_has_no_negative_zero(sim_run):
+    result, out = sim_run
+    text = (out / "flags.csv").read_text()
+    assert ",-0.0," not in text
+    flags = pd.read_csv(out / "flags.csv", dtype={"flagged": str})
+    flagged = flags["flagged"] == "true"
+    assert (flags.loc[flagged, "score"] >= 0.5).all()
+    assert (flags.loc[~flagged, "score"] < 0.5).all()
+
+
+def test_early_as_of_with_little_data_runs_without_warnings(sim, tmp_path):
+    # filterwarnings = error turns any numpy "All-NaN slice" warning into a failure:
+    # cron must not get mail for a quiet run.
+    path, labels = sim
+    cfg = config_from_dict({"data": {"timezone": labels["timezone"]}})
+    result = run(path, tmp_path, as_of="2026-03-16", config=cfg)
+    assert len(result.flags) > 0
