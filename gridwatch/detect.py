@@ -576,11 +576,12 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, s
         if step_ok[m]:
             day = dates[onset[m]].date().isoformat()
             parts.append(f"new steady load of {_fmt_kw(excess_kw[m])} since {day}")
-            if provisional[m]:
-                parts.append(f"provisional: only {int(n_post[m])} full day(s) of data since; "
-                             "confirm on the next runs")
             days = int(round(persistence[m] * n_post[m]))
-            parts.append(f"present on {days} of the {int(n_post[m])} full days with data since")
+            if provisional[m]:
+                full = "1 full day" if n_post[m] == 1 else f"{int(n_post[m])} full days"
+                parts.append(f"provisional: seen on {full} so far; confirm on the next runs")
+            else:
+                parts.append(f"present on {days} of the {int(n_post[m])} full days with data since")
             if ended_day[m] >= 0:
                 parts.append(f"not seen since {dates[ended_day[m]].date().isoformat()} "
                              "(removed, switched off, or an outage): check before sending a crew")

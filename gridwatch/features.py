@@ -43,9 +43,24 @@ def repeated_value_runs(kw: np.ndarray, *, min_cells: int, atol: float = 1e-9) -
     same = np.zeros(kw.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         same[1:] = np.abs(np.diff(kw, axis=0)) <= atol  # NaN compares False
-    forward = _run_lengths(same)  # equal pairs ending at t
-    backward = _run_lengths(np.concatenate([same[1:], np.zeros((1,) + kw.shape[1:], bool)])[::-1])[::-1]
-    return (forward + backward + 1) >= min_cells
+    out = np.zeros(kw.shape, dtype=bool)
+    # Cheap pre-filter: only columns with min_cells - 1 equal pairs in a row
+    # somewhere (a window sum of the pairs reaching its length) have a run.
+    need = min_cells - 1
+    if need <= 0:
+        return ~np.isnan(kw)
+    if len(kw) <= need:
+        return out
+    cum = np.cumsum(same, axis=0, dtype=np.int32)
+    window = cum[need:] - cum[:-need]
+    cols = np.flatnonzero((window >= need).any(axis=0))
+    if len(cols) == 0:
+        return out
+    sub = same[:, cols]
+    forward = _run_lengths(sub)  # equal pairs ending at t
+    backward = _run_lengths(np.concatenate([sub[1:], np.zeros((1, len(cols)), bool)])[::-1])[::-1]
+    out[:, cols] = (forward + backward + 1) >= min_cells
+    return out
 
 
 def degree_days(temperature_c: np.ndarray, *, heating_base_c=15.5, cooling_base_c=22.0):
