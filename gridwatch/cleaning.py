@@ -302,11 +302,18 @@ def _dedupe(codes, t, kwh, tally):
     if not same.any():
         return codes, t, kwh
     drop = np.append(same, False)  # a row is dropped when the next row has the same key
-    group = np.cumsum(np.append(True, ~same)) - 1
-    kept_kwh = kwh[~drop][group]
-    equal = (kwh == kept_kwh) | (np.isnan(kwh) & np.isnan(kept_kwh))
-    tally("duplicate_row", codes, drop & equal)
-    tally("conflicting_duplicate", codes, drop & ~equal)
+    dropped = np.flatnonzero(drop)  # few rows: work on their positions only
+    # The row kept for a dropped row is the next row that is not dropped.
+    kept = np.flatnonzero(~drop[dropped[0]:]) + dropped[0]
+    kept_kwh = kwh[kept[np.searchsorted(kept, dropped)]]
+    dropped_kwh = kwh[dropped]
+    equal = (dropped_kwh == kept_kwh) | (np.isnan(dropped_kwh) & np.isnan(kept_kwh))
+    identical = np.zeros(len(kwh), bool)
+    identical[dropped[equal]] = True
+    conflicting = np.zeros(len(kwh), bool)
+    conflicting[dropped[~equal]] = True
+    tally("duplicate_row", codes, identical)
+    tally("conflicting_duplicate", codes, conflicting)
     keep = ~drop
     return codes[keep], t[keep], kwh[keep]
 
