@@ -177,3 +177,22 @@ def test_early_as_of_with_little_data_runs_without_warnings(sim, tmp_path):
     cfg = config_from_dict({"data": {"timezone": labels["timezone"]}})
     result = run(path, tmp_path, as_of="2026-03-16", config=cfg)
     assert len(result.flags) > 0
+
+
+def test_runs_without_weather_on_fourteen_days(tmp_path_factory):
+    import shutil
+
+    src = tmp_path_factory.mktemp("sim14")
+    labels = simulate_dataset(src, n_meters=400, days=30, seed=21, as_of="2026-03-31")
+    (src / "weather.csv").unlink()
+    cfg = config_from_dict({"data": {"timezone": labels["timezone"]},
+                            "analysis": {"history_days": 14}})
+    result = run(src, tmp_path_factory.mktemp("out14"), config=cfg)
+    flags = result.flags.set_index("meter_id")
+    inside = [m for m, v in labels["meters"].items()
+              if v["type"] == "rig" and "2026-03-21" <= v["onset"] <= "2026-03-29"]
+    assert len(inside) >= 3
+    found = (flags.loc[inside, "flagged"] == "true").mean()
+    assert found >= 0.8
+    assert "not explained by temperature" not in " ".join(flags["reasons"])  # no weather, no claim
+    shutil.rmtree(src)
