@@ -76,6 +76,8 @@ class Detection:
         What they would have been without the detected shift [kW].
     masked : numpy.ndarray of bool, shape (n_cells, n_meters)
         Cells hidden from detection (frozen or zero runs).
+    onset_cell : numpy.ndarray of int, shape (n_meters,)
+        Grid cell at which a flagged new load switched on; -1 for none.
     """
 
     table: pd.DataFrame
@@ -84,6 +86,7 @@ class Detection:
     expected_floor_kw: np.ndarray
     expected_mean_kw: np.ndarray
     masked: np.ndarray
+    onset_cell: np.ndarray
 
 
 def _group_index(norm: np.ndarray, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -471,6 +474,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         expected_floor_kw=base_floor,
         expected_mean_kw=base_mean,
         masked=run,
+        onset_cell=np.where(step_ok, np.where(cell >= 0, cell, grid.slots[np.maximum(onset, 0), 0]), -1),
     )
     return detection_result, issues
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from gridwatch import __version__
 from gridwatch import columns as col
+from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
 from gridwatch.days import DayGrid, daily_mean, day_grid
 from gridwatch.detect import Detection, detect_visible_load
@@ -41,6 +42,9 @@ class RunResult:
         Every data-quality finding.
     detection : Detection
         The detector's per-meter table and daily arrays.
+    expected : ExpectedConsumption
+        Each analysed meter's expected demand per cell, fitted on the cells
+        before a flagged onset (``expected.predict(grid)`` [kW]).
     kw : pandas.DataFrame
         Demand on the analysis grid [kW] (cells x analysed meters).
     grid : DayGrid
@@ -53,6 +57,7 @@ class RunResult:
     transformers: pd.DataFrame
     issues: IssueLog
     detection: Detection
+    expected: ExpectedConsumption
     kw: pd.DataFrame
     grid: DayGrid
     as_of: dt.date
@@ -207,6 +212,10 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     )
     issues.extend(det_issues)
     table = _apply_suppressions(detection.table, config)
+    cells = np.arange(len(index))[:, None]
+    reference = (detection.onset_cell[None, :] < 0) | (cells < detection.onset_cell[None, :])
+    expected = ExpectedConsumption().fit(kw.to_numpy(dtype=np.float64), grid, reference,
+                                         np.nan_to_num(detection.expected_mean_kw))
     timings["detect_s"] = time.perf_counter() - t0
 
     analysed = table[table["analysed"]]
@@ -231,7 +240,7 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
-                       kw=kw, grid=grid, as_of=as_of_date, info=info)
+                       expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame(), run_info=info)

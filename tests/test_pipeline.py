@@ -196,3 +196,22 @@ def test_runs_without_weather_on_fourteen_days(tmp_path_factory):
     assert found >= 0.8
     assert "not explained by temperature" not in " ".join(flags["reasons"])  # no weather, no claim
     shutil.rmtree(src)
+
+
+def test_expected_consumption_follows_a_rig_meter_before_its_onset(sim, sim_run):
+    path, labels = sim
+    result, _ = sim_run
+    table = result.detection.table
+    rigs = table[table["flagged"] & (table["onset"] != "")]
+    assert len(rigs) >= 1
+    position = list(table.index).index(rigs.index[0])
+    expected = result.expected.predict(result.grid, columns=[position])[:, 0]
+    actual = result.kw.iloc[:, position].to_numpy()
+    onset_cell = result.detection.onset_cell[position]
+    before = slice(0, onset_cell)
+    after = slice(onset_cell + 24, None)
+    gap_before = np.nanmean(actual[before] - expected[before])
+    gap_after = np.nanmean(actual[after] - expected[after])
+    # Before the onset the expectation tracks the meter; after it, the rig is the gap.
+    assert abs(gap_before) < 0.2 * rigs["excess_kw"].iloc[0]
+    assert gap_after == pytest.approx(rigs["excess_kw"].iloc[0], rel=0.3)
