@@ -500,28 +500,28 @@ def _group_median(values, groups, min_group=10):
     return out
 
 
-def _masked_corr(a, b, mask):
-    """Pearson correlation per column of ``a`` and ``b`` over ``mask`` (NaN-aware)."""
+def _masked_moments(a, b, mask):
+    """Per column over ``mask``: count, and the sums of da*db, da**2, db**2 (deviations)."""
     ok = mask & ~np.isnan(a) & ~np.isnan(b)
     n = ok.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ma = np.where(ok, a, 0).sum(0) / n
-        mb = np.where(ok, b, 0).sum(0) / n
-        da = np.where(ok, a - ma, 0)
-        db = np.where(ok, b - mb, 0)
-        r = (da * db).sum(0) / np.sqrt((da**2).sum(0) * (db**2).sum(0))
-    return np.where(n >= 5, r, np.nan)
+        da = np.where(ok, a - np.where(ok, a, 0).sum(0) / n, 0)
+        db = np.where(ok, b - np.where(ok, b, 0).sum(0) / n, 0)
+    return n, (da * db).sum(0), (da**2).sum(0), (db**2).sum(0)
+
+
+def _masked_corr(a, b, mask):
+    """Pearson correlation per column of ``a`` and ``b`` over ``mask`` (NaN with < 5 points)."""
+    n, sab, saa, sbb = _masked_moments(a, b, mask)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 5, sab / np.sqrt(saa * sbb), np.nan)
 
 
 def _masked_slope(a, b, mask):
     """Least-squares slope of ``a`` on ``b`` per column over ``mask``."""
-    ok = mask & ~np.isnan(a) & ~np.isnan(b)
-    n = ok.sum(axis=0)
+    _, sab, _, sbb = _masked_moments(a, b, mask)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ma = np.where(ok, a, 0).sum(0) / n
-        mb = np.where(ok, b, 0).sum(0) / n
-        db = np.where(ok, b - mb, 0)
-        return (np.where(ok, a - ma, 0) * db).sum(0) / (db**2).sum(0)
+        return sab / sbb
 
 
 def _temperature_drop(temperature_c, onset, days=5):
