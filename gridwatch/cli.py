@@ -148,5 +148,9 @@ def evaluate(output_dir, labels, as_json):
                         keep_default_na=False, na_values=[""])
     with open(labels, encoding="utf-8") as handle:
         label_data = json.load(handle)
-    metrics = evaluate_flags(flags, label_data)
+    transformers_path = Path(output_dir) / "transformers.csv"
+    transformers = None
+    if transformers_path.exists():
+        transformers = pd.read_csv(transformers_path, dtype=str, keep_default_na=False)
+    metrics = evaluate_flags(flags, label_data, transformers=transformers)
     click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics))

@@ -111,6 +111,30 @@ class DetectionConfig(_Section):
     )
 
 
+class BalanceConfig(_Section):
+    """Energy balance of transformers, feeders and substations with upstream data."""
+
+    min_coverage: float = Field(
+        0.8, ge=0, le=1,
+        description="Asset-intervals whose metered energy is less than this share measured "
+        "(the rest filled from expected consumption) are skipped [-].",
+    )
+    fdr_alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="False-discovery rate across assets (Benjamini-Hochberg)."
+    )
+    min_unexplained_kw: float = Field(
+        0.5, ge=0, description="Unexplained steady loads smaller than this are never flagged [kW]."
+    )
+    max_no_load_share: float = Field(
+        0.03, ge=0, le=1,
+        description="A constant loss above this share of delivered demand (plus no_load_floor_kw) "
+        "is a load that ran before the window, not a transformer's no-load loss [-].",
+    )
+    no_load_floor_kw: float = Field(
+        0.2, ge=0, description="Absolute allowance added to max_no_load_share [kW]."
+    )
+
+
 class SuppressedMeter(_Section):
     """A meter known to carry a legitimate steady load."""
 
@@ -124,6 +148,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     detection: DetectionConfig = DetectionConfig()
+    balance: BalanceConfig = BalanceConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
 
     def to_dict(self) -> dict:

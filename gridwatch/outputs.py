@@ -66,6 +66,29 @@ def format_flags(table: pd.DataFrame) -> pd.DataFrame:
     return out[list(col.FLAGS_COLUMNS)]
 
 
+def format_transformers(table: pd.DataFrame) -> pd.DataFrame:
+    """Shape the energy balance's asset table into ``transformers.csv`` rows.
+
+    Flagged assets first, then by unexplained load [kW], then by id.
+    """
+    if table.empty:
+        return empty_transformers()
+    t = table.reset_index(drop=True)
+    order = np.lexsort((
+        t[col.ASSET_ID].astype(str).to_numpy(),
+        -np.nan_to_num(t[col.UNEXPLAINED_KW].to_numpy(dtype=float), nan=0.0),
+        ~t[col.FLAGGED].to_numpy(dtype=bool),
+    ))
+    t = t.iloc[order].reset_index(drop=True)
+    return pd.DataFrame({
+        col.ASSET_ID: _text(t[col.ASSET_ID]),
+        col.FLAGGED: np.where(t[col.FLAGGED].to_numpy(dtype=bool), "true", "false"),
+        col.UNEXPLAINED_KW: t[col.UNEXPLAINED_KW].astype(float).round(3) + 0.0,
+        col.ONSET: t[col.ONSET].astype("string").fillna(""),
+        col.SUSPECTS: _text(t[col.SUSPECTS]),
+    })[list(col.TRANSFORMERS_COLUMNS)]
+
+
 def empty_transformers() -> pd.DataFrame:
     """A ``transformers.csv`` frame with the contract's columns and no rows."""
     return pd.DataFrame({c: pd.Series(dtype=object) for c in col.TRANSFORMERS_COLUMNS})

@@ -17,13 +17,14 @@ import pandas as pd
 
 from gridwatch import __version__
 from gridwatch import columns as col
+from gridwatch.balance import Balance, energy_balance
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
 from gridwatch.days import DayGrid, daily_mean, day_grid
 from gridwatch.detect import Detection, detect_visible_load
 from gridwatch.errors import InputError
 from gridwatch.issues import IssueLog
-from gridwatch.outputs import empty_transformers, format_flags, write_outputs
+from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
 from gridwatch.resample import analysis_index, to_grid, weather_to_grid
 from gridwatch.sources import Dataset, read_dataset
 
@@ -51,6 +52,8 @@ class RunResult:
     as_of : datetime.date
     info : dict
         The content of ``run.json``.
+    balance : Balance or None
+        The energy balance of the assets with upstream data (None without).
     """
 
     flags: pd.DataFrame
@@ -63,6 +66,7 @@ class RunResult:
     as_of: dt.date
     info: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+    balance: Balance | None = None
 
 
 def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
@@ -218,13 +222,18 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
                                          np.nan_to_num(detection.expected_mean_kw))
     timings["detect_s"] = time.perf_counter() - t0
 
+    transformers = empty_transformers()
+    balance = None
+    if ds.upstream is not None and not ds.upstream.empty:
+        t0 = time.perf_counter()
+        balance, bal_issues = _energy_balance(ds, kw, expected, detection, grid, index, config)
+        issues.extend(bal_issues)
+        transformers = format_transformers(balance.table)
+        table = merge_suspects(table, balance.suspects)
+        timings["balance_s"] = time.perf_counter() - t0
+
     analysed = table[table["analysed"]]
     flags = format_flags(analysed)
-    transformers = empty_transformers()
-    if ds.upstream is not None and not ds.upstream.empty:
-        issues.add("upstream.not_analysed", "upstream", len(ds.upstream), "kept",
-                   detail="energy balance is not computed by this version; transformers.csv is empty",
-                   severity="info")
     timings["total_s"] = time.perf_counter() - started
 
     info = {
@@ -240,11 +249,91 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
-                       expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info)
+                       expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
+                       balance=balance)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame(), run_info=info)
     return result
+
+
+def _energy_balance(ds: Dataset, kw: pd.DataFrame, expected: ExpectedConsumption,
+                    detection: Detection, grid: DayGrid, index, config: Config):
+    """Grid the upstream loads and balance every asset against its meters."""
+    up = ds.upstream
+    asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
+    upstream_kw, _ = to_grid(up, ds.upstream_interval_minutes, meter_ids=asset_ids, index=index,
+                             id_column=col.ASSET_ID)
+    # Gaps in a meter are filled with what it would draw, visible rigs included
+    # (a rig left out of the fill would look like energy the meters miss).
+    fill = expected.predict(grid)
+    cells = np.arange(len(index))[:, None]
+    onset = detection.onset_cell[None, :]
+    rig_kw = detection.table[col.EXCESS_KW].to_numpy(dtype=np.float64)[None, :]
+    fill += np.where((onset >= 0) & (cells >= onset), rig_kw, 0.0)
+    expected_kw = pd.DataFrame(fill, index=kw.index, columns=kw.columns)
+    b = config.balance
+    return energy_balance(
+        upstream_kw, kw, expected_kw, ds.meters, grid, min_coverage=b.min_coverage,
+        fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
+        max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
+        min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
+        frozen_mask=detection.masked,
+    )
+
+
+def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
+    """Add the energy balance's suspects to the per-meter table.
+
+    A suspect whose own data carry strong evidence (its consumption fell when
+    the asset's unexplained load began) is flagged ``hidden_load_suspect``
+    with the asset's estimates; a weak suspect is listed with its reasons but
+    not flagged (DATA_CONTRACT.md: a crew is not sent to every meter under a
+    transformer). A meter already flagged for a visible load keeps that flag
+    and gains the reason. Meters suspected under several assets keep their
+    strongest case.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The detector's per-meter table (index ``meter_id``).
+    suspects : pandas.DataFrame
+        :attr:`gridwatch.balance.Balance.suspects`.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    if suspects.empty:
+        return table
+    best = (suspects.sort_values(["strong", "evidence"], ascending=[False, False])
+            .drop_duplicates(col.METER_ID).set_index(col.METER_ID))
+    best = best[best.index.isin(table.index)]
+    if best.empty:
+        return table
+    table = table.copy()
+    ids = best.index
+    visible = table.loc[ids, col.FLAGGED].to_numpy(dtype=bool)
+    strong = best["strong"].to_numpy(dtype=bool) & ~visible
+    weak = ~best["strong"].to_numpy(dtype=bool) & ~visible
+    evidence = best["evidence"].to_numpy(dtype=np.float64)
+    table.loc[ids, "analysed"] = True  # scored by the balance even if too little data for the detector
+    table.loc[ids[visible], col.REASONS] = (table.loc[ids[visible], col.REASONS] + "; also "
+                                            + best.loc[ids[visible], col.REASONS])
+    hit = ids[strong]
+    for name in (col.ONSET, col.EXCESS_KW, col.EXCESS_KWH, col.EST_LOSS, col.REASONS):
+        table.loc[hit, name] = best.loc[hit, name].to_numpy()
+    table.loc[hit, col.FLAGGED] = True
+    table.loc[hit, col.KIND] = col.KIND_HIDDEN
+    table.loc[hit, col.SCORE] = 0.5 + 0.5 * np.clip(evidence[strong], 0, 1)
+    listed = ids[weak]
+    prior = table.loc[listed, col.REASONS].astype("string").fillna("")
+    table.loc[listed, col.REASONS] = ("possible hidden-load suspect (weak evidence): "
+                                      + best.loc[listed, col.REASONS]
+                                      + np.where(prior != "", "; " + prior, ""))
+    table.loc[listed, col.SCORE] = np.fmax(table.loc[listed, col.SCORE].to_numpy(dtype=float),
+                                           0.49 * np.clip(evidence[weak], 0, 1))
+    return table
 
 
 def _release_arrow_memory():

@@ -215,3 +215,42 @@ def test_expected_consumption_follows_a_rig_meter_before_its_onset(sim, sim_run)
     # Before the onset the expectation tracks the meter; after it, the rig is the gap.
     assert abs(gap_before) < 0.2 * rigs["excess_kw"].iloc[0]
     assert gap_after == pytest.approx(rigs["excess_kw"].iloc[0], rel=0.3)
+
+
+def test_transformers_csv_has_every_asset_with_upstream_and_finds_hidden_loads(sim, sim_run):
+    path, labels = sim
+    result, out = sim_run
+    transformers = pd.read_csv(out / "transformers.csv", dtype=str, keep_default_na=False)
+    upstream = pd.read_parquet(path / "upstream.parquet")
+    assert set(transformers["asset_id"]) == set(upstream["asset_id"].astype(str))
+    hidden = {a for a, v in labels["transformers"].items() if v.get("hidden_kw")}
+    flagged = set(transformers.loc[transformers["flagged"] == "true", "asset_id"])
+    assert hidden  # the simulation has bypasses
+    assert len(hidden & flagged) / len(hidden) >= 0.9
+    assert len(flagged - hidden) <= 1
+    row = transformers[transformers["flagged"] == "true"].iloc[0]
+    assert float(row["unexplained_kw"]) > 0 and row["onset"] != ""
+
+
+def test_a_dataset_without_upstream_has_an_empty_transformers_csv(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    run(data, tmp_path / "out")
+    transformers = pd.read_csv(tmp_path / "out" / "transformers.csv")
+    assert list(transformers.columns) == list(col.TRANSFORMERS_COLUMNS)
+    assert transformers.empty
+
+
+def test_an_upstream_asset_without_meters_is_a_counted_issue(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    meters = pd.read_csv(data / "meters.csv")
+    meters["transformer_id"] = "TX-1"
+    meters.to_csv(data / "meters.csv", index=False)
+    ts = pd.date_range("2026-03-01", periods=20 * 96, freq="15min", tz="UTC")
+    up = pd.DataFrame({"asset_id": np.repeat(["TX-1", "TX-GHOST"], len(ts)),
+                       "timestamp": np.tile(ts.strftime("%Y-%m-%dT%H:%M:%SZ"), 2),
+                       "kwh": 3.0})
+    up.to_csv(data / "upstream.csv", index=False)
+    result = run(data, tmp_path / "out")
+    dq = result.issues.to_frame()
+    assert "TX-GHOST" in set(dq["meter_id"])
+    assert set(result.transformers["asset_id"]) >= {"TX-1"}
