@@ -104,23 +104,35 @@ def main():
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--sample", type=int, default=40, help="meters fitted by the alternative")
+    parser.add_argument("--repeat", type=int, default=3, help="GridWatch runs; the fastest counts")
     args = parser.parse_args()
 
     data = make_dataset(HERE / "data" / f"core_{args.meters}x{args.days}", args.meters, args.days)
-    ours = run_gridwatch(data, HERE / "data" / "out_core")
+    # Best of --repeat runs, each in a fresh process (first-touch page faults and
+    # other load on a shared machine only ever add time).
+    ours = min((run_gridwatch(data, HERE / "data" / "out_core") for _ in range(args.repeat)),
+               key=lambda r: r["elapsed_s"])
     frames = _hourly_frames(data, args.sample)
     alternatives = {
         "statsmodels OLS per meter (hour of week + HDD)": per_meter_ols(frames),
         "statsmodels MSTL per meter (24 h, 168 h)": per_meter_mstl(frames[: max(5, args.sample // 4)]),
     }
-    rate = ours["readings_in"] / ours["elapsed_s"]
+    balance_s = ours["timings"].get("balance_s", 0.0)
+    core_s = ours["elapsed_s"] - balance_s
+    rate = ours["readings_in"] / core_s
     model_s = ours["timings"]["detect_s"]
-    print(f"\nGridWatch end to end ({args.meters} meters x {args.days} days, Parquet):")
+    print(f"\nGridWatch end to end ({args.meters} meters x {args.days} days, Parquet, "
+          f"best of {args.repeat}):")
     print(f"  readings in        {ours['readings_in']:,}")
     print(f"  wall time          {ours['elapsed_s']:.1f} s   stages {ours['timings']}")
-    print(f"  throughput         {rate / 1e6:.2f} M readings/s   (target >= 2)")
+    print(f"  throughput         {rate / 1e6:.2f} M readings/s without the energy balance "
+          f"({core_s:.1f} s), {ours['readings_in'] / ours['elapsed_s'] / 1e6:.2f} with it "
+          "(target >= 2)")
     print(f"  peak memory        {ours['peak_mb'] / 1024:.2f} GB   (target < 3)")
     print(f"  flagged            {ours['flagged']}")
+    if balance_s:
+        print(f"  energy balance     {balance_s:.1f} s = {balance_s / core_s:.0%} on top of the core "
+              "run (target < 25 %)")
     for name, per_meter_s in alternatives.items():
         total = per_meter_s * args.meters
         print(f"\nAlternative: {name}, timed on a sample, fit only")
