@@ -50,6 +50,8 @@ from gridwatch import columns as col
 from gridwatch.atomic import atomic_path, write_json
 
 __all__ = [
+    "BYPASS_KINDS",
+    "DEFAULT_BYPASS_KIND_MIX",
     "DEFAULT_CLASS_MIX",
     "DEFAULT_SCENARIO_MIX",
     "HIDDEN_TYPES",
@@ -91,6 +93,16 @@ DEFAULT_SCENARIO_MIX = {
     "frozen_meter": 0.02,
     "suppressed_licensed": 0.02,
 }
+
+#: How a ``bypass`` meter's rig is wired around it (``labels[...]["bypass_kind"]``):
+#: ``separate_line`` a rig on its own line, the household's meter untouched;
+#: ``whole_house`` the whole household goes around the meter from the onset (the
+#: meter keeps recording 0-3 % of it) and the rig with it; ``partial`` 30-70 % of
+#: the household's load and the rig go around the meter.
+BYPASS_KINDS = ("separate_line", "whole_house", "partial")
+
+#: Default share of each bypass kind among the ``bypass`` meters.
+DEFAULT_BYPASS_KIND_MIX = {"separate_line": 1 / 3, "whole_house": 1 / 3, "partial": 1 / 3}
 
 #: Default fraction of meters of each customer class.
 DEFAULT_CLASS_MIX = {
@@ -168,6 +180,7 @@ def simulate_dataset(
     upstream=True,
     class_mix=None,
     interval_minutes=None,
+    bypass_kind_mix=None,
 ) -> dict:
     """Write a labelled synthetic dataset in the ``DATA_CONTRACT.md`` layout.
 
@@ -208,16 +221,28 @@ def simulate_dataset(
         :data:`DEFAULT_CLASS_MIX`. Normalised to sum 1.
     interval_minutes : {15, 30, 60}, optional
         Give every meter this interval (default: a realistic mix, mostly 30).
+    bypass_kind_mix : dict of str to float, optional
+        Relative share of each of :data:`BYPASS_KINDS` among the ``bypass``
+        meters (missing kinds take 0 when given; default
+        :data:`DEFAULT_BYPASS_KIND_MIX`, a third each). Normalised to sum 1;
+        counts by largest remainder, assigned in random order.
 
     Returns
     -------
     dict
         The labels, exactly as written to ``labels.json``: ``as_of``,
         ``timezone``, ``seed``, ``n_meters``, ``days``, ``scenario_mix``,
-        ``meters`` (``{meter_id: {"type", "onset", "rig_kw", "transformer_id"}}``
-        with ``onset`` a ``YYYY-MM-DD`` string or None and ``rig_kw`` [kW] or
-        None), ``transformers`` (``{asset_id: {"hidden_kw", "onset",
-        "culprit"}}``) and ``dirty`` (counts of injected defects).
+        ``meters`` (``{meter_id: {"type", "onset", "rig_kw", "transformer_id",
+        "bypass_kind", "diverted_kw"}}`` with ``onset`` a ``YYYY-MM-DD`` string
+        or None, ``rig_kw`` [kW] or None, ``bypass_kind`` one of
+        :data:`BYPASS_KINDS` for ``bypass`` meters (None otherwise) and
+        ``diverted_kw`` the household load [kW] that went around the meter,
+        averaged over the last 7 days after the onset, 0 for a
+        ``separate_line`` bypass, None for other meters), ``transformers``
+        (``{asset_id: {"hidden_kw", "onset", "culprit", "bypass_kind"}}``,
+        ``hidden_kw`` = ``rig_kw + diverted_kw`` of the culprit: what the
+        transformer delivers that its meters do not record) and ``dirty``
+        (counts of injected defects, upstream gaps included).
 
     Raises
     ------
@@ -233,8 +258,11 @@ def simulate_dataset(
     ``rig_preexisting`` rigs run for the whole window (``onset`` None).
     Gaps are only placed before the last 3 days so that recent onsets stay
     observable. Upstream energy is the meters' true consumption (bypass
-    loads included, frozen or missing readings not) plus no-load and
-    quadratic load losses, times a CT ratio error of up to +-0.5 %, plus noise.
+    loads and the household load diverted around a meter included, frozen
+    or missing readings not) plus no-load and quadratic load losses, times a
+    CT ratio error of up to +-0.5 %, plus noise; with ``dirty`` about 10 %
+    of transformers also miss a block of 1-6 h (70 %) or 12-48 h of
+    upstream intervals, before the last 3 days.
 
     Examples
     --------
@@ -270,13 +298,16 @@ def simulate_dataset(
     counts = _type_counts(mix, n_meters)
     _assign_types(pop, counts, rng)
     scen = _draw_scenarios(pop, grid, weather, rng)
+    # Drawn last from the main generator: the other meters' data do not change.
+    _draw_bypass_kinds(scen, _resolve_bypass_kind_mix(bypass_kind_mix), rng)
 
     labels = _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix)
 
     _write_meters(out_dir / "meters.csv", pop)
     _write_weather(out_dir / "weather.csv", grid, weather)
-    dirty_counts = _write_series(out_dir, pop, scen, grid, weather, rng,
-                                 fmt=fmt, dirty=dirty, upstream=upstream)
+    dirty_counts, diverted = _write_series(out_dir, pop, scen, grid, weather, rng,
+                                           fmt=fmt, dirty=dirty, upstream=upstream)
+    _add_diverted(labels, pop, diverted)
     labels["dirty"] = dirty_counts
     write_json(out_dir / "labels.json", labels)
     return labels
@@ -323,6 +354,22 @@ def _resolve_mix(scenario_mix, upstream):
     if total > 1.0 + 1e-9:
         raise ValueError(f"scenario_mix fractions sum to {total:.3f} > 1")
     return mix
+
+
+def _resolve_bypass_kind_mix(bypass_kind_mix):
+    if bypass_kind_mix is None:
+        return dict(DEFAULT_BYPASS_KIND_MIX)
+    kmix = dict.fromkeys(BYPASS_KINDS, 0.0)
+    for key, value in bypass_kind_mix.items():
+        if key not in BYPASS_KINDS:
+            raise ValueError(f"bypass_kind_mix: unknown bypass kind {key!r}; known: {BYPASS_KINDS}")
+        if not float(value) >= 0.0:
+            raise ValueError(f"bypass_kind_mix[{key!r}] = {value} is negative")
+        kmix[key] = float(value)
+    total = sum(kmix.values())
+    if total <= 0:
+        raise ValueError("bypass_kind_mix: shares sum to 0")
+    return {k: v / total for k, v in kmix.items()}
 
 
 def _resolve_class_mix(class_mix):
@@ -794,10 +841,40 @@ def _draw_scenarios(pop, grid, weather, rng):
     return scen
 
 
+def _draw_bypass_kinds(scen, kind_mix, rng):
+    """Kind (index in BYPASS_KINDS) and diverted household fraction of each bypass."""
+    if "bypass" not in scen:
+        return
+    p = scen["bypass"]
+    n = len(p["idx"])
+    share = np.array([kind_mix[k] for k in BYPASS_KINDS]) * n
+    count = np.floor(share).astype(np.int64)
+    extra = np.argsort(-(share - count), kind="stable")[: n - int(count.sum())]
+    count[extra] += 1  # largest remainder
+    kind = rng.permutation(np.repeat(np.arange(len(BYPASS_KINDS)), count))
+    whole = 1.0 - rng.uniform(0.0, 0.03, n)  # the meter keeps 0-3 % of the house
+    partial = rng.uniform(0.3, 0.7, n)
+    p["kind"] = kind
+    p["diverted_frac"] = np.select([kind == 1, kind == 2], [whole, partial], 0.0)
+
+
+def _add_diverted(labels, pop, diverted):
+    """Put the diverted household load [kW] of each bypass meter into the labels."""
+    for i, d_kw in diverted.items():
+        meter = labels["meters"][str(pop.meter_id[i])]
+        meter["diverted_kw"] = round(float(d_kw), 3)
+        asset = labels["transformers"][meter["transformer_id"]]
+        asset["hidden_kw"] = round(meter["rig_kw"] + meter["diverted_kw"], 3)
+
+
 def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
     meters = {}
     onset = {}
     rig_kw = {}
+    kind = {}
+    if "bypass" in scen:
+        for i, k in zip(scen["bypass"]["idx"], scen["bypass"]["kind"], strict=True):
+            kind[i] = BYPASS_KINDS[k]
     for t, p in scen.items():
         for j, i in enumerate(p["idx"]):
             if t in ("rig", "bypass"):
@@ -813,8 +890,11 @@ def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
             "onset": onset.get(i),
             "rig_kw": rig_kw.get(i),
             "transformer_id": str(pop.transformer_ids[pop.transformer[i]]),
+            "bypass_kind": kind.get(i),
+            "diverted_kw": 0.0 if i in kind else None,  # set after the simulation
         }
-    transformers = {str(t): {"hidden_kw": None, "onset": None, "culprit": None}
+    transformers = {str(t): {"hidden_kw": None, "onset": None, "culprit": None,
+                             "bypass_kind": None}
                     for t in pop.transformer_ids}
     if "bypass" in scen:
         for i in scen["bypass"]["idx"]:
@@ -823,6 +903,7 @@ def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
                 "hidden_kw": rig_kw[i],
                 "onset": onset[i],
                 "culprit": str(pop.meter_id[i]),
+                "bypass_kind": kind[i],
             }
     return {
         "as_of": as_of_date.isoformat(),
@@ -1133,9 +1214,16 @@ def _daily_blocks(grid, cols, onset_day, start_h, len_h, p_day, rng):
 
 
 def _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng):
-    """Add every scenario load of meters ``lo..hi-1`` in place; return the bypass load."""
+    """Add every scenario load of meters ``lo..hi-1`` in place.
+
+    Returns the load that goes around the meters (rigs of bypasses and the
+    household load they divert), shape of ``kw``, and ``{global meter index:
+    diverted household load [kW]}`` (mean over the last 7 days after onset)
+    for the bypass meters of the block.
+    """
     T, n = kw.shape
     hidden = np.zeros_like(kw)
+    diverted = {}
     for t in ("rig", "rig_preexisting", "bypass"):
         if t not in scen:
             continue
@@ -1145,6 +1233,9 @@ def _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng):
             cols = p["idx"][sel] - lo
             load = _rig_kw(grid, p, sel, temp_c[:, cols], rng)
             (hidden if t == "bypass" else kw)[:, cols] += load
+            if t == "bypass":
+                diverted.update(_divert(grid, kw, hidden, cols, p["onset_step"][sel],
+                                        p["diverted_frac"][sel], lo))
 
     def select(t):
         if t not in scen:
@@ -1217,7 +1308,19 @@ def _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng):
                                      + 0.01 * rng.standard_normal(tmp.shape, dtype=np.float32))
         load *= np.arange(T)[:, None] >= p["onset_step"][sel]
         kw[:, cols] += load.astype(np.float32)
-    return hidden
+    return hidden, diverted
+
+
+def _divert(grid, kw, hidden, cols, onset_step, frac, lo):
+    """Move ``frac`` of each household's load from its onset on from ``kw`` to ``hidden``."""
+    after = np.arange(grid.n_steps)[:, None] >= onset_step[None, :]
+    moved = kw[:, cols] * (frac[None, :] * after).astype(np.float32)
+    kw[:, cols] -= moved
+    hidden[:, cols] += moved
+    recent = np.maximum(grid.day_start[max(grid.days - 7, 0)], onset_step)
+    keep = np.arange(grid.n_steps)[:, None] >= recent[None, :]
+    mean = (moved * keep).sum(axis=0, dtype=np.float64) / np.maximum(keep.sum(axis=0), 1)
+    return {int(c + lo): float(m) for c, m in zip(cols, mean, strict=True)}
 
 
 def _lookup(cols, values, c):
@@ -1275,6 +1378,7 @@ _DIRTY_KEYS = (
     "rows_expected", "rows_written", "gaps", "gap_meters", "gap_rows",
     "duplicate_rows_identical", "duplicate_rows_conflicting",
     "out_of_order_blocks", "out_of_order_rows", "negative_values", "spikes",
+    "upstream_gaps", "upstream_gap_rows",
 )
 
 
@@ -1375,6 +1479,29 @@ def _upstream_kwh(true_kw, tx_local, rng):
     return np.round(np.maximum(delivered, 0) * _STEP_HOURS, 3)
 
 
+def _upstream_gaps(n_tx, grid, rng):
+    """Rows kept (transformer-major, 15-min steps) after SCADA gaps on ~10 % of transformers.
+
+    A gap lasts 1-6 h (70 %) or 12-48 h and ends before the last 3 days.
+    """
+    T = grid.n_steps
+    keep = np.ones(n_tx * T, dtype=bool)
+    hit = np.flatnonzero(rng.random(n_tx) < 0.10)
+    if not len(hit):
+        return keep, 0
+    hours = np.where(rng.random(len(hit)) < 0.7, rng.uniform(1, 6, len(hit)),
+                     rng.uniform(12, 48, len(hit)))
+    length = np.round(hours * _STEPS_PER_HOUR).astype(np.int64)
+    latest = np.maximum(grid.day_start[max(grid.days - 3, 1)] - length, 1)
+    start = (rng.random(len(hit)) * latest).astype(np.int64)
+    stop = np.minimum(start + length, T)
+    delta = np.zeros(n_tx * T + 1, dtype=np.int64)
+    np.add.at(delta, hit * T + start, 1)
+    np.add.at(delta, hit * T + stop, -1)
+    keep &= np.cumsum(delta[:-1]) == 0
+    return keep, int((stop > start).sum())
+
+
 class _TableWriter:
     """Write long (id, timestamp, kwh) tables chunk by chunk as Parquet or CSV."""
 
@@ -1411,9 +1538,13 @@ class _TableWriter:
 
 
 def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstream):
-    """Simulate meter blocks and stream readings and upstream tables to disk."""
+    """Simulate meter blocks and stream readings and upstream tables to disk.
+
+    Returns the dirty counts and ``{meter index: diverted household load [kW]}``.
+    """
     ext = "parquet" if fmt == "parquet" else "csv"
     counts = dict.fromkeys(_DIRTY_KEYS, 0)
+    diverted = {}
     freeze = np.full(pop.n, -1, dtype=np.int64)
     if "frozen_meter" in scen:
         freeze[scen["frozen_meter"]["idx"]] = scen["frozen_meter"]["freeze_step"]
@@ -1429,7 +1560,8 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
             up = _TableWriter(u_tmp, col.ASSET_ID, pop.transformer_ids, grid, fmt)
             stack.callback(up.close)
         for (lo, hi), crng in zip(chunks, chunk_rngs, strict=True):  # blocks of ~2,000 meters
-            kw, hidden = _simulate_block(grid, pop, scen, weather, lo, hi, crng)
+            kw, hidden, div = _simulate_block(grid, pop, scen, weather, lo, hi, crng)
+            diverted.update(div)
             c, step, kwh = _to_intervals(kw, pop.interval_steps[lo:hi], freeze[lo:hi])
             counts["rows_expected"] += len(c)
             if dirty:
@@ -1443,8 +1575,15 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
                 kw += hidden  # the transformer delivers what the meters miss
                 tx = pop.transformer[lo:hi]
                 energy = _upstream_kwh(kw, tx, crng)
-                up.write(np.repeat(np.unique(tx), grid.n_steps),
-                         np.tile(np.arange(grid.n_steps), energy.shape[1]), energy.T.ravel())
+                asset = np.repeat(np.unique(tx), grid.n_steps)
+                step = np.tile(np.arange(grid.n_steps), energy.shape[1])
+                energy = energy.T.ravel()
+                if dirty:  # drawn last from the block's generator: readings do not change
+                    keep, n_gaps = _upstream_gaps(energy.size // grid.n_steps, grid, crng)
+                    asset, step, energy = asset[keep], step[keep], energy[keep]
+                    counts["upstream_gaps"] += n_gaps
+                    counts["upstream_gap_rows"] += int((~keep).sum())
+                up.write(asset, step, energy)
     # A table left by an earlier run in another format (or with upstream) would be read
     # beside this one; remove it.
     other = "csv" if ext == "parquet" else "parquet"
@@ -1452,11 +1591,12 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
     (out_dir / f"upstream.{other}").unlink(missing_ok=True)
     if not upstream:
         (out_dir / f"upstream.{ext}").unlink(missing_ok=True)
-    return counts
+    return counts, diverted
 
 
 def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
-    """Return true demand [kW] of meters lo..hi-1 on the 15-min grid and their bypass loads."""
+    """Recorded demand [kW] of meters lo..hi-1 on the 15-min grid, the load around them
+    (bypass rigs and diverted household load) and each bypass's diverted load [kW]."""
     n = hi - lo
     temp_c = np.take(weather.temperature_c, pop.region[lo:hi], axis=1)
     kw = np.empty((grid.n_steps, n), dtype=np.float32)
@@ -1465,8 +1605,8 @@ def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
         cols = np.flatnonzero(cls == c)
         if len(cols):
             kw[:, cols] = model(grid, pop.mean_kw[lo:hi][cols], temp_c[:, cols], rng)
-    hidden = _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng)
-    return kw, hidden
+    hidden, diverted = _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng)
+    return kw, hidden, diverted
 
 
 def _write_meters(path, pop):
