@@ -198,11 +198,11 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
                          severity="info")
     kw = np.where(run, np.nan, kw)
 
-    # 2. daily floor / mean / high.
+    # 2. daily floor and mean (and the quietest hour, for long-running loads).
     nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
     min_cells = np.full(n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
     min_cells = np.maximum(min_cells, 1)
-    day_min, floor, high = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE, 0.75], min_cells)
+    day_min, floor = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE], min_cells)
     mean = daily_mean(kw, grid, min_cells)
     valid_days = (~np.isnan(mean)).sum(axis=0)
     analysed = valid_days >= min(analysis.min_history_days, n_days)
@@ -249,11 +249,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     onset = np.where(first_full >= 0, onset, -1)
     install_day = np.zeros_like(floor, dtype=bool)
     install_day[np.maximum(onset, 0), np.arange(n_meters)] = partial & (onset >= 0)
-    floor_full, mean_full, high_full = (np.where(install_day, np.nan, a) for a in (floor, mean, high))
+    floor_full, mean_full = (np.where(install_day, np.nan, a) for a in (floor, mean))
 
     shift_floor, base_floor = shift_at(floor_full, X, first_full)
     shift_mean, base_mean = shift_at(mean_full, X, first_full)
-    shift_high, _ = shift_at(high_full, X, first_full)
 
     day_idx = np.arange(n_days)
     post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
@@ -427,11 +426,10 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     dates = grid.dates
     reasons = _reasons(
         flagged=flagged, step_ok=step_ok, pre_ok=pre_ok, analysed=analysed, dates=dates,
-        onset=onset, shift_floor=shift_floor, shift_mean=shift_mean, excess_kw=excess_kw,
+        onset=onset, shift_floor=shift_floor, excess_kw=excess_kw,
         persistence=persistence, n_post=n_post_valid, floor_ratio=floor_ratio, flat=flat,
-        temp_corr=temp_corr, has_weather=hdd is not None, floor_level=floor_level,
-        typical_floor=typical_ratio * variable_kw, floor_cv=floor_cv, step_shape=step_shape,
-        step_sig=step_sig, pre_sig=pre_sig, pre_shape=pre_shape, frozen=frozen.any(axis=0),
+        has_weather=hdd is not None, typical_floor=typical_ratio * variable_kw, step_shape=step_shape,
+        step_sig=step_sig, frozen=frozen.any(axis=0),
         detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
         provisional=provisional, ended_day=ended_day, days_above=days_above, days_valid=days_valid,
     )
@@ -564,10 +562,10 @@ def _fmt_kw(x):
     return f"{x:.2f} kW" if abs(x) < 10 else f"{x:.1f} kW"
 
 
-def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, shift_mean,
-             excess_kw, persistence, n_post, floor_ratio, flat, temp_corr, has_weather,
-             floor_level, typical_floor, floor_cv, step_shape, step_sig, pre_sig, pre_shape,
-             frozen, detection, class_names, provisional, ended_day, days_above, days_valid):
+def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, excess_kw,
+             persistence, n_post, floor_ratio, flat, has_weather, typical_floor, step_shape,
+             step_sig, frozen, detection, class_names, provisional, ended_day, days_above,
+             days_valid):
     """Short human reasons per meter (a loop over meters, but only to format text)."""
     out = []
     for m in range(len(flagged)):
