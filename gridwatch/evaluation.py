@@ -13,7 +13,12 @@ The labels come from :func:`gridwatch.simulate.simulate_dataset`
 - *precision*: what fraction of flagged meters are rigs, and the same among
   the ``k`` highest-ranked meters whatever their flag (precision@k);
 - *onset*: how close the flagged onset is to the true one;
-- *size*: how close ``excess_kw`` is to the rig's nominal draw.
+- *size*: how close ``excess_kw`` is to the rig's nominal draw;
+- *transformers* (with ``transformers.csv``): what fraction of hidden loads
+  was found (recall, overall and per bypass kind), what fraction of clean
+  transformers was flagged, how often the culprit is among the first 3
+  suspects, how close ``unexplained_kw`` is to the hidden load and the
+  asset's onset to the true one.
 
 Definitions
 -----------
@@ -26,6 +31,14 @@ for meters absent from the labels count as false alarms in precision and are
 reported as ``n_unlabelled_flags``. Labelled meters absent from the flags
 count as not flagged (``n_not_scored``). Onset age is
 ``(as_of - onset).days``: a rig starting on the as-of day has age 0.
+
+Transformers are scored over the assets of ``labels["transformers"]`` (other
+rows of ``transformers.csv``, feeders for instance, are ignored; a labelled
+asset missing from it counts as not flagged). A transformer with a
+``hidden_kw`` carries a hidden load and is *detected* when flagged; the
+others are *clean* and flagged ones are false alarms. ``hidden_kw`` is what
+the transformer delivers that its meters do not record (rig plus household
+load diverted around the meter), the truth for ``unexplained_kw``.
 """
 
 from __future__ import annotations
@@ -40,10 +53,13 @@ import pandas as pd
 from gridwatch import columns as col
 from gridwatch.simulate import HIDDEN_TYPES, LABEL_TYPES, POSITIVE_TYPES
 
-__all__ = ["AGE_GROUPS", "evaluate", "flag_frame", "format_evaluation", "label_frame"]
+__all__ = ["AGE_GROUPS", "TOP_SUSPECTS", "evaluate", "evaluate_transformers", "flag_frame",
+           "format_evaluation", "label_frame"]
 
 #: Recall groups of visible rigs, in report order.
 AGE_GROUPS = (">=3 days", "0-2 days", "preexisting")
+#: A culprit counts as named when it is among this many first suspects.
+TOP_SUSPECTS = 3
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n", ""}
 
@@ -149,8 +165,8 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         Cut-off of precision@k. Default: the number of positive meters
         (``rig``, ``rig_preexisting`` and ``bypass``).
     transformers : pandas.DataFrame or str or os.PathLike, optional
-        ``transformers.csv``; adds the asset-level metrics under
-        ``"transformers"``.
+        ``transformers.csv``; adds the asset-level metrics of
+        :func:`evaluate_transformers` under ``"transformers"``.
 
     Returns
     -------
@@ -282,7 +298,7 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         "counts": counts,
     }
     if transformers is not None:
-        metrics["transformers"] = _evaluate_transformers(transformers, labels)
+        metrics["transformers"] = evaluate_transformers(transformers, labels)
     return metrics
 
 
@@ -332,14 +348,7 @@ def format_evaluation(metrics) -> str:
         f"(median, n={m['n_kw_scored']})",
     ]
     if "transformers" in m:
-        t = m["transformers"]
-        lines += [
-            "",
-            f"transformers: hidden loads found {t['detected']}/{t['n_hidden']} "
-            f"(recall {_fmt(t['recall'])}), clean flagged {t['false_alarms']}/{t['n_clean']} "
-            f"(rate {_fmt(t['false_alarm_rate'], 3)}), culprit in suspects "
-            f"{_fmt(t['culprit_in_suspects'])}, first {_fmt(t['culprit_first'])}",
-        ]
+        lines += ["", *_format_transformers(m["transformers"])]
     if m["n_not_scored"] or m["n_unlabelled_flags"]:
         lines.append(f"note: {m['n_not_scored']} labelled meters absent from flags, "
                      f"{m['n_unlabelled_flags']} flagged meters absent from labels")
@@ -347,35 +356,147 @@ def format_evaluation(metrics) -> str:
 
 
 # --- helpers --------------------------------------------------------------------------
-def _evaluate_transformers(transformers, labels) -> dict:
+def evaluate_transformers(transformers, labels) -> dict:
+    """Asset-level metrics of ``transformers.csv`` against the labels.
+
+    Parameters
+    ----------
+    transformers : pandas.DataFrame or str or os.PathLike
+        ``transformers.csv`` as a frame (every column may be text, as the CLI
+        reads it) or its path. ``asset_id`` is required; ``flagged``,
+        ``unexplained_kw`` [kW], ``onset`` (``YYYY-MM-DD``) and ``suspects``
+        (meter ids joined by ``;``, most likely first) are used when present.
+    labels : dict or str or os.PathLike
+        Labels from :func:`gridwatch.simulate.simulate_dataset` or the path
+        of ``labels.json``.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; a rate with an empty denominator is None.
+
+        - ``n_hidden``, ``detected``, ``recall``: transformers with a hidden
+          load, those flagged, the fraction;
+        - ``n_clean``, ``false_alarms``, ``false_alarm_rate``: the same for
+          transformers without one;
+        - ``culprit_in_suspects``, ``culprit_first``,
+          ``culprit_in_top3`` (counts ``n_culprit_in_top3``): fraction of
+          detected transformers whose culprit is listed at all, first, or
+          among the first :data:`TOP_SUSPECTS` suspects;
+        - ``unexplained_kw_median_rel_error``: median of
+          ``|unexplained_kw - hidden_kw| / hidden_kw`` over detected
+          transformers with a finite ``unexplained_kw``
+          (``n_kw_scored``);
+        - ``onset_within_1d``: fraction of detected transformers whose onset
+          is within 1 day of the true one (a missing onset is a miss;
+          ``n_onset_scored`` detected transformers with a true onset,
+          ``n_onset_within_1d``);
+        - ``by_kind``: ``{bypass_kind: {"n_hidden", "detected", "recall",
+          "n_culprit_in_top3", "culprit_in_top3", "n_culprit_first",
+          "culprit_first"}}`` per kind of the culprit (``"unspecified"``
+          for labels without ``bypass_kind``).
+    """
+    labels = _load_labels(labels)
     if not isinstance(transformers, pd.DataFrame):
-        transformers = pd.read_csv(transformers, dtype={col.ASSET_ID: str, col.SUSPECTS: str})
+        transformers = pd.read_csv(transformers, dtype=str, keep_default_na=False)
+    if col.ASSET_ID not in transformers.columns:
+        raise ValueError(f"transformers has no '{col.ASSET_ID}' column; "
+                         f"columns: {list(transformers.columns)}")
     tf = transformers.set_index(transformers[col.ASSET_ID].astype(str))
-    flagged = _to_bool(tf[col.FLAGGED]) if col.FLAGGED in tf.columns else pd.Series(
-        False, tf.index)
-    suspects = (tf[col.SUSPECTS] if col.SUSPECTS in tf.columns
-                else pd.Series("", tf.index)).fillna("").astype(str)
+    if tf.index.has_duplicates:
+        raise ValueError(f"transformers lists asset {tf.index[tf.index.duplicated()][0]!r} twice")
     truth = labels["transformers"]
-    hidden = [a for a, v in truth.items() if v.get("hidden_kw") is not None]
-    clean = [a for a, v in truth.items() if v.get("hidden_kw") is None]
-    detected = [a for a in hidden if a in flagged.index and bool(flagged[a])]
-    false_alarms = [a for a in clean if a in flagged.index and bool(flagged[a])]
-    in_list = first = 0
-    for a in detected:  # one iteration per hidden load found
-        names = [s.strip() for s in suspects[a].split(";") if s.strip()]
-        culprit = truth[a]["culprit"]
-        in_list += culprit in names
-        first += bool(names) and names[0] == culprit
+    assets = pd.Index(list(truth), dtype=object)
+    tf = tf.reindex(assets)
+
+    def column(name, default):
+        return tf[name] if name in tf.columns else pd.Series(default, tf.index, dtype=object)
+
+    flagged = _to_bool(column(col.FLAGGED, "false").fillna("false"))
+    unexplained = pd.to_numeric(column(col.UNEXPLAINED_KW, np.nan), errors="coerce")
+    onset = _to_dates(column(col.ONSET, None).to_numpy())
+    onset.index = tf.index
+    suspects = column(col.SUSPECTS, "").fillna("").astype(str)
+
+    hidden_kw = pd.Series({a: v.get("hidden_kw") for a, v in truth.items()}, dtype="float64")
+    hidden = hidden_kw.notna().reindex(assets)
+    kind = pd.Series({a: (v.get("bypass_kind") or "unspecified") for a, v in truth.items()})
+    true_onset = _to_dates(pd.Series({a: v.get("onset") for a, v in truth.items()}).to_numpy())
+    true_onset.index = assets
+    culprit = pd.Series({a: v.get("culprit") for a, v in truth.items()}, dtype=object)
+
+    detected = hidden & flagged
+    names = suspects.map(lambda text: [m.strip() for m in text.split(";") if m.strip()])
+    rank = pd.Series([lst.index(c) + 1 if c in lst else np.nan
+                      for lst, c in zip(names, culprit, strict=True)], index=assets,
+                     dtype="float64")
+    in_list = detected & rank.notna()
+    first = detected & (rank == 1)
+    top = detected & (rank <= TOP_SUSPECTS)
+
+    sized = detected & np.isfinite(unexplained) & (hidden_kw > 0)
+    rel = ((unexplained - hidden_kw).abs() / hidden_kw)[sized]
+    dated = detected & true_onset.notna()
+    err = (onset - true_onset)[dated].dt.days
+    within = int((err.abs() <= 1).sum())
+
+    n_hidden, n_detected = int(hidden.sum()), int(detected.sum())
+    clean = ~hidden
+    false_alarms = int((clean & flagged).sum())
+    by_kind = {}
+    for k in sorted(kind[hidden].unique()):  # 3 bypass kinds
+        members = hidden & (kind == k)
+        n_det = int((members & detected).sum())
+        n_top, n_first = int((members & top).sum()), int((members & first).sum())
+        by_kind[k] = {
+            "n_hidden": int(members.sum()), "detected": n_det,
+            "recall": _ratio(n_det, int(members.sum())),
+            "n_culprit_in_top3": n_top, "culprit_in_top3": _ratio(n_top, n_det),
+            "n_culprit_first": n_first, "culprit_first": _ratio(n_first, n_det),
+        }
     return {
-        "n_hidden": len(hidden),
-        "detected": len(detected),
-        "recall": _ratio(len(detected), len(hidden)),
-        "n_clean": len(clean),
-        "false_alarms": len(false_alarms),
-        "false_alarm_rate": _ratio(len(false_alarms), len(clean)),
-        "culprit_in_suspects": _ratio(in_list, len(detected)),
-        "culprit_first": _ratio(first, len(detected)),
+        "n_hidden": n_hidden,
+        "detected": n_detected,
+        "recall": _ratio(n_detected, n_hidden),
+        "n_clean": int(clean.sum()),
+        "false_alarms": false_alarms,
+        "false_alarm_rate": _ratio(false_alarms, int(clean.sum())),
+        "culprit_in_suspects": _ratio(int(in_list.sum()), n_detected),
+        "culprit_first": _ratio(int(first.sum()), n_detected),
+        "n_culprit_in_top3": int(top.sum()),
+        "culprit_in_top3": _ratio(int(top.sum()), n_detected),
+        "unexplained_kw_median_rel_error": _median(rel),
+        "n_kw_scored": len(rel),
+        "onset_within_1d": _ratio(within, int(dated.sum())),
+        "n_onset_within_1d": within,
+        "n_onset_scored": int(dated.sum()),
+        "by_kind": by_kind,
     }
+
+
+def _format_transformers(t) -> list[str]:
+    lines = [
+        f"{'transformers':<34}{'found':>7}{'of':>7}{'rate':>8}",
+        f"  {'hidden loads':<32}{t['detected']:>7}{t['n_hidden']:>7}{_fmt(t['recall']):>8}",
+    ]
+    for k, v in t["by_kind"].items():
+        lines.append(f"  {'  ' + k:<32}{v['detected']:>7}{v['n_hidden']:>7}{_fmt(v['recall']):>8}")
+    lines += [
+        f"  {'clean, flagged (false alarms)':<32}{t['false_alarms']:>7}{t['n_clean']:>7}"
+        f"{_fmt(t['false_alarm_rate'], 3):>8}",
+        f"  {'culprit in top 3 suspects':<32}{t['n_culprit_in_top3']:>7}{t['detected']:>7}"
+        f"{_fmt(t['culprit_in_top3']):>8}",
+    ]
+    for k, v in t["by_kind"].items():
+        lines.append(f"  {'  ' + k:<32}{v['n_culprit_in_top3']:>7}{v['detected']:>7}"
+                     f"{_fmt(v['culprit_in_top3']):>8}")
+    lines += [
+        f"  culprit listed {_fmt(t['culprit_in_suspects'])}, first {_fmt(t['culprit_first'])}",
+        f"  onset within 1 day {_fmt(t['onset_within_1d'])} (n={t['n_onset_scored']}); "
+        f"unexplained kW rel. error {_fmt(t['unexplained_kw_median_rel_error'])} "
+        f"(median, n={t['n_kw_scored']})",
+    ]
+    return lines
 
 
 def _load_labels(labels) -> dict:

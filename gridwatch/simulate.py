@@ -1595,8 +1595,11 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
 
 
 def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
-    """Recorded demand [kW] of meters lo..hi-1 on the 15-min grid, the load around them
-    (bypass rigs and diverted household load) and each bypass's diverted load [kW]."""
+    """Recorded demand [kW] of meters lo..hi-1 on the 15-min grid, and what bypasses them.
+
+    Returns the recorded demand, the load around the meters (bypass rigs and
+    diverted household load) and each bypass's diverted load [kW].
+    """
     n = hi - lo
     temp_c = np.take(weather.temperature_c, pop.region[lo:hi], axis=1)
     kw = np.empty((grid.n_steps, n), dtype=np.float32)

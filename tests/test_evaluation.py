@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from gridwatch import columns as col
-from gridwatch.evaluation import evaluate, flag_frame, format_evaluation, label_frame
+from gridwatch.evaluation import (
+    evaluate,
+    evaluate_transformers,
+    flag_frame,
+    format_evaluation,
+    label_frame,
+)
 
 AS_OF = "2026-03-31"
 
@@ -208,8 +214,99 @@ def test_transformer_metrics(flags, labels):
     })
     t = evaluate(flags, labels, transformers=tf)["transformers"]
     # Hidden T2 (found, culprit second), T3 (missed); clean T1, T4 both flagged; F001 ignored.
-    assert t == {"n_hidden": 2, "detected": 1, "recall": 0.5, "n_clean": 2, "false_alarms": 2,
-                 "false_alarm_rate": 1.0, "culprit_in_suspects": 1.0, "culprit_first": 0.0}
+    expected = {"n_hidden": 2, "detected": 1, "recall": 0.5, "n_clean": 2, "false_alarms": 2,
+                "false_alarm_rate": 1.0, "culprit_in_suspects": 1.0, "culprit_first": 0.0,
+                "n_culprit_in_top3": 1, "culprit_in_top3": 1.0, "n_kw_scored": 1,
+                "onset_within_1d": 1.0, "n_onset_within_1d": 1, "n_onset_scored": 1}
+    assert {k: t[k] for k in expected} == expected
+    assert t["unexplained_kw_median_rel_error"] == pytest.approx(0.1 / 3.0)
+    # Labels written before bypass kinds existed: one group.
+    assert list(t["by_kind"]) == ["unspecified"]
+    assert t["by_kind"]["unspecified"]["n_hidden"] == 2
+
+
+@pytest.fixture
+def kind_labels(labels):
+    clean = {"hidden_kw": None, "onset": None, "culprit": None, "bypass_kind": None}
+
+    def hidden(kw, onset, culprit, kind):
+        return {"hidden_kw": kw, "onset": onset, "culprit": culprit, "bypass_kind": kind}
+
+    transformers = {
+        "T1": clean, "T4": clean, "T5": clean,
+        "T2": hidden(3.0, "2026-03-10", "B1", "whole_house"),
+        "T3": hidden(2.0, "2026-03-15", "B2", "partial"),
+        "T6": hidden(4.0, "2026-03-20", "M9", "separate_line"),
+        "T7": hidden(1.0, "2026-03-01", "M8", "partial"),
+    }
+    return {**labels, "transformers": transformers}
+
+
+@pytest.fixture
+def kind_table():
+    # All text, as the CLI reads transformers.csv. T5 is absent (not flagged).
+    return pd.DataFrame({
+        col.ASSET_ID: ["T1", "T4", "T2", "T3", "T6", "T7", "F001"],
+        col.FLAGGED: ["false", "true", "true", "true", "true", "false", "true"],
+        col.UNEXPLAINED_KW: ["0", "1.2", "3.3", "1.5", "4.0", "0", "9"],
+        col.ONSET: ["", "2026-03-05", "2026-03-11", "2026-03-13", "", "", ""],
+        col.SUSPECTS: ["", "M1", "B1;M7", "M1;M2;M3;B2", "", "", ""],
+    })
+
+
+def test_transformer_metrics_per_bypass_kind(flags, kind_labels, kind_table, tmp_path):
+    t = evaluate(flags, kind_labels, transformers=kind_table)["transformers"]
+    # Hidden: T2 T3 T6 found, T7 missed. Clean: T4 flagged, T1 not, T5 absent.
+    assert (t["n_hidden"], t["detected"], t["recall"]) == (4, 3, 0.75)
+    assert (t["n_clean"], t["false_alarms"]) == (3, 1)
+    assert t["false_alarm_rate"] == pytest.approx(1 / 3)
+    # Culprit: T2 first, T3 fourth (listed, not top 3), T6 not listed.
+    assert t["culprit_in_suspects"] == pytest.approx(2 / 3)
+    assert t["culprit_first"] == pytest.approx(1 / 3)
+    assert t["n_culprit_in_top3"] == 1 and t["culprit_in_top3"] == pytest.approx(1 / 3)
+    # kW: |3.3-3|/3 = 0.1, |1.5-2|/2 = 0.25, |4-4|/4 = 0 -> median 0.1.
+    assert t["n_kw_scored"] == 3
+    assert t["unexplained_kw_median_rel_error"] == pytest.approx(0.1)
+    # Onset: T2 +1 day (within), T3 -2 days, T6 none (a miss).
+    assert (t["n_onset_scored"], t["n_onset_within_1d"]) == (3, 1)
+    assert t["onset_within_1d"] == pytest.approx(1 / 3)
+    assert t["by_kind"] == {
+        "partial": {"n_hidden": 2, "detected": 1, "recall": 0.5, "n_culprit_in_top3": 0,
+                    "culprit_in_top3": 0.0, "n_culprit_first": 0, "culprit_first": 0.0},
+        "separate_line": {"n_hidden": 1, "detected": 1, "recall": 1.0, "n_culprit_in_top3": 0,
+                          "culprit_in_top3": 0.0, "n_culprit_first": 0, "culprit_first": 0.0},
+        "whole_house": {"n_hidden": 1, "detected": 1, "recall": 1.0, "n_culprit_in_top3": 1,
+                        "culprit_in_top3": 1.0, "n_culprit_first": 1, "culprit_first": 1.0},
+    }
+    # Same answer from the file, with typed columns, and as plain JSON.
+    kind_table.to_csv(tmp_path / "transformers.csv", index=False)
+    assert evaluate_transformers(tmp_path / "transformers.csv", kind_labels) == t
+    typed = kind_table.assign(**{col.FLAGGED: kind_table[col.FLAGGED] == "true",
+                                 col.UNEXPLAINED_KW: kind_table[col.UNEXPLAINED_KW].astype(float)})
+    assert evaluate_transformers(typed, kind_labels) == t
+    json.dumps(t, allow_nan=False)
+
+
+def test_transformer_metrics_without_detections_are_none(kind_labels):
+    table = pd.DataFrame({col.ASSET_ID: ["T2"], col.FLAGGED: ["false"]})
+    t = evaluate_transformers(table, kind_labels)
+    assert t["detected"] == 0 and t["recall"] == 0.0 and t["false_alarm_rate"] == 0.0
+    assert t["culprit_in_top3"] is None and t["unexplained_kw_median_rel_error"] is None
+    assert t["onset_within_1d"] is None
+    with pytest.raises(ValueError, match="asset_id"):
+        evaluate_transformers(pd.DataFrame({"x": [1]}), kind_labels)
+
+
+def test_format_evaluation_shows_transformer_metrics(flags, kind_labels, kind_table):
+    text = format_evaluation(evaluate(flags, kind_labels, transformers=kind_table))
+    lines = text.splitlines()
+    assert any(line.split()[:2] == ["hidden", "loads"] and line.split()[-3:] == ["3", "4", "0.75"]
+               for line in lines)
+    assert any(line.split()[:1] == ["whole_house"] for line in lines)
+    assert any("culprit in top 3 suspects" in line and line.split()[-3:] == ["1", "3", "0.33"]
+               for line in lines)
+    assert "unexplained kW rel. error 0.10" in text and "onset within 1 day 0.33" in text
+    assert max(len(line) for line in lines) <= 100
 
 
 def test_label_frame_ages(labels):

@@ -13,6 +13,7 @@ import pytest
 
 from gridwatch import columns as col
 from gridwatch.simulate import (
+    BYPASS_KINDS,
     DEFAULT_SCENARIO_MIX,
     LABEL_TYPES,
     simulate_dataset,
@@ -182,12 +183,79 @@ def test_bypass_is_one_per_transformer_and_absent_without_upstream(clean, tmp_pa
     for asset, v in hidden.items():
         culprit = bypass[v["culprit"]]
         assert culprit["transformer_id"] == asset
-        assert v["onset"] == culprit["onset"] and v["hidden_kw"] == culprit["rig_kw"]
-        assert 1.0 <= v["hidden_kw"] <= 5.0
+        assert v["onset"] == culprit["onset"] and v["bypass_kind"] == culprit["bypass_kind"]
+        assert 1.0 <= culprit["rig_kw"] <= 5.0
+        # What the transformer delivers beyond its meters: the rig plus the diverted house.
+        assert v["hidden_kw"] == pytest.approx(culprit["rig_kw"] + culprit["diverted_kw"],
+                                               abs=1e-3)
+        if culprit["bypass_kind"] == "separate_line":
+            assert culprit["diverted_kw"] == 0.0 and v["hidden_kw"] == culprit["rig_kw"]
+    others = [v for v in labels["meters"].values() if v["type"] != "bypass"]
+    assert all(v["bypass_kind"] is None and v["diverted_kw"] is None for v in others)
 
     labels = simulate_dataset(tmp_path, n_meters=100, days=5, seed=2, upstream=False)
     assert not (tmp_path / "upstream.parquet").exists()
     assert all(v["type"] != "bypass" for v in labels["meters"].values())
+
+
+def test_bypass_kinds_come_in_about_equal_thirds(tmp_path):
+    labels = simulate_dataset(tmp_path / "a", n_meters=900, days=6, seed=21, dirty=False,
+                              scenario_mix={"bypass": 0.03})
+    kinds = pd.Series([v["bypass_kind"] for v in labels["meters"].values()
+                       if v["type"] == "bypass"]).value_counts()
+    assert kinds.sum() >= 15
+    assert set(kinds.index) == set(BYPASS_KINDS)
+    assert kinds.max() - kinds.min() <= 1  # largest remainder of a third each
+    tx_kinds = pd.Series([v["bypass_kind"] for v in labels["transformers"].values()
+                          if v["hidden_kw"] is not None]).value_counts()
+    assert tx_kinds.to_dict() == kinds.to_dict()
+    # Another mix; the meters' types and the other meters' readings do not change.
+    only = simulate_dataset(tmp_path / "b", n_meters=900, days=6, seed=21, dirty=False,
+                            scenario_mix={"bypass": 0.03}, bypass_kind_mix={"whole_house": 1})
+    assert {v["bypass_kind"] for v in only["meters"].values() if v["type"] == "bypass"} == {
+        "whole_house"}
+    assert [v["type"] for v in only["meters"].values()] == [
+        v["type"] for v in labels["meters"].values()]
+    ra = pd.read_parquet(tmp_path / "a" / "readings.parquet")
+    rb = pd.read_parquet(tmp_path / "b" / "readings.parquet")
+    moved = {m for m, v in labels["meters"].items()
+             if v["type"] == "bypass" and v["bypass_kind"] != "whole_house"}
+    pd.testing.assert_frame_equal(ra[~ra[col.METER_ID].isin(moved)],
+                                  rb[~rb[col.METER_ID].isin(moved)])
+    with pytest.raises(ValueError, match="unknown bypass kind"):
+        simulate_dataset(tmp_path / "c", n_meters=20, days=3, bypass_kind_mix={"magnet": 1})
+
+
+def test_bypass_kinds_change_what_the_meter_records(hidden):
+    out, labels = hidden
+    r = _kw_local(pd.read_parquet(out / "readings.parquet"))
+    seen = set()
+    for meter, v in labels["meters"].items():
+        if v["type"] != "bypass":
+            continue
+        x = r[r[col.METER_ID] == meter]
+        before = x.loc[x["date"] < v["onset"], "kw"].mean()
+        after = x.loc[x["date"] > v["onset"], "kw"].mean()
+        seen.add(v["bypass_kind"])
+        if v["bypass_kind"] == "whole_house":
+            assert after < 0.05 * before, meter
+            assert v["diverted_kw"] > 0.03
+        elif v["bypass_kind"] == "partial":
+            assert 0.1 * before < after < 0.9 * before, meter
+            assert v["diverted_kw"] > 0.0
+        else:
+            assert 0.5 * before < after < 2.0 * before, meter
+            assert v["diverted_kw"] == 0.0
+    assert seen == set(BYPASS_KINDS)
+
+
+def test_upstream_has_gaps_when_dirty(messy, clean):
+    for (out, labels), dirty in ((messy, True), (clean, False)):
+        u = pd.read_parquet(out / "upstream.parquet")
+        d = labels["dirty"]
+        n_steps = u[col.TIMESTAMP].nunique()
+        assert len(u) == len(labels["transformers"]) * n_steps - d["upstream_gap_rows"]
+        assert (d["upstream_gaps"] > 0) == dirty and (d["upstream_gap_rows"] > 0) == dirty
 
 
 def test_invalid_arguments_are_refused(tmp_path):
