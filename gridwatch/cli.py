@@ -88,6 +88,143 @@ def run(input_dir, output_dir, as_of, config_path, quiet):
         )
 
 
+def _case_store(db, output, config_path):
+    from gridwatch.cases import CaseStore
+    from gridwatch.config import load_config
+    from gridwatch.errors import ConfigError
+    from gridwatch.pipeline import case_db_path
+
+    if db:
+        return CaseStore(db)
+    if output:
+        return CaseStore(case_db_path(output, load_config(config_path)))
+    config = load_config(config_path)
+    if config.cases.database:
+        return CaseStore(config.cases.database)
+    raise ConfigError("which case history?", hint="pass --db FILE, --output OUT_DIR of the runs, "
+                      "or a --config with cases.database")
+
+
+def _case_options(func):
+    func = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+                        help="TOML configuration with cases.database.")(func)
+    func = click.option("--output", default=None, type=click.Path(file_okay=False),
+                        help="OUT_DIR of the runs (history in state/cases.sqlite beside it).")(func)
+    func = click.option("--db", default=None, type=click.Path(dir_okay=False),
+                        help="The case-history SQLite file.")(func)
+    return func
+
+
+@main.group()
+def cases():
+    """Case history: list, show, close with an inspection outcome, suppress.
+
+    \b
+    Example:
+      gridwatch cases list --output out/sample --status new
+    """
+
+
+@cases.command("list")
+@_case_options
+@click.option("--status", default=None,
+              type=click.Choice(["new", "ongoing", "cleared", "closed", "suppressed"]))
+@_errors_to_exit
+def cases_list(db, output, config_path, status):
+    """List cases (all, or one status).
+
+    \b
+    Example:
+      gridwatch cases list --output out/sample --status ongoing
+    """
+    frame = _case_store(db, output, config_path).list_cases(status)
+    shown = ["case_id", "site_kind", "status", "first_seen", "last_seen", "kind", "excess_kw",
+             "outcome", "note"]
+    frame = frame[[c for c in shown if c in frame.columns]]
+    if "excess_kw" in frame:
+        frame = frame.assign(excess_kw=frame["excess_kw"].astype(float).round(2))
+    click.echo(frame.to_string(index=False, max_colwidth=60) if len(frame) else "no cases")
+
+
+@cases.command("show")
+@click.argument("case_id")
+@_case_options
+@_errors_to_exit
+def cases_show(case_id, db, output, config_path):
+    """Show one case and its history as JSON.
+
+    \b
+    Example:
+      gridwatch cases show M000068 --output out/sample
+    """
+    click.echo(json.dumps(_case_store(db, output, config_path).show(case_id), indent=2,
+                          default=str))
+
+
+@cases.command("close")
+@click.argument("case_id")
+@click.option("--outcome", required=True,
+              type=click.Choice(["confirmed_mining", "legitimate_load", "meter_fault", "no_access"]))
+@click.option("--note", default="", help="What the crew found.")
+@click.option("--date", "date", default=None, metavar="YYYY-MM-DD", help="Inspection date.")
+@_case_options
+@_errors_to_exit
+def cases_close(case_id, outcome, note, date, db, output, config_path):
+    """Close a case with the inspection's outcome.
+
+    \b
+    Example:
+      gridwatch cases close M000068 --outcome confirmed_mining --note "S19 x2 in garage" --output out/sample
+    """
+    case = _case_store(db, output, config_path).close(case_id, outcome, note, date)
+    click.echo(f"closed {case_id}: {case.get('outcome', outcome)}")
+
+
+@cases.command("suppress")
+@click.argument("case_id")
+@click.option("--reason", required=True, help="Why the load is legitimate.")
+@click.option("--until", default=None, metavar="YYYY-MM-DD", help="Last day of the suppression.")
+@_case_options
+@_errors_to_exit
+def cases_suppress(case_id, reason, until, db, output, config_path):
+    """Keep a known legitimate load out of the flagged list (still listed as suppressed).
+
+    \b
+    Example:
+      gridwatch cases suppress M000068 --reason "licensed data room" --until 2026-12-31 --output out/sample
+    """
+    _case_store(db, output, config_path).suppress(case_id, reason, until)
+    click.echo(f"suppressed {case_id}" + (f" until {until}" if until else ""))
+
+
+@main.command()
+@click.argument("site_id")
+@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+@click.option("-o", "--output", "output_file", required=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
+              help="Last day analysed (default: the last full day in the data).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="TOML configuration (the same as the nightly run's).")
+@_errors_to_exit
+def plot(site_id, input_dir, output_file, as_of, config_path):
+    """Plot one meter or asset, flagged or not, for an investigator.
+
+    \b
+    Example:
+      gridwatch plot M000068 --input sample_data --config configs/sample.toml -o M000068.png
+    """
+    from gridwatch.config import load_config
+    from gridwatch.pipeline import run as run_pipeline
+    from gridwatch.report.plots import plot_site
+
+    config = load_config(config_path)
+    result = run_pipeline(input_dir, None, as_of=as_of, config=config)
+    path = plot_site(result, site_id, output_file)
+    click.echo(f"wrote {path}")
+
+
 @main.command()
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--meters", "n_meters", default=300, show_default=True, type=click.IntRange(10),

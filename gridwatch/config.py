@@ -135,6 +135,28 @@ class BalanceConfig(_Section):
     )
 
 
+class ReportConfig(_Section):
+    """The human outputs: report.html and one plot per flagged site."""
+
+    enabled: bool = Field(True, description="Write report.html (and plots) beside the CSV outputs.")
+    plots: bool = Field(True, description="Draw one PNG per flagged meter and asset under plots/.")
+
+
+class CasesConfig(_Section):
+    """Case history: what happened to each flagged site across runs."""
+
+    enabled: bool = Field(True, description="Record each run's flags in the case history.")
+    database: str = Field(
+        "", description="SQLite file of the case history; empty: state/cases.sqlite in the "
+        "directory that holds OUT_DIR (a state directory beside the outputs).",
+    )
+    reopen_rel_change: float = Field(
+        0.5, ge=0, description="A site closed as legitimate or suppressed is flagged again when "
+        "its load changed by more than this share of the level at closure [-] ...",
+    )
+    reopen_min_kw: float = Field(0.5, ge=0, description="... and by at least this much [kW].")
+
+
 class SuppressedMeter(_Section):
     """A meter known to carry a legitimate steady load."""
 
@@ -149,6 +171,8 @@ class Config(_Section):
     analysis: AnalysisConfig = AnalysisConfig()
     detection: DetectionConfig = DetectionConfig()
     balance: BalanceConfig = BalanceConfig()
+    report: ReportConfig = ReportConfig()
+    cases: CasesConfig = CasesConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
 
     def to_dict(self) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from gridwatch import columns as col
-from gridwatch.atomic import write_csv, write_json
+from gridwatch.atomic import write_csv
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -95,11 +95,11 @@ def empty_transformers() -> pd.DataFrame:
 
 
 def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame,
-                  data_quality: pd.DataFrame, run_info: dict) -> dict:
-    """Write ``flags.csv``, ``transformers.csv``, ``data_quality.csv`` and ``run.json``.
+                  data_quality: pd.DataFrame) -> dict:
+    """Write ``flags.csv``, ``transformers.csv`` and ``data_quality.csv``.
 
-    Each file is replaced atomically; ``run.json`` is written last, so its
-    presence means the other files of the run are complete.
+    Each file is replaced atomically. The pipeline writes ``run.json`` after
+    them (and after the report), so its presence means the run is complete.
 
     Returns
     -------
@@ -115,10 +115,8 @@ def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame
         "flags": out / "flags.csv",
         "transformers": out / "transformers.csv",
         "data_quality": out / "data_quality.csv",
-        "run": out / "run.json",
     }
     write_csv(paths["flags"], flags)
     write_csv(paths["transformers"], transformers[list(col.TRANSFORMERS_COLUMNS)])
     write_csv(paths["data_quality"], dq)
-    write_json(paths["run"], run_info)
     return {k: str(v) for k, v in paths.items()}

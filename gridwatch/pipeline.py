@@ -17,6 +17,7 @@ import pandas as pd
 
 from gridwatch import __version__
 from gridwatch import columns as col
+from gridwatch.atomic import write_json
 from gridwatch.balance import Balance, energy_balance
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
@@ -54,6 +55,10 @@ class RunResult:
         The content of ``run.json``.
     balance : Balance or None
         The energy balance of the assets with upstream data (None without).
+    meters : pandas.DataFrame
+        The analysed meters (same order as the columns of ``kw``).
+    cases : pandas.DataFrame or None
+        Case status of every flagged site after this run (None without a case store).
     """
 
     flags: pd.DataFrame
@@ -67,6 +72,8 @@ class RunResult:
     info: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
     balance: Balance | None = None
+    meters: pd.DataFrame | None = None
+    cases: pd.DataFrame | None = None
 
 
 def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
@@ -233,6 +240,14 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         timings["balance_s"] = time.perf_counter() - t0
 
     analysed = table[table["analysed"]]
+    cases = None
+    if output_dir is not None and config.cases.enabled:
+        analysed, balance_table, cases = _record_cases(
+            analysed, balance.table if balance is not None else None, output_dir, as_of_date,
+            config, issues)
+        if balance is not None:
+            balance.table = balance_table
+            transformers = format_transformers(balance_table)
     flags = format_flags(analysed)
     timings["total_s"] = time.perf_counter() - started
 
@@ -250,11 +265,76 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
-                       balance=balance)
+                       balance=balance, meters=meters, cases=cases)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
-                                     data_quality=issues.to_frame(), run_info=info)
+                                     data_quality=issues.to_frame())
+        if config.report.enabled:
+            t0 = time.perf_counter()
+            result.paths.update(_write_report(result, output_dir, config))
+            info["timings_s"]["report_s"] = round(time.perf_counter() - t0, 3)
+        # run.json last: its presence says the run's other files are complete.
+        result.paths["run"] = str(Path(output_dir) / "run.json")
+        write_json(result.paths["run"], info)
     return result
+
+
+def case_db_path(output_dir, config: Config) -> Path:
+    """The case-history database: the configured file, else ``state/cases.sqlite`` beside OUT_DIR."""
+    from gridwatch.cases import default_db_path
+
+    return Path(config.cases.database) if config.cases.database else default_db_path(output_dir)
+
+
+def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, issues: IssueLog):
+    """Record this run's flags; hold back sites closed as legitimate or suppressed.
+
+    Returns the meter table and asset table with held-back flags turned off
+    (their reason says why), and the case status of every flagged site.
+    """
+    from gridwatch.cases import CaseStore
+    from gridwatch.errors import InputError as CaseError
+
+    store = CaseStore(case_db_path(output_dir, config))
+    try:
+        cases = store.record_run(as_of, meters_table, asset_table,
+                                 reopen_rel_change=config.cases.reopen_rel_change,
+                                 reopen_min_kw=config.cases.reopen_min_kw)
+    except CaseError as exc:  # e.g. a back-filled as-of older than the history
+        issues.add("cases.not_recorded", "cases", 1, "kept", detail=str(exc))
+        return meters_table, asset_table, None
+    held = cases[~cases["flagged"].astype(bool)].set_index("case_id")
+    if held.empty:
+        return meters_table, asset_table, cases
+
+    def hold(table, id_column, reason_column):
+        if table is None:
+            return table
+        table = table.copy()
+        ids = table[id_column].astype(str)
+        hit = ids.isin(held.index) & table[col.FLAGGED].astype(bool)
+        if hit.any():
+            note = ids[hit].map(held["note"]).fillna("held back by the case history")
+            table.loc[hit, col.FLAGGED] = False
+            if reason_column in table:
+                table.loc[hit, reason_column] = (note + "; would be flagged: "
+                                                 + table.loc[hit, reason_column].astype(str))
+            if col.KIND in table:
+                table.loc[hit, col.KIND] = ""
+        return table
+
+    return (hold(meters_table, col.METER_ID, col.REASONS),
+            hold(asset_table, col.ASSET_ID, "reasons"), cases)
+
+
+def _write_report(result: RunResult, output_dir, config: Config) -> dict:
+    """Plots for every flagged site and the self-contained report.html."""
+    from gridwatch.report.html import write_report
+    from gridwatch.report.plots import write_plots
+
+    plots = write_plots(result, output_dir) if config.report.plots else {}
+    path = write_report(result, output_dir, plots=plots, cases=result.cases)
+    return {"report": str(path), "plots": str(Path(output_dir) / "plots")}
 
 
 def _energy_balance(ds: Dataset, kw: pd.DataFrame, expected: ExpectedConsumption,

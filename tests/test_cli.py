@@ -60,9 +60,10 @@ def test_bad_config_is_exit_2_naming_the_key(simulated, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "simulate", "evaluate"])
+@pytest.mark.parametrize("command", ["run", "simulate", "evaluate", "plot", "cases",
+                                     "cases list", "cases show", "cases close", "cases suppress"])
 def test_every_command_has_help_with_an_example(command):
-    result = CliRunner().invoke(main, [command, "--help"])
+    result = CliRunner().invoke(main, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output
 
@@ -77,3 +78,58 @@ def test_python_dash_m_and_version():
     done = subprocess.run([sys.executable, "-m", "gridwatch", "--version"], capture_output=True,
                           text=True, check=True)
     assert __version__ in done.stdout
+
+
+@pytest.mark.parametrize("site", ["meter", "transformer"])
+def test_plot_any_site(simulated, tmp_path, site):
+    import json
+
+    labels = json.loads((simulated / "labels.json").read_text())
+    site_id = next(iter(labels["meters"])) if site == "meter" else next(iter(labels["transformers"]))
+    out = tmp_path / "site.png"
+    result = CliRunner().invoke(main, ["plot", site_id, "--input", str(simulated), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_unknown_site_is_a_clear_error(simulated, tmp_path):
+    result = CliRunner().invoke(main, ["plot", "NO-SUCH-METER", "--input", str(simulated),
+                                       "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 3
+    assert "no meter or asset 'NO-SUCH-METER'" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cases_close_and_suppress_change_the_next_run(simulated, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    assert runner.invoke(main, ["run", "--input", str(simulated), "--output", str(out)]).exit_code == 0
+    listing = runner.invoke(main, ["cases", "list", "--output", str(out), "--status", "new"])
+    assert listing.exit_code == 0
+    flags = __import__("pandas").read_csv(out / "flags.csv", dtype=str, keep_default_na=False)
+    flagged = flags.loc[flags["flagged"] == "true", "meter_id"].tolist()
+    assert len(flagged) >= 2
+    assert flagged[0] in listing.output
+    first, second = flagged[0], flagged[1]
+    closed = runner.invoke(main, ["cases", "close", first, "--outcome", "legitimate_load",
+                                  "--note", "heat pump", "--output", str(out)])
+    assert closed.exit_code == 0, closed.output
+    assert runner.invoke(main, ["cases", "suppress", second, "--reason", "licensed",
+                                "--output", str(out)]).exit_code == 0
+    assert runner.invoke(main, ["run", "--input", str(simulated), "--output", str(out)]).exit_code == 0
+    again = __import__("pandas").read_csv(out / "flags.csv", dtype=str,
+                                          keep_default_na=False).set_index("meter_id")
+    assert again.loc[first, "flagged"] == "false" and "legitimate_load" in again.loc[first, "reasons"]
+    assert again.loc[second, "flagged"] == "false"
+    shown = runner.invoke(main, ["cases", "show", first, "--output", str(out)])
+    assert '"status": "closed"' in shown.output
+
+
+def test_cases_bad_outcome_and_unknown_case(simulated, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    runner.invoke(main, ["run", "--input", str(simulated), "--output", str(out)])
+    bad = runner.invoke(main, ["cases", "close", "X", "--outcome", "aliens", "--output", str(out)])
+    assert bad.exit_code == 2  # click refuses the choice
+    unknown = runner.invoke(main, ["cases", "show", "NO-SUCH", "--output", str(out)])
+    assert unknown.exit_code == 3 and "unknown case 'NO-SUCH'" in unknown.stderr

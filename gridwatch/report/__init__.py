@@ -1,0 +1,1 @@
+"""The analyst's report: report.html and the per-site plots."""

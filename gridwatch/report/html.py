@@ -1,0 +1,694 @@
+"""``report.html``: the analyst's nightly report, one self-contained file.
+
+The page must open from a file share or as an e-mail attachment, so it
+fetches nothing: styles and the small vanilla script are inline, plots are
+embedded as ``data:image/png;base64`` URIs, and a Content-Security-Policy
+meta tag forbids every network fetch (``default-src 'none'``) and every
+script other than the page's own (allowed by its SHA-256 hash).
+
+Ids, reasons and config values come from the utility's files and are
+treated as hostile (issue 4): every string is escaped with
+``html.escape(..., quote=True)``, no event handler is built from data, the
+table data for the script is JSON inside ``<script type="application/json">``
+with ``<``, ``>`` and ``&`` escaped, and anchor ids are derived from site ids
+through a slug plus a hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.atomic import write_text
+
+REPORT_NAME = "report.html"
+
+#: Unflagged meters without a case are listed up to this many rows (the full
+#: list is ``flags.csv``); flagged meters, flagged assets and meters with a
+#: case are always listed.
+MAX_UNFLAGGED_ROWS = 500
+
+#: Columns of the case list: (key, header, numeric).
+CASE_COLUMNS = (
+    ("rank", "Rank", True),
+    ("site", "Site", False),
+    ("transformer", "Transformer", False),
+    ("kind", "Kind", False),
+    ("onset", "Onset", False),
+    ("kw", "Excess [kW]", True),
+    ("kwh", "Energy [kWh]", True),
+    ("money", "Money", True),
+    ("score", "Score", True),
+    ("status", "Case status", False),
+    ("reasons", "Reasons", False),
+)
+
+_JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
+                 cases: pd.DataFrame | None = None):
+    """Write ``output_dir/report.html`` for one run, atomically.
+
+    Parameters
+    ----------
+    result : gridwatch.pipeline.RunResult
+        The run: ``flags``, ``transformers``, ``issues``, ``info``
+        (``run.json``) and ``balance`` (for the suspects).
+    output_dir : str or os.PathLike
+        The run's output directory; receives ``report.html``.
+    plots : dict of str to str, optional
+        Site id (meter or asset) -> PNG path relative to ``output_dir``
+        (``plots/M00017.png``). Each file is embedded as a base64 data URI;
+        a path that leaves ``output_dir``, is missing or is not a PNG is
+        skipped (the section says so).
+    cases : pandas.DataFrame, optional
+        Case history, one row per site: ``meter_id`` and/or ``asset_id``
+        (or ``site_id``, or ``case_id`` with ``site_kind`` ``meter``/``asset``
+        as :meth:`gridwatch.cases.CaseStore.record_run` returns) and
+        ``status`` (``new``, ``ongoing``, ``cleared``, ``closed``,
+        ``suppressed``); any other columns (``outcome``,
+        ``note``, dates) are shown in the site's section. Without it, "new
+        since the last run" is ``n/a`` and statuses are empty.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``report.html``.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_NAME
+    write_text(path, render_report(result, out, plots=plots, cases=cases))
+    return path
+
+
+def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
+                  cases: pd.DataFrame | None = None) -> str:
+    """The HTML text of :func:`write_report` (same parameters), without writing it."""
+    output_dir = Path(output_dir)
+    flags = result.flags.reset_index(drop=True)
+    transformers = result.transformers.reset_index(drop=True)
+    info = result.info or {}
+    dq = result.issues.to_frame()
+    case_map = _case_map(cases)
+    images = _load_images(output_dir, plots or {})
+
+    flagged = _is_true(flags[col.FLAGGED]) if len(flags) else np.zeros(0, dtype=bool)
+    asset_flagged = (_is_true(transformers[col.FLAGGED]) if len(transformers)
+                     else np.zeros(0, dtype=bool))
+    rows = _case_rows(result, flags, flagged, transformers, asset_flagged, case_map)
+    listed, hidden_count = _limit_rows(rows)
+
+    parts = [
+        _headline(result, flags, flagged, asset_flagged, dq, cases),
+        _case_list(listed, hidden_count),
+        _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images),
+        _data_quality(dq),
+        _transformers_table(transformers, asset_flagged),
+        _run_section(info),
+    ]
+    title = f"GridWatch report, as of {info.get('as_of', result.as_of)}"
+    script = _SCRIPT
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+           f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'")
+    data_json = json.dumps({"columns": [c[0] for c in CASE_COLUMNS], "rows": listed},
+                           ensure_ascii=False, allow_nan=False).translate(_JSON_ESCAPES)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<header><h1>{_e(title)}</h1>"
+        f"<p class=\"muted\">GridWatch {_e(info.get('gridwatch_version', ''))}, "
+        f"run {_e(info.get('created_utc', ''))}. "
+        "Sites whose consumption gained a steady, flat, round-the-clock load that their "
+        "history, the weather and their peers do not explain.</p>"
+        "<nav><a href=\"#summary\">Summary</a> <a href=\"#cases\">Case list</a> "
+        "<a href=\"#sites\">Sites</a> <a href=\"#data-quality\">Data quality</a> "
+        "<a href=\"#transformers\">Transformers</a> <a href=\"#run\">Run</a></nav></header>\n"
+        "<main>\n" + "\n".join(parts) + "\n</main>\n"
+        f"<script type=\"application/json\" id=\"case-data\">{data_json}</script>\n"
+        f"<script>{script}</script>\n</body>\n</html>\n"
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _e(value) -> str:
+    """HTML-escape any value (quotes included): safe in text and in quoted attributes."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _is_true(series: pd.Series) -> np.ndarray:
+    """``flagged`` as booleans, whether it holds bools or the CSV's ``"true"``/``"false"``."""
+    if series.dtype == bool:
+        return series.to_numpy()
+    return series.astype("string").str.lower().fillna("false").eq("true").to_numpy(dtype=bool)
+
+
+def _num(value):
+    """A finite float, or None (missing, NaN, empty string)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _str(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    return str(value)
+
+
+def _fmt(value, digits: int) -> str:
+    x = _num(value)
+    return "" if x is None else f"{x:,.{digits}f}"
+
+
+def anchor_id(kind: str, site_id) -> str:
+    """A safe, unique HTML id for a site: ``m-`` / ``a-`` + a slug + a hash of the id.
+
+    The slug keeps only ``[A-Za-z0-9_-]`` (at most 40 characters); the hash
+    keeps ids that slug alike apart.
+    """
+    text = str(site_id)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:40].strip("_") or "site"
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    return f"{kind}-{slug}-{digest}"
+
+
+def _case_map(cases: pd.DataFrame | None) -> dict:
+    """(``meter``|``asset``, id) -> dict of the case row's fields."""
+    if cases is None or len(cases) == 0:
+        return {}
+    out = {}
+    for record in cases.to_dict("records"):
+        record = {k: _str(v) for k, v in record.items()}
+        if record.get("case_id") and record.get("site_kind") in ("meter", "asset"):
+            # the shape gridwatch.cases.CaseStore.record_run returns
+            out.setdefault((record["site_kind"], record["case_id"]), record)
+            continue
+        for key, kind in (("meter_id", "meter"), ("asset_id", "asset"), ("site_id", None)):
+            site = record.get(key, "")
+            if site:
+                for k in ((kind,) if kind else ("meter", "asset")):
+                    out.setdefault((k, site), record)
+    return out
+
+
+def _load_images(output_dir: Path, plots: dict) -> dict:
+    """Site id -> base64 data URI of its PNG; paths outside ``output_dir`` are refused."""
+    root = output_dir.resolve()
+    images = {}
+    for site, rel in plots.items():
+        if not rel:
+            continue
+        path = (root / str(rel)).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            continue
+        images[str(site)] = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return images
+
+
+# --- the case list ------------------------------------------------------------------------------
+
+def _case_rows(result, flags, flagged, transformers, asset_flagged, case_map) -> list[dict]:
+    """One dict per listed site, in the default order: flagged meters, flagged assets, the rest."""
+    meters, others = [], []
+    for i, r in enumerate(flags.to_dict("records")):
+        site = _str(r.get(col.METER_ID))
+        case = case_map.get(("meter", site), {})
+        row = {
+            "rank": _num(r.get(col.RANK)), "site": site,
+            "transformer": _str(r.get(col.TRANSFORMER_ID)),
+            "kind": _str(r.get(col.KIND)), "onset": _str(r.get(col.ONSET)),
+            "kw": _num(r.get(col.EXCESS_KW)), "kwh": _num(r.get(col.EXCESS_KWH)),
+            "money": _num(r.get(col.EST_LOSS)), "score": _num(r.get(col.SCORE)),
+            "status": case.get("status", ""), "reasons": _str(r.get(col.REASONS)),
+            "flagged": bool(flagged[i]), "type": "meter",
+            "anchor": anchor_id("m", site) if flagged[i] else "",
+        }
+        (meters if flagged[i] else others).append(row)
+    assets = []
+    table = _asset_table(result)
+    for i, r in enumerate(transformers.to_dict("records")):
+        if not asset_flagged[i]:
+            continue
+        site = _str(r.get(col.ASSET_ID))
+        extra = table.get(site, {})
+        case = case_map.get(("asset", site), {})
+        assets.append({
+            "rank": None, "site": site, "transformer": "",
+            "kind": "unexplained load (asset)", "onset": _str(r.get(col.ONSET)),
+            "kw": _num(r.get(col.UNEXPLAINED_KW)), "kwh": _num(extra.get(col.EXCESS_KWH)),
+            "money": None, "score": None, "status": case.get("status", ""),
+            "reasons": _str(extra.get(col.REASONS)), "flagged": True, "type": "asset",
+            "anchor": anchor_id("a", site),
+        })
+    return meters + assets + others
+
+
+def _asset_table(result) -> dict:
+    """Asset id -> row of the energy balance's table (for kWh and reasons), if any."""
+    balance = getattr(result, "balance", None)
+    if balance is None or balance.table is None or balance.table.empty:
+        return {}
+    return {str(r[col.ASSET_ID]): r for r in balance.table.to_dict("records")}
+
+
+def _limit_rows(rows: list[dict]) -> tuple[list[dict], int]:
+    """Keep flagged and cased rows, and the first :data:`MAX_UNFLAGGED_ROWS` others."""
+    kept, n_other, hidden = [], 0, 0
+    for row in rows:
+        if row["flagged"] or row["status"]:
+            kept.append(row)
+        elif n_other < MAX_UNFLAGGED_ROWS:
+            kept.append(row)
+            n_other += 1
+        else:
+            hidden += 1
+    return kept, hidden
+
+
+def _case_list(rows: list[dict], hidden_count: int) -> str:
+    head = "".join(
+        f"<th scope=\"col\" data-key=\"{key}\" class=\"{'num' if numeric else 'txt'}\""
+        f" aria-sort=\"none\"><button type=\"button\">{_e(label)}</button></th>"
+        for key, label, numeric in CASE_COLUMNS
+    )
+    body = []
+    for i, r in enumerate(rows):
+        site = _e(r["site"])
+        if r["anchor"]:
+            site = f"<a href=\"#{r['anchor']}\">{site}</a>"
+        if r["type"] == "asset":
+            site += " <span class=\"tag\">asset</span>"
+        status = _e(r["status"])
+        if status:
+            status = f"<span class=\"status st-{_e(_slug(r['status']))}\">{status}</span>"
+        cls = "flagged" if r["flagged"] else ""
+        body.append(
+            f"<tr data-i=\"{i}\" class=\"{cls}\">"
+            f"<td class=\"num\">{_fmt(r['rank'], 0)}</td><td class=\"id\">{site}</td>"
+            f"<td class=\"id\">{_e(r['transformer'])}</td><td>{_e(r['kind'])}</td>"
+            f"<td class=\"date\">{_e(r['onset'])}</td>"
+            f"<td class=\"num\">{_fmt(r['kw'], 2)}</td><td class=\"num\">{_fmt(r['kwh'], 0)}</td>"
+            f"<td class=\"num\">{_fmt(r['money'], 2)}</td><td class=\"num\">{_fmt(r['score'], 2)}</td>"
+            f"<td>{status}</td><td class=\"reasons\">{_e(r['reasons'])}</td></tr>"
+        )
+    more = (f"<p class=\"muted\">{hidden_count:,} further unflagged meters are not listed here; "
+            "flags.csv has every analysed meter.</p>" if hidden_count else "")
+    return (
+        "<section id=\"cases\"><h2>Case list</h2>"
+        "<p class=\"muted\">Ranked: 1 is the most suspicious. Click a column header to sort "
+        "(again to reverse); flagged rows are highlighted; a site links to its evidence.</p>"
+        "<div class=\"controls\"><label>Filter <input type=\"search\" id=\"case-filter\" "
+        "placeholder=\"id, transformer, kind, reason, status\" autocomplete=\"off\"></label> "
+        "<label><input type=\"checkbox\" id=\"flagged-only\"> flagged only</label> "
+        f"<span id=\"case-count\" class=\"muted\">{len(rows):,} rows</span></div>"
+        "<div class=\"scroll\"><table id=\"case-table\" class=\"cases\">"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"{more}</section>"
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", str(text).lower())[:30]
+
+
+# --- headline ----------------------------------------------------------------------------------
+
+def _headline(result, flags, flagged, asset_flagged, dq, cases) -> str:
+    kinds = flags[col.KIND].astype("string").fillna("") if len(flags) else pd.Series(dtype="string")
+    n_visible = int((flagged & (kinds == col.KIND_VISIBLE).to_numpy(dtype=bool)).sum())
+    n_hidden = int((flagged & (kinds == col.KIND_HIDDEN).to_numpy(dtype=bool)).sum())
+    kwh = float(np.nansum(pd.to_numeric(flags.loc[flagged, col.EXCESS_KWH], errors="coerce")))
+    money_values = pd.to_numeric(flags.loc[flagged, col.EST_LOSS], errors="coerce")
+    money = float(np.nansum(money_values))
+    no_tariff = int(money_values.isna().sum())
+    if cases is not None and "status" in cases.columns:
+        new = f"{int((cases['status'].astype('string') == 'new').sum()):,}"
+    else:
+        new = "n/a"
+    severity = dq["severity"].value_counts() if len(dq) else pd.Series(dtype="int64")
+    dq_text = ", ".join(f"{int(severity.get(s, 0)):,} {s}" for s in ("error", "warning", "info"))
+    cards = [
+        ("Meters analysed", f"{len(flags):,}", ""),
+        ("Meters flagged", f"{int(flagged.sum()):,}",
+         f"{n_visible:,} visible load, {n_hidden:,} hidden (balance suspects)"),
+        ("Assets flagged", f"{int(asset_flagged.sum()):,}", "transformers / feeders with unmetered load"),
+        ("New since last run", new, "" if cases is not None else "no case history given"),
+        ("Energy at stake [kWh]", f"{kwh:,.0f}", "sum over flagged meters since onset"),
+        ("Money at stake", f"{money:,.2f}",
+         f"{no_tariff:,} flagged meter(s) without a tariff" if no_tariff else "at each meter's tariff"),
+        ("Data-quality findings", f"{len(dq):,}", dq_text),
+    ]
+    html_cards = "".join(
+        f"<div class=\"card\"><div class=\"label\">{_e(a)}</div><div class=\"value\">{_e(b)}</div>"
+        f"<div class=\"sub\">{_e(c)}</div></div>" for a, b, c in cards
+    )
+    return f"<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">{html_cards}</div></section>"
+
+
+# --- per-site sections ---------------------------------------------------------------------------
+
+def _kv(pairs) -> str:
+    rows = "".join(f"<tr><th scope=\"row\">{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+    return f"<table class=\"kv\">{rows}</table>"
+
+
+def _figure(site: str, images: dict) -> str:
+    uri = images.get(site)
+    if uri is None:
+        return "<p class=\"muted\">No plot for this site.</p>"
+    return f"<img class=\"plot\" src=\"{uri}\" alt=\"plot of {_e(site)}\">"
+
+
+def _case_block(case: dict) -> list:
+    return [(f"case {k}", _e(v)) for k, v in case.items()
+            if k not in ("meter_id", "asset_id", "site_id", "case_id", "site_kind") and v != ""]
+
+
+def _reasons(text: str) -> str:
+    items = [p.strip() for p in str(text).split(";") if p.strip()]
+    if not items:
+        return ""
+    return "<ul class=\"reasons\">" + "".join(f"<li>{_e(p)}</li>" for p in items) + "</ul>"
+
+
+def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images) -> str:
+    flagged_assets = {_str(a) for a in transformers.loc[asset_flagged, col.ASSET_ID]} \
+        if len(transformers) else set()
+    flagged_meters = {_str(m) for m in flags.loc[flagged, col.METER_ID]} if len(flags) else set()
+    parts = []
+    for r in flags.loc[flagged].to_dict("records"):
+        site = _str(r[col.METER_ID])
+        tx = _str(r.get(col.TRANSFORMER_ID))
+        tx_html = (f"<a href=\"#{anchor_id('a', tx)}\">{_e(tx)}</a>" if tx in flagged_assets
+                   else _e(tx))
+        pairs = [("rank", _fmt(r.get(col.RANK), 0)), ("kind", _e(r.get(col.KIND))),
+                 ("transformer", tx_html), ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
+                 ("excess [kW]", _fmt(r.get(col.EXCESS_KW), 2)),
+                 ("energy since onset [kWh]", _fmt(r.get(col.EXCESS_KWH), 0)),
+                 ("money", _fmt(r.get(col.EST_LOSS), 2) or "no tariff"),
+                 ("score", _fmt(r.get(col.SCORE), 2))]
+        pairs += _case_block(case_map.get(("meter", site), {}))
+        parts.append(
+            f"<article class=\"site\" id=\"{anchor_id('m', site)}\"><h3>Meter {_e(site)}"
+            f" <a class=\"top\" href=\"#cases\">back to the list</a></h3>"
+            f"<div class=\"site-body\"><div>{_kv(pairs)}{_reasons(r.get(col.REASONS, ''))}</div>"
+            f"<div>{_figure(site, images)}</div></div></article>"
+        )
+    table = _asset_table(result)
+    suspects = _suspects(result)
+    for r in transformers.loc[asset_flagged].to_dict("records") if len(transformers) else []:
+        site = _str(r[col.ASSET_ID])
+        extra = table.get(site, {})
+        pairs = [("level", _e(_str(extra.get("level", "")))),
+                 ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
+                 ("unexplained load [kW]", _fmt(r.get(col.UNEXPLAINED_KW), 2)),
+                 ("energy since onset [kWh]", _fmt(extra.get(col.EXCESS_KWH), 0)),
+                 ("meters under it", _fmt(extra.get("n_meters"), 0)),
+                 ("modelled losses [kW]", _fmt(extra.get("loss_kw"), 2))]
+        pairs += _case_block(case_map.get(("asset", site), {}))
+        parts.append(
+            f"<article class=\"site\" id=\"{anchor_id('a', site)}\"><h3>Asset {_e(site)}"
+            f" <a class=\"top\" href=\"#cases\">back to the list</a></h3>"
+            f"<div class=\"site-body\"><div>{_kv(pairs)}{_reasons(extra.get(col.REASONS, ''))}"
+            f"<h4>Suspects</h4>{_suspect_table(site, r, suspects, flagged_meters)}</div>"
+            f"<div>{_figure(site, images)}</div></div></article>"
+        )
+    if not parts:
+        parts.append("<p>No site is flagged in this run.</p>")
+    return "<section id=\"sites\"><h2>Flagged sites</h2>" + "".join(parts) + "</section>"
+
+
+def _suspects(result) -> pd.DataFrame | None:
+    balance = getattr(result, "balance", None)
+    if balance is None or balance.suspects is None:
+        return None
+    return balance.suspects
+
+
+def _suspect_table(asset: str, row: dict, suspects, flagged_meters: set) -> str:
+    def link(meter):
+        meter = _str(meter)
+        if meter in flagged_meters:
+            return f"<a href=\"#{anchor_id('m', meter)}\">{_e(meter)}</a>"
+        return _e(meter)
+
+    if suspects is not None and not suspects.empty:
+        mine = suspects[suspects[col.ASSET_ID].astype(str) == asset].sort_values(col.RANK)
+        if not mine.empty:
+            body = "".join(
+                f"<tr><td class=\"num\">{_fmt(s.get(col.RANK), 0)}</td><td class=\"id\">"
+                f"{link(s.get(col.METER_ID))}</td><td class=\"num\">{_fmt(s.get('evidence'), 2)}</td>"
+                f"<td>{'strong' if bool(s.get('strong')) else 'weak'}</td>"
+                f"<td class=\"reasons\">{_e(s.get(col.REASONS, ''))}</td></tr>"
+                for s in mine.to_dict("records"))
+            return ("<table class=\"small\"><thead><tr><th class=\"num\">Rank</th><th>Meter</th>"
+                    "<th class=\"num\">Evidence [0-1]</th><th>Strength</th><th>Reasons</th></tr>"
+                    f"</thead><tbody>{body}</tbody></table>")
+    ids = [m for m in _str(row.get(col.SUSPECTS)).split(";") if m]
+    if not ids:
+        return "<p class=\"muted\">No suspect stands out among the meters under this asset.</p>"
+    return "<ol>" + "".join(f"<li>{link(m)}</li>" for m in ids) + "</ol>"
+
+
+# --- data quality, transformers, run -------------------------------------------------------------
+
+def _data_quality(dq: pd.DataFrame) -> str:
+    if dq.empty:
+        return "<section id=\"data-quality\"><h2>Data quality</h2><p>No findings.</p></section>"
+    frame = dq.copy()
+    frame["meter_id"] = frame["meter_id"].astype("string").fillna("")
+    frame["has_meter"] = frame["meter_id"].where(frame["meter_id"] != "")
+    grouped = (frame.groupby(["code", "severity", "table", "action"], sort=False, dropna=False)
+               .agg(count=("count", "sum"), meters=("has_meter", "nunique"),
+                    detail=("detail", "first"))
+               .reset_index())
+    body = "".join(
+        f"<tr class=\"sev-{_e(_slug(r['severity']))}\"><td class=\"code\">{_e(r['code'])}</td>"
+        f"<td>{_e(r['severity'])}</td><td>{_e(r['table'])}</td><td>{_e(r['action'])}</td>"
+        f"<td class=\"num\">{int(r['count']):,}</td><td class=\"num\">{int(r['meters']):,}</td>"
+        f"<td class=\"reasons\">{_e(r['detail'])}</td></tr>"
+        for r in grouped.to_dict("records"))
+    return (
+        "<section id=\"data-quality\"><h2>Data quality</h2>"
+        "<p class=\"muted\">Every repair and refusal, summed by code; data_quality.csv has one row "
+        "per meter.</p><div class=\"scroll\"><table><thead><tr><th>Code</th><th>Severity</th>"
+        "<th>Table</th><th>Action</th><th class=\"num\">Count [rows or cells]</th>"
+        "<th class=\"num\">Meters</th><th>Detail</th></tr></thead>"
+        f"<tbody>{body}</tbody></table></div></section>"
+    )
+
+
+def _transformers_table(transformers: pd.DataFrame, asset_flagged) -> str:
+    if transformers.empty:
+        return ("<section id=\"transformers\"><h2>Transformers</h2><p>No upstream data: no energy "
+                "balance in this run.</p></section>")
+    body = []
+    for i, r in enumerate(transformers.to_dict("records")):
+        site = _str(r[col.ASSET_ID])
+        name = (f"<a href=\"#{anchor_id('a', site)}\">{_e(site)}</a>" if asset_flagged[i]
+                else _e(site))
+        body.append(
+            f"<tr class=\"{'flagged' if asset_flagged[i] else ''}\"><td class=\"id\">{name}</td>"
+            f"<td>{'yes' if asset_flagged[i] else 'no'}</td>"
+            f"<td class=\"num\">{_fmt(r.get(col.UNEXPLAINED_KW), 2)}</td>"
+            f"<td class=\"date\">{_e(_str(r.get(col.ONSET)))}</td>"
+            f"<td class=\"id\">{_e(_str(r.get(col.SUSPECTS)).replace(';', '; '))}</td></tr>")
+    return (
+        "<section id=\"transformers\"><h2>Transformers</h2><div class=\"scroll\"><table>"
+        "<thead><tr><th>Asset</th><th>Flagged</th><th class=\"num\">Unexplained [kW]</th>"
+        "<th>Onset</th><th>Suspects</th></tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div></section>"
+    )
+
+
+def _flatten(obj, prefix="") -> list[tuple[str, object]]:
+    if isinstance(obj, dict):
+        if not obj:
+            return [(prefix, "{}")] if prefix else []
+        out = []
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, obj)]
+
+
+def _value(v) -> str:
+    if isinstance(v, list | tuple | dict):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
+
+
+def _run_section(info: dict) -> str:
+    meta = [(k, info.get(k)) for k in ("as_of", "created_utc", "gridwatch_version", "python",
+                                        "input_dir") if k in info]
+    meta += [(f"window.{k}", v) for k, v in (info.get("window") or {}).items()]
+    counts = info.get("counts") or {}
+    table_rows, headline = [], []
+    for name, value in counts.items():
+        if isinstance(value, dict) and "in" in value:
+            dropped = value.get("dropped_by_reason") or {}
+            reasons = "<br>".join(f"{_e(k)}: {int(v):,}" for k, v in dropped.items())
+            table_rows.append(
+                f"<tr><td>{_e(name)}</td><td class=\"num\">{_fmt(value.get('in'), 0)}</td>"
+                f"<td class=\"num\">{_fmt(value.get('used'), 0)}</td>"
+                f"<td class=\"num\">{_fmt(sum(int(v) for v in dropped.values()), 0)}</td>"
+                f"<td class=\"code\">{reasons}</td></tr>")
+        else:
+            headline.append((name, value))
+    timings = info.get("timings_s") or {}
+    config = _flatten(info.get("config") or {})
+
+    def kv(pairs):
+        return _kv((k, _e(_value(v))) for k, v in pairs)
+
+    return (
+        "<section id=\"run\"><h2>Run</h2><div class=\"cols\">"
+        f"<div><h3>Run</h3>{kv(meta)}<h3>Timings [s]</h3>{kv(timings.items())}</div>"
+        "<div><h3>Input counts [rows]</h3><table><thead><tr><th>Table</th><th class=\"num\">In</th>"
+        "<th class=\"num\">Used</th><th class=\"num\">Dropped or excluded</th><th>By reason</th>"
+        f"</tr></thead><tbody>{''.join(table_rows)}</tbody></table>{kv(headline)}</div></div>"
+        f"<h3>Configuration</h3><div class=\"config\">{kv(config)}</div></section>"
+    )
+
+
+_CSS = """
+:root { --fg:#1d232a; --muted:#5f6b77; --line:#d9dee3; --bg:#fff; --hl:#fff4d6; --accent:#1f5fa8; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
+       color: var(--fg); background: var(--bg); margin: 0 auto; max-width: 1360px; padding: 0 20px 40px; }
+h1 { font-size: 22px; margin: 18px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px;
+     border-bottom: 2px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 14px 0 6px; } h4 { margin: 10px 0 4px; font-size: 13px; }
+a { color: var(--accent); } .muted { color: var(--muted); } nav a { margin-right: 12px; }
+header p { margin: 2px 0 6px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 10px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; }
+.card .label { color: var(--muted); font-size: 12px; } .card .value { font-size: 22px; font-weight: 600;
+  font-variant-numeric: tabular-nums; } .card .sub { color: var(--muted); font-size: 12px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: 3px 6px; text-align: left; vertical-align: top; }
+th { background: #f3f5f7; font-weight: 600; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.date { white-space: nowrap; } td.id { font-family: ui-monospace, Menlo, Consolas, monospace;
+  font-size: 12px; overflow-wrap: break-word; min-width: 10ch; max-width: 26ch; }
+td.reasons { min-width: 28ch; }
+.scroll { overflow: auto; max-height: 70vh; border: 1px solid var(--line); }
+.scroll thead th { position: sticky; top: 0; z-index: 1; }
+tr.flagged td { background: var(--hl); }
+tr.sev-error td { background: #fde2e1; }
+.cases th button { all: unset; cursor: pointer; display: block; width: 100%; }
+.cases th.num button { text-align: right; }
+.cases th[aria-sort="ascending"] button::after { content: " \\25B2"; }
+.cases th[aria-sort="descending"] button::after { content: " \\25BC"; }
+.cases th button:focus-visible { outline: 2px solid var(--accent); }
+.controls { margin: 6px 0; display: flex; gap: 16px; align-items: center; flex-wrap: wrap; }
+.controls input[type=search] { width: 30ch; padding: 3px 6px; }
+.tag { white-space: nowrap; font-size: 11px; color: var(--muted); border: 1px solid var(--line);
+       border-radius: 3px; padding: 0 3px; }
+.status { font-size: 12px; padding: 0 4px; border-radius: 3px; background: #e8edf2; }
+.st-new { background: #fde2e1; } .st-ongoing { background: #ffe9c2; }
+.st-closed, .st-cleared, .st-suppressed { background: #e4eee4; }
+.site { border: 1px solid var(--line); border-radius: 6px; padding: 4px 14px 12px; margin: 12px 0; }
+.site h3 a.top { font-size: 12px; font-weight: normal; margin-left: 10px; }
+.site-body { display: grid; grid-template-columns: minmax(300px, 1fr) minmax(300px, 1.6fr); gap: 16px; }
+.kv { width: auto; }
+.kv th { background: none; font-weight: normal; color: var(--muted); white-space: nowrap; }
+.kv td { overflow-wrap: anywhere; }
+ul.reasons { margin: 8px 0; padding-left: 20px; }
+img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); }
+table.small { font-size: 12px; }
+.cols { display: grid; grid-template-columns: minmax(300px, 1fr) minmax(400px, 1.5fr); gap: 24px; }
+td.code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; white-space: nowrap; }
+.config { columns: 2 420px; } .config table { width: 100%; } .config tr { break-inside: avoid; }
+@media (max-width: 900px) { .site-body { grid-template-columns: 1fr; } }
+@media print { .controls, nav { display: none; } .scroll { max-height: none; overflow: visible; } }
+"""
+
+# Static: no data is ever formatted into it (its hash is in the page's CSP).
+_SCRIPT = """
+(function () {
+  "use strict";
+  var blob = document.getElementById("case-data");
+  var table = document.getElementById("case-table");
+  if (!blob || !table) { return; }
+  var data = JSON.parse(blob.textContent);
+  var cols = data.columns, rows = data.rows;
+  var tbody = table.tBodies[0];
+  var trs = Array.prototype.slice.call(tbody.rows);
+  var search = document.getElementById("case-filter");
+  var only = document.getElementById("flagged-only");
+  var counter = document.getElementById("case-count");
+  var haystack = rows.map(function (r) {
+    return [r.site, r.transformer, r.kind, r.onset, r.status, r.reasons].join(" ").toLowerCase();
+  });
+  var numeric = {};
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+    numeric[th.getAttribute("data-key")] = th.classList.contains("num");
+  });
+  var state = { key: null, dir: 1 };
+
+  function compare(key, dir) {
+    return function (a, b) {
+      var x = rows[a.getAttribute("data-i")][key], y = rows[b.getAttribute("data-i")][key];
+      var ex = (x === null || x === ""), ey = (y === null || y === "");
+      if (ex || ey) { return ex === ey ? 0 : (ex ? 1 : -1); }  /* blanks always last */
+      if (numeric[key]) { return dir * (x - y); }
+      return dir * String(x).localeCompare(String(y), undefined, { numeric: true, sensitivity: "base" });
+    };
+  }
+
+  function sortBy(th) {
+    var key = th.getAttribute("data-key");
+    state.dir = (state.key === key) ? -state.dir : (numeric[key] && key !== "rank" ? -1 : 1);
+    state.key = key;
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) {
+      c.setAttribute("aria-sort", "none");
+    });
+    th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+    var sorted = trs.slice().sort(compare(key, state.dir));
+    var frag = document.createDocumentFragment();
+    sorted.forEach(function (tr) { frag.appendChild(tr); });
+    tbody.appendChild(frag);
+  }
+
+  function applyFilter() {
+    var q = search.value.trim().toLowerCase();
+    var shown = 0;
+    trs.forEach(function (tr) {
+      var i = tr.getAttribute("data-i");
+      var ok = (!only.checked || rows[i].flagged) && (!q || haystack[i].indexOf(q) !== -1);
+      tr.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    counter.textContent = shown + " of " + trs.length + " rows";
+  }
+
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+    th.querySelector("button").addEventListener("click", function () { sortBy(th); });
+  });
+  search.addEventListener("input", applyFilter);
+  only.addEventListener("change", applyFilter);
+  applyFilter();
+})();
+"""
