@@ -254,3 +254,26 @@ def test_an_upstream_asset_without_meters_is_a_counted_issue(tmp_path):
     dq = result.issues.to_frame()
     assert "TX-GHOST" in set(dq["meter_id"])
     assert set(result.transformers["asset_id"]) >= {"TX-1"}
+
+
+def test_consecutive_nights_give_new_then_ongoing(sim, tmp_path):
+    from gridwatch.cases import CaseStore
+    from gridwatch.pipeline import case_db_path
+
+    path, labels = sim
+    cfg = config_from_dict({"data": {"timezone": labels["timezone"]},
+                            "analysis": {"history_days": 21}, "report": {"enabled": False}})
+    out = tmp_path / "latest"
+    first = run(path, out, as_of="2026-03-30", config=cfg)
+    second = run(path, out, as_of="2026-03-31", config=cfg)
+    statuses = second.cases.set_index("case_id")["status"]
+    both = set(first.flags.loc[first.flags["flagged"] == "true", "meter_id"]) & set(
+        second.flags.loc[second.flags["flagged"] == "true", "meter_id"])
+    assert both
+    assert (statuses.loc[sorted(both)] == "ongoing").all()
+    store = CaseStore(case_db_path(out, cfg))
+    assert len(store.runs()) == 2
+    # A third night with the first as-of again would rewrite history: refused and counted.
+    third = run(path, out, as_of="2026-03-30", config=cfg)
+    assert third.cases is None
+    assert third.issues.total("cases.not_recorded") == 1
