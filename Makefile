@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/gridwatch run --input sample_data --output $(OUT) --config configs/sample.toml
 	$(BIN)/gridwatch evaluate $(OUT) sample_data/labels.json
-	@echo "Outputs: $(OUT)/flags.csv  $(OUT)/data_quality.csv  $(OUT)/run.json"
+	@echo "Outputs: $(OUT)/report.html (open in a browser), flags.csv, transformers.csv, data_quality.csv, plots/, run.json"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -493,7 +493,7 @@ def _format_transformers(t) -> list[str]:
     lines += [
         f"  culprit listed {_fmt(t['culprit_in_suspects'])}, first {_fmt(t['culprit_first'])}",
         f"  onset within 1 day {_fmt(t['onset_within_1d'])} (n={t['n_onset_scored']}); "
-        f"unexplained kW rel. error {_fmt(t['unexplained_kw_median_rel_error'])} "
+        f"unexplained kW rel. error {_fmt(t['unexplained_kw_median_rel_error'], 3)} "
         f"(median, n={t['n_kw_scored']})",
     ]
     return lines
