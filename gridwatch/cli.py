@@ -83,8 +83,10 @@ def run(input_dir, output_dir, as_of, config_path, quiet):
         counts = result.info["counts"]
         click.echo(
             f"as of {result.as_of}: {counts['meters_analysed']} meters analysed, "
-            f"{counts['meters_flagged']} flagged, {counts['data_quality_issues']} data-quality "
-            f"issues -> {result.paths.get('flags')}"
+            f"{counts['meters_flagged']} flagged, {counts['assets_flagged']} of "
+            f"{counts['assets_with_upstream']} assets with unexplained load, "
+            f"{counts['data_quality_issues']} data-quality issues -> "
+            f"{result.paths.get('report') or result.paths.get('flags')}"
         )
 
 

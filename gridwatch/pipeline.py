@@ -260,7 +260,9 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
         "window": {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
                    "days": config.analysis.history_days},
         "config": config.to_dict(),
-        "counts": _counts(ds, issues, n_used, flags),
+        "counts": {**_counts(ds, issues, n_used, flags),
+                   "assets_with_upstream": int(len(transformers)),
+                   "assets_flagged": int((transformers[col.FLAGGED] == "true").sum())},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
