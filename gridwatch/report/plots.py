@@ -416,6 +416,10 @@ def _plot_meter(ctx: _Context, meter_id: str, *, weeks, fig):
         ref = grid.dates.to_numpy().astype("datetime64[D]") < onset
     ok = ref & np.isfinite(own) & np.isfinite(mid) & (mid > 0)
     scale = float(np.median(own[ok]) / np.median(mid[ok])) if ok.any() and np.median(mid[ok]) > 0 else 1.0
+    if onset is None:
+        # Without an onset there is no clean reference: scaling the peers to the
+        # meter's own level would hide a load that was running all along.
+        scale = 1.0
 
     fig = _new_figure(METER_FIGSIZE, fig)
     gs = fig.add_gridspec(2, 2, height_ratios=[1.0, 1.15], width_ratios=[1, 0.018],
@@ -428,8 +432,8 @@ def _plot_meter(ctx: _Context, meter_id: str, *, weeks, fig):
     edges = _day_edges(dates)
     who = f"{_tx(meter_class)} meters" if source == "class" else "meters (class unknown)"
     peer_label = (f"peers: {PEER_LOW}th-{PEER_HIGH}th pct of daily mean, {n_peers} {who}"
-                  f", scaled x{scale:.2g} to this meter's level"
-                  + (" before onset" if onset is not None else ""))
+                  + (f", scaled x{scale:.2g} to this meter's level before onset"
+                     if onset is not None else ", as measured"))
     ax.fill_between(edges, _step(low[days] * scale), _step(high[days] * scale), step="post",
                     color="tab:green", alpha=0.18, lw=0, label=peer_label)
     ax.plot(t, kw, color="tab:blue", lw=0.7, label="metered demand (hourly)")
