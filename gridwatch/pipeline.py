@@ -305,6 +305,7 @@ def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, 
     except CaseError as exc:  # e.g. a back-filled as-of older than the history
         issues.add("cases.not_recorded", "cases", 1, "kept", detail=str(exc))
         return meters_table, asset_table, None
+    cases = cases.assign(history=[_case_history(store, c) for c in cases["case_id"]])
     held = cases[~cases["flagged"].astype(bool)].set_index("case_id")
     if held.empty:
         return meters_table, asset_table, cases
@@ -327,6 +328,21 @@ def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, 
 
     return (hold(meters_table, col.METER_ID, col.REASONS),
             hold(asset_table, col.ASSET_ID, "reasons"), cases)
+
+
+def _case_history(store, case_id: str) -> str:
+    """A case's events in one line for the report: runs, closures, suppressions."""
+    parts = []
+    for event in store.show(case_id)["events"]:
+        details = event.get("details") or {}
+        if event["event"] == "run":
+            parts.append(f"{event['as_of']} {details.get('status', 'run')}")
+        elif event["event"] == "close":
+            note = f": {details['note']}" if details.get("note") else ""
+            parts.append(f"{event['as_of']} closed as {details.get('outcome')}{note}")
+        else:
+            parts.append(f"{event['as_of']} {event['event']} ({details.get('reason', '')})")
+    return "; ".join(parts)
 
 
 def _write_report(result: RunResult, output_dir, config: Config) -> dict:

@@ -123,6 +123,8 @@ def test_cases_close_and_suppress_change_the_next_run(simulated, tmp_path):
     assert again.loc[second, "flagged"] == "false"
     shown = runner.invoke(main, ["cases", "show", first, "--output", str(out)])
     assert '"status": "closed"' in shown.output
+    report = (out / "report.html").read_text()
+    assert "closed as legitimate_load: heat pump" in report  # the case history is in the report
 
 
 def test_cases_bad_outcome_and_unknown_case(simulated, tmp_path):

@@ -114,6 +114,7 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
         _headline(result, flags, flagged, asset_flagged, dq, cases),
         _case_list(listed, hidden_count),
         _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images),
+        _case_history(cases),
         _data_quality(dq),
         _transformers_table(transformers, asset_flagged),
         _run_section(info),
@@ -136,7 +137,8 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
         "Sites whose consumption gained a steady, flat, round-the-clock load that their "
         "history, the weather and their peers do not explain.</p>"
         "<nav><a href=\"#summary\">Summary</a> <a href=\"#cases\">Case list</a> "
-        "<a href=\"#sites\">Sites</a> <a href=\"#data-quality\">Data quality</a> "
+        "<a href=\"#sites\">Sites</a> <a href=\"#history\">Case history</a> "
+        "<a href=\"#data-quality\">Data quality</a> "
         "<a href=\"#transformers\">Transformers</a> <a href=\"#run\">Run</a></nav></header>\n"
         "<main>\n" + "\n".join(parts) + "\n</main>\n"
         f"<script type=\"application/json\" id=\"case-data\">{data_json}</script>\n"
@@ -472,6 +474,24 @@ def _suspect_table(asset: str, row: dict, suspects, flagged_meters: set) -> str:
 
 
 # --- data quality, transformers, run -------------------------------------------------------------
+
+def _case_history(cases: pd.DataFrame | None) -> str:
+    """Every case this run touched, with its status and its history of runs and decisions."""
+    head = "<section id=\"history\"><h2>Case history</h2>"
+    if cases is None or len(cases) == 0 or "case_id" not in cases.columns:
+        return head + "<p class=\"muted\">No case history for this run.</p></section>"
+    cols = [("case_id", "Site"), ("site_kind", "Kind"), ("status", "Status"),
+            ("first_seen", "First seen"), ("note", "Note"), ("history", "History")]
+    cols = [(k, label) for k, label in cols if k in cases.columns]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(_str(r.get(k)))}</td>" for k, _ in cols) + "</tr>"
+        for r in cases.to_dict("records"))
+    return (head + "<p class=\"muted\">Sites flagged in this run or cleared by it; statuses are "
+            "new, ongoing, cleared, closed (with the inspection outcome) and suppressed.</p>"
+            "<div class=\"scroll\"><table class=\"kv\"><thead><tr>"
+            + "".join(f"<th>{_e(label)}</th>" for _, label in cols)
+            + f"</tr></thead><tbody>{rows}</tbody></table></div></section>")
+
 
 def _data_quality(dq: pd.DataFrame) -> str:
     if dq.empty:
