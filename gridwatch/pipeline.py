@@ -310,24 +310,9 @@ def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, 
     if held.empty:
         return meters_table, asset_table, cases
 
-    def hold(table, id_column, reason_column):
-        if table is None:
-            return table
-        table = table.copy()
-        ids = table[id_column].astype(str)
-        hit = ids.isin(held.index) & table[col.FLAGGED].astype(bool)
-        if hit.any():
-            note = ids[hit].map(held["note"]).fillna("held back by the case history")
-            table.loc[hit, col.FLAGGED] = False
-            if reason_column in table:
-                table.loc[hit, reason_column] = (note + "; would be flagged: "
-                                                 + table.loc[hit, reason_column].astype(str))
-            if col.KIND in table:
-                table.loc[hit, col.KIND] = ""
-        return table
-
-    return (hold(meters_table, col.METER_ID, col.REASONS),
-            hold(asset_table, col.ASSET_ID, "reasons"), cases)
+    why = held["note"].fillna("held back by the case history")
+    return (hold_back(meters_table, why, id_column=col.METER_ID, only_flagged=True),
+            hold_back(asset_table, why, id_column=col.ASSET_ID, only_flagged=True), cases)
 
 
 def _case_history(store, case_id: str) -> str:
@@ -445,20 +430,48 @@ def _release_arrow_memory():
 
 
 def _apply_suppressions(table: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Keep suppressed meters out of the flagged list, saying why."""
+    """Keep meters suppressed in the config out of the flagged list, saying why."""
     if not config.suppress:
         return table
-    reasons = {s.meter_id: s.reason for s in config.suppress}
+    why = pd.Series({s.meter_id: f"suppressed in config ({s.reason})" for s in config.suppress})
+    return hold_back(table, why, id_column=col.METER_ID)
+
+
+def hold_back(table: pd.DataFrame | None, why: pd.Series, *, id_column: str,
+              only_flagged: bool = False) -> pd.DataFrame | None:
+    """Turn flags off for the sites in ``why`` (site id -> reason) and say why.
+
+    The one mechanism behind config suppressions and the case history's
+    hold-backs: the row stays listed, ``flagged`` becomes false, ``kind``
+    empty, and the reason leads with ``why``, followed by "would be flagged:"
+    and the original reasons when the site was flagged.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or None
+        Per-site table with ``flagged`` and optionally ``kind`` and ``reasons``.
+    why : pandas.Series
+        Reason text indexed by site id.
+    id_column : str
+        ``meter_id`` or ``asset_id``.
+    only_flagged : bool, default False
+        Touch only rows that are flagged.
+    """
+    if table is None:
+        return None
+    ids = table[id_column].astype(str)
+    was = table[col.FLAGGED].astype(bool)
+    hit = ids.isin(why.index) & (was if only_flagged else True)
+    if not hit.any():
+        return table
     table = table.copy()
-    hit = table[col.METER_ID].isin(list(reasons))
-    why = table.loc[hit, col.METER_ID].map(reasons)
-    was = table.loc[hit, col.FLAGGED]
-    table.loc[hit, col.REASONS] = (
-        "suppressed in config (" + why + ")"
-        + np.where(was, "; would be flagged: " + table.loc[hit, col.REASONS], "")
-    )
+    lead = ids[hit].map(why)
+    if col.REASONS in table:
+        old = table.loc[hit, col.REASONS].astype(str)
+        table.loc[hit, col.REASONS] = lead + np.where(was[hit], "; would be flagged: " + old, "")
     table.loc[hit, col.FLAGGED] = False
-    table.loc[hit, col.KIND] = ""
+    if col.KIND in table:
+        table.loc[hit, col.KIND] = ""
     return table
 
 

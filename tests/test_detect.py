@@ -174,8 +174,6 @@ def test_a_load_that_stopped_says_so():
 
 
 def test_a_long_running_load_must_be_constant():
-    hour = None
-
     def rig(g):
         return np.full(len(g.index), 2.0)
 
@@ -183,6 +181,5 @@ def test_a_long_running_load_must_be_constant():
         on = (g.hour_of_cell >= 6) | (g.hour_of_cell < 1)
         return np.where(on, 2.0, 0.0) * (g.day_of_cell % 3 != 0)
 
-    assert hour is None
     assert _one_meter_population(rig)["flagged"]
     assert not _one_meter_population(busy_household)["flagged"]
