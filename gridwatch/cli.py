@@ -57,8 +57,9 @@ def main(debug):
 
 
 @main.command()
-@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
-              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+@click.option("--input", "input_dir", default=None, type=click.Path(file_okay=False),
+              help="Dataset directory laid out as in DATA_CONTRACT.md (not with an InfluxDB "
+                   "source).")
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for flags.csv, transformers.csv, data_quality.csv, run.json.")
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 import zoneinfo
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -157,6 +158,87 @@ class CasesConfig(_Section):
     reopen_min_kw: float = Field(0.5, ge=0, description="... and by at least this much [kW].")
 
 
+class SourceConfig(_Section):
+    """Where the input tables come from."""
+
+    kind: Literal["files", "influxdb"] = Field(
+        "files", description="'files': a dataset directory given with --input; 'influxdb': the "
+        "server in [influxdb].",
+    )
+    meters_file: str = Field(
+        "", description="InfluxDB source: the meters table (CSV or Parquet); empty: one meter per "
+        "series of the readings measurement, its tags giving the meters columns.",
+    )
+
+
+class MeasurementConfig(_Section):
+    """How one contract table is stored in InfluxDB (the utility's own schema)."""
+
+    measurement: str = Field(description="Measurement name; empty: the table is not read.")
+    id_tag: str = Field(min_length=1, description="Tag holding the meter / asset / region id.")
+    field: str = Field(min_length=1, description="Field holding the value.")
+    unit: Literal["kwh", "wh", "kw", "w", "c"] = Field(
+        description="Unit of the field: energy per interval (kwh, wh), mean power over the "
+        "interval starting at the point's time (kw, w), or degrees Celsius (c, weather only).",
+    )
+
+
+class InfluxConfig(_Section):
+    """An InfluxDB server: source of the inputs and/or sink of the results."""
+
+    url: str = Field("http://127.0.0.1:8086", description="Base URL of the server.")
+    api: Literal["v1", "v2"] = Field(
+        "v1", description="'v1': InfluxQL /query and /write (InfluxDB 1.x; 2.x and 3.x serve it "
+        "too); 'v2': influxdb-client with Flux (2.x, Cloud).",
+    )
+    database: str = Field("gridwatch", min_length=1,
+                          description="v1: the database; v2: the bucket.")
+    retention_policy: str = Field("", description="v1 only: retention policy; empty: default.")
+    org: str = Field("", description="v2 only: the organisation.")
+    username_env: str = Field("GRIDWATCH_INFLUXDB_USERNAME",
+                              description="v1: environment variable holding the user name.")
+    password_env: str = Field("GRIDWATCH_INFLUXDB_PASSWORD",
+                              description="v1: environment variable holding the password.")
+    token_env: str = Field("GRIDWATCH_INFLUXDB_TOKEN",
+                           description="v2: environment variable holding the API token.")
+    token_file: str = Field(
+        "", description="A file holding the token (v2) or 'user:password' (v1); used when the "
+        "environment variables are not set. Never logged.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP request [s].")
+    retries: int = Field(4, ge=0, le=20, description="Retries of a failed request, with backoff.")
+    backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles each retry [s].")
+    ids_per_query: int = Field(500, ge=1, le=100_000,
+                               description="Ids named in one query (memory stays bounded).")
+    days_per_query: int = Field(7, ge=1, le=366, description="Days covered by one query [days].")
+    readings: MeasurementConfig = MeasurementConfig(
+        measurement="readings", id_tag="meter_id", field="kwh", unit="kwh")
+    upstream: MeasurementConfig = MeasurementConfig(
+        measurement="upstream", id_tag="asset_id", field="kwh", unit="kwh")
+    weather: MeasurementConfig = MeasurementConfig(
+        measurement="weather", id_tag="region", field="temperature_c", unit="c")
+
+
+class SinkConfig(_Section):
+    """Results written back to InfluxDB after each run (for dashboards and alerting)."""
+
+    influxdb: bool = Field(False, description="Write flags and balance to the [influxdb] server.")
+    flags_measurement: str = Field("gridwatch_flags", min_length=1,
+                                   description="Measurement of the per-meter scores and flags.")
+    balance_measurement: str = Field("gridwatch_balance", min_length=1,
+                                     description="Measurement of the per-asset energy balance.")
+
+
+class OutputConfig(_Section):
+    """Where scheduled runs put their outputs and logs."""
+
+    root: str = Field(
+        "", description="Output root for scheduled runs: ROOT/<as-of>/ per night and a ROOT/latest "
+        "link (like --output-root); --output OUT_DIR wins.",
+    )
+    log_file: str = Field("", description="Append the run's log to this file (like --log-file).")
+
+
 class SuppressedMeter(_Section):
     """A meter known to carry a legitimate steady load."""
 
@@ -173,6 +255,10 @@ class Config(_Section):
     balance: BalanceConfig = BalanceConfig()
     report: ReportConfig = ReportConfig()
     cases: CasesConfig = CasesConfig()
+    source: SourceConfig = SourceConfig()
+    influxdb: InfluxConfig = InfluxConfig()
+    sink: SinkConfig = SinkConfig()
+    output: OutputConfig = OutputConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
 
     def to_dict(self) -> dict:
@@ -234,4 +320,19 @@ def load_config(path=None) -> Config:
                           hint="pass an existing TOML file to --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=path) from None
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(_anchor_paths(data, path.parent), source=str(path))
+
+
+PATH_KEYS = (("cases", "database"), ("source", "meters_file"), ("influxdb", "token_file"),
+             ("output", "root"), ("output", "log_file"))
+"""Keys holding file paths; relative ones are relative to the config file."""
+
+
+def _anchor_paths(data: dict, base: Path) -> dict:
+    """Make the relative paths of a config file relative to its own directory (cron's cwd is ~)."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for section, key in PATH_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str(base / value)
+    return data

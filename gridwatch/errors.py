@@ -62,3 +62,15 @@ class InputError(GridwatchError):
 
 class NotFittedError(GridwatchError):
     """A model was used before ``fit`` was called."""
+
+
+class SourceUnreachable(GridwatchError):
+    """The data source (an InfluxDB server) cannot be reached or keeps failing."""
+
+    exit_code = 4
+
+
+class LockedError(GridwatchError):
+    """Another run holds the lock on the same output."""
+
+    exit_code = 5

@@ -23,7 +23,7 @@ from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
 from gridwatch.days import DayGrid, daily_mean, day_grid
 from gridwatch.detect import Detection, detect_visible_load
-from gridwatch.errors import InputError
+from gridwatch.errors import ConfigError, InputError
 from gridwatch.issues import IssueLog
 from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
 from gridwatch.resample import analysis_index, to_grid, weather_to_grid
@@ -139,13 +139,53 @@ def _meter_temperature(ds: Dataset, meters: pd.DataFrame, index, grid: DayGrid, 
     return np.nan_to_num(per_meter, nan=15.5)  # no data at all: neutral (no heating/cooling)
 
 
-def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None) -> RunResult:
+def parse_as_of(as_of) -> dt.date:
+    """``--as-of`` as a date; an :class:`InputError` naming the value when it is not one."""
+    try:
+        return pd.Timestamp(str(as_of)).date()
+    except ValueError:
+        raise InputError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from None
+
+
+def yesterday(timezone: str) -> dt.date:
+    """The last complete local day in ``timezone``: the default as-of of a live source."""
+    return (pd.Timestamp.now(tz=timezone) - pd.Timedelta(days=1)).date()
+
+
+def read_inputs(input_dir, as_of, config: Config) -> tuple[Dataset, dt.date]:
+    """Read the configured source; returns the cleaned dataset and the as-of day.
+
+    Files are read whole and the as-of day defaults to the last full day in
+    them; a live source (InfluxDB) is read for the analysis window only, so
+    its as-of defaults to yesterday in the configured time zone.
+    """
+    tz = config.data.timezone
+    if config.source.kind == "influxdb":
+        if input_dir is not None:
+            raise ConfigError("--input names a directory but source.kind is 'influxdb'",
+                              hint="drop --input, or set source.kind = 'files'")
+        from gridwatch.influx import read_influx_dataset
+
+        as_of_date = yesterday(tz) if as_of is None else parse_as_of(as_of)
+        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
+        return read_influx_dataset(config, start=start, end=end), as_of_date
+    if input_dir is None:
+        raise ConfigError("no input given", hint="pass --input DATASET_DIR, or a --config with "
+                          "source.kind = 'influxdb'")
+    ds = read_dataset(input_dir, data_config=config.data)
+    if as_of is None:
+        return ds, last_full_day(ds.readings, ds.interval_minutes, tz)
+    return ds, parse_as_of(as_of)
+
+
+def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = None) -> RunResult:
     """Analyse a dataset directory and write the outputs.
 
     Parameters
     ----------
-    input_dir : str or os.PathLike
-        A dataset laid out as in ``DATA_CONTRACT.md``.
+    input_dir : str or os.PathLike, optional
+        A dataset laid out as in ``DATA_CONTRACT.md``; ``None`` when the
+        config's source is InfluxDB.
     output_dir : str or os.PathLike, optional
         Where to write ``flags.csv``, ``transformers.csv``,
         ``data_quality.csv`` and ``run.json``; ``None`` writes nothing.
@@ -169,17 +209,9 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     started = time.perf_counter()
 
     t0 = time.perf_counter()
-    ds = read_dataset(input_dir, data_config=config.data)
+    ds, as_of_date = read_inputs(input_dir, as_of, config)
     timings["read_and_clean_s"] = time.perf_counter() - t0
     issues = IssueLog().extend(ds.issues)
-
-    if as_of is None:
-        as_of_date = last_full_day(ds.readings, ds.interval_minutes, tz)
-    else:
-        try:
-            as_of_date = pd.Timestamp(str(as_of)).date()
-        except ValueError:
-            raise InputError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from None
     start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
 
     t0 = time.perf_counter()
@@ -192,7 +224,7 @@ def run(input_dir, output_dir=None, *, as_of=None, config: Config | None = None)
     n_used = int(inside.sum())
     if n_used == 0:
         raise InputError(f"no readings in the analysis window ending {as_of_date}",
-                         file=Path(input_dir) / "readings",
+                         file=Path(input_dir) / "readings" if input_dir else None,
                          hint="check --as-of against the dates in the data")
     index = analysis_index(start, end, config.analysis.grid_minutes)
     meter_ids = pd.Index(ds.meters[col.METER_ID].astype(str))

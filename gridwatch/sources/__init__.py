@@ -25,7 +25,7 @@ from gridwatch.sources.files import (
     read_weather,
 )
 
-__all__ = ["Dataset", "find_table", "read_dataset", "read_meters", "read_readings",
+__all__ = ["Dataset", "clean_dataset", "find_table", "read_dataset", "read_meters", "read_readings",
            "read_upstream", "read_weather"]
 
 
@@ -108,48 +108,79 @@ def read_dataset(input_dir, *, data_config) -> Dataset:
         if paths[name] is None:
             raise InputError(f"no {name} table", file=input_dir,
                              hint=f"add one of {_expected(name)}")
-    cleaning = {"max_plausible_kw": data_config.max_plausible_kw,
-                "contracted_kw_factor": data_config.contracted_kw_factor,
-                "spike_factor": data_config.spike_factor}
     tz = data_config.timezone
     issues = IssueLog()
-    counts = {name: {"in": 0, "used": 0} for name in col.TABLES}
+    rows_in = dict.fromkeys(col.TABLES, 0)
 
-    meters, log, counts["meters"]["in"] = files._read_meters(paths["meters"])
+    meters, log, rows_in["meters"] = files._read_meters(paths["meters"])
     issues.extend(log)
-    counts["meters"]["used"] = len(meters)
-
-    raw, log, counts["readings"]["in"] = files._read_interval_table(
+    readings, log, rows_in["readings"] = files._read_interval_table(
         paths["readings"], table="readings", id_column=col.METER_ID, value_column=col.KWH,
         timezone=tz, required=True)
     issues.extend(log)
-    readings, interval_minutes, log = clean_readings(raw, meters, **cleaning)
-    del raw
+    upstream = weather = None
+    if paths["upstream"] is not None:
+        upstream, log, rows_in["upstream"] = files._read_interval_table(
+            paths["upstream"], table="upstream", id_column=col.ASSET_ID, value_column=col.KWH,
+            timezone=tz, required=False)
+        issues.extend(log)
+    if paths["weather"] is not None:
+        weather, log, rows_in["weather"] = files._read_weather(paths["weather"], timezone=tz)
+        issues.extend(log)
+    return clean_dataset(meters, readings, upstream, weather, data_config=data_config,
+                         issues=issues, rows_in=rows_in)
+
+
+def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: IssueLog,
+                  rows_in: dict) -> Dataset:
+    """Clean raw tables, whatever source they came from, into a :class:`Dataset`.
+
+    Parameters
+    ----------
+    meters : pandas.DataFrame
+        The meters table as :func:`read_meters` returns it.
+    readings : pandas.DataFrame
+        Raw readings: ``meter_id`` (Categorical), ``timestamp``
+        (``datetime64[us, UTC]``, START of the interval), ``kwh`` (float64).
+    upstream : pandas.DataFrame or None
+        Raw upstream loads: ``asset_id`` (Categorical), ``timestamp``, ``kwh``.
+    weather : pandas.DataFrame or None
+        Raw weather: ``region`` (str), ``timestamp``, ``temperature_c``.
+    data_config : gridwatch.config.DataConfig
+        The cleaning thresholds.
+    issues : IssueLog
+        What the reader already recorded; cleaning adds to it.
+    rows_in : dict
+        Rows read per table (``meters``, ``readings``, ``upstream``, ``weather``),
+        for the row counts.
+
+    Returns
+    -------
+    Dataset
+    """
+    cleaning = {"max_plausible_kw": data_config.max_plausible_kw,
+                "contracted_kw_factor": data_config.contracted_kw_factor,
+                "spike_factor": data_config.spike_factor}
+    counts = {name: {"in": int(rows_in.get(name, 0)), "used": 0} for name in col.TABLES}
+    counts["meters"]["used"] = len(meters)
+
+    readings, interval_minutes, log = clean_readings(readings, meters, **cleaning)
     issues.extend(log)
     counts["readings"]["used"] = len(readings)
     _record_meters_without_readings(meters, readings, issues)
 
-    upstream = upstream_interval_minutes = None
-    if paths["upstream"] is not None:
-        raw, log, counts["upstream"]["in"] = files._read_interval_table(
-            paths["upstream"], table="upstream", id_column=col.ASSET_ID, value_column=col.KWH,
-            timezone=tz, required=False)
+    upstream_interval_minutes = None
+    if upstream is not None:
+        upstream, upstream_interval_minutes, log = clean_readings(
+            upstream, meters, **{**cleaning, "max_plausible_kw": np.inf},
+            id_column=col.ASSET_ID, table="upstream")
         issues.extend(log)
-        if raw is not None:
-            upstream, upstream_interval_minutes, log = clean_readings(
-                raw, meters, **{**cleaning, "max_plausible_kw": np.inf},
-                id_column=col.ASSET_ID, table="upstream")
-            issues.extend(log)
-            counts["upstream"]["used"] = len(upstream)
+        counts["upstream"]["used"] = len(upstream)
 
-    weather = None
-    if paths["weather"] is not None:
-        raw, log, counts["weather"]["in"] = files._read_weather(paths["weather"], timezone=tz)
+    if weather is not None:
+        weather, log = clean_weather(weather)
         issues.extend(log)
-        if raw is not None:
-            weather, log = clean_weather(raw)
-            issues.extend(log)
-            counts["weather"]["used"] = len(weather)
+        counts["weather"]["used"] = len(weather)
 
     return Dataset(meters=meters, readings=readings, interval_minutes=interval_minutes,
                    upstream=upstream, upstream_interval_minutes=upstream_interval_minutes,
