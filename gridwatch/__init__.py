@@ -6,7 +6,12 @@ The public API is small on purpose::
     result = run("sample_data", "out", config=load_config(None))
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# A library logs, the application decides where to: no "No handlers" fallback to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["Config", "RunResult", "__version__", "load_config", "run"]
 

@@ -7,9 +7,13 @@ its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -60,26 +64,52 @@ def main(debug):
 @click.option("--input", "input_dir", default=None, type=click.Path(file_okay=False),
               help="Dataset directory laid out as in DATA_CONTRACT.md (not with an InfluxDB "
                    "source).")
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for flags.csv, transformers.csv, data_quality.csv, run.json.")
+@click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
+              help="OUT_DIR: flags.csv, transformers.csv, data_quality.csv, report.html, plots/, "
+                   "run.json; replaced as a whole when the run is complete.")
+@click.option("--output-root", "output_root", default=None, type=click.Path(file_okay=False),
+              help="For scheduled runs: write ROOT/<as-of>/ and point ROOT/latest at it "
+                   "(default: output.root in the config).")
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
-              help="Last day analysed (default: the last full day in the data).")
+              help="Last day analysed (default: the last full day in the files; yesterday for "
+                   "InfluxDB).")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="TOML configuration (default: built-in defaults, see configs/default.toml).")
+@click.option("--log-file", "log_file", default=None, type=click.Path(dir_okay=False),
+              help="Append the run's log to this file (default: output.log_file in the config).")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")
 @_errors_to_exit
-def run(input_dir, output_dir, as_of, config_path, quiet):
-    """Analyse a dataset and write the ranked flags.
+def run(input_dir, output_dir, output_root, as_of, config_path, log_file, quiet):
+    """Analyse a dataset and publish the ranked flags, report and plots.
+
+    Outputs appear all at once when the run is complete; a second run on the
+    same output while one is going exits at once with code 5. Exit codes: 0
+    success, 1 internal failure, 2 bad configuration, 3 unusable input, 4 data
+    source unreachable, 5 locked by another run.
 
     \b
     Example:
       gridwatch run --input sample_data --output out/sample --as-of 2026-03-31
+      gridwatch run --config configs/influxdb.toml --output-root /var/lib/gridwatch --quiet
     """
     from gridwatch.config import load_config
-    from gridwatch.pipeline import run as run_pipeline
+    from gridwatch.errors import GridwatchError
+    from gridwatch.publish import run_published
 
     config = load_config(config_path)
-    result = run_pipeline(input_dir, output_dir, as_of=as_of, config=config)
+    with _logging_to(log_file or config.output.log_file, progress=not quiet and _stderr_is_tty()):
+        log = logging.getLogger("gridwatch")
+        log.info("gridwatch %s run started (source %s)", __version__, config.source.kind)
+        try:
+            result = run_published(input_dir, output_dir=output_dir, output_root=output_root,
+                                   as_of=as_of, config=config)
+        except GridwatchError as exc:
+            log.error("exit %d: %s", exc.exit_code, exc)
+            raise
+        except Exception:
+            log.exception("internal error")
+            raise
+        log.info("run finished: %s", json.dumps(result.info["counts"]))
     if not quiet:
         counts = result.info["counts"]
         click.echo(
@@ -89,6 +119,41 @@ def run(input_dir, output_dir, as_of, config_path, quiet):
             f"{counts['data_quality_issues']} data-quality issues -> "
             f"{result.paths.get('report') or result.paths.get('flags')}"
         )
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _logging_to(log_file, *, progress: bool):
+    """Send the ``gridwatch`` log to a file (appended) and, on a terminal, to stderr as progress.
+
+    Errors are not repeated on stderr (the one-line reason is printed there).
+    """
+    logger = logging.getLogger("gridwatch")
+    logger.setLevel(logging.INFO)
+    handlers = []
+    if log_file:
+        path = Path(log_file).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s pid={os.getpid()} %(levelname)s %(name)s: %(message)s"))
+        handlers.append(handler)
+    if progress:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("gridwatch: %(message)s"))
+        handler.addFilter(lambda record: record.levelno < logging.ERROR)
+        handlers.append(handler)
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def _case_store(db, output, config_path):

@@ -7,6 +7,7 @@ maths: each stage is a function of its own module.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from gridwatch.issues import IssueLog
 from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
 from gridwatch.resample import analysis_index, to_grid, weather_to_grid
 from gridwatch.sources import Dataset, read_dataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -211,6 +214,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     t0 = time.perf_counter()
     ds, as_of_date = read_inputs(input_dir, as_of, config)
     timings["read_and_clean_s"] = time.perf_counter() - t0
+    log.info("read %d readings of %d meters (as of %s) in %.1f s", len(ds.readings),
+             len(ds.meters), as_of_date, timings["read_and_clean_s"])
     issues = IssueLog().extend(ds.issues)
     start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
 
@@ -245,6 +250,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         spread = spread.loc[:, has_data]
     spread = spread.to_numpy()
     timings["grid_s"] = time.perf_counter() - t0
+    log.info("gridded %d meters x %d cells", kw.shape[1], kw.shape[0])
 
     t0 = time.perf_counter()
     grid = day_grid(index, tz)
@@ -260,6 +266,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     expected = ExpectedConsumption().fit(kw.to_numpy(dtype=np.float64), grid, reference,
                                          np.nan_to_num(detection.expected_mean_kw))
     timings["detect_s"] = time.perf_counter() - t0
+    log.info("detection: %d meters flagged", int(detection.table["flagged"].sum()))
 
     transformers = empty_transformers()
     balance = None
@@ -270,6 +277,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         transformers = format_transformers(balance.table)
         table = merge_suspects(table, balance.suspects)
         timings["balance_s"] = time.perf_counter() - t0
+        log.info("energy balance: %d of %d assets flagged", int(balance.table["flagged"].sum()),
+                 len(balance.table))
 
     analysed = table[table["analysed"]]
     cases = None
@@ -287,7 +296,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         "gridwatch_version": __version__,
         "python": platform.python_version(),
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input_dir": str(Path(input_dir).resolve()),
+        "source": config.source.kind,
+        "input_dir": str(Path(input_dir).resolve()) if input_dir is not None else None,
         "as_of": as_of_date.isoformat(),
         "window": {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
                    "days": config.analysis.history_days},
@@ -304,6 +314,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame())
         if config.report.enabled:
+            log.info("writing report.html and plots")
             t0 = time.perf_counter()
             result.paths.update(_write_report(result, output_dir, config))
             info["timings_s"]["report_s"] = round(time.perf_counter() - t0, 3)
