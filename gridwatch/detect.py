@@ -46,9 +46,9 @@ from gridwatch.features import (
 )
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift, shift_at
+from gridwatch.peers import PeerCounts, peer_counts, peer_index
 
 FLOOR_QUANTILE = 0.25
-PEER_GROUP_MIN_METERS = 8
 HEATING_MIN_CORR = 0.45  # correlation of the new load with degree-days that marks heating
 HEATING_MIN_SHARE = 0.08  # ... when degree-days also explain this share of its size
 COLD_SPELL_DROP_K = 3.0  # a load that starts as the weather turns this much colder, and
@@ -89,46 +89,6 @@ class Detection:
     onset_cell: np.ndarray
 
 
-def _group_index(norm: np.ndarray, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Daily median of ``norm`` over the members of each key, mapped back to meters.
-
-    Returns the ``(n_days, n_meters)`` index and each meter's group size.
-    """
-    codes, uniques = pd.factorize(keys)
-    index = np.zeros_like(norm)
-    size = np.bincount(codes, minlength=len(uniques))[codes]
-    for g in range(len(uniques)):  # one iteration per group, not per meter
-        sel = codes == g
-        with _quiet_nan():
-            index[:, sel] = np.nanmedian(norm[:, sel], axis=1)[:, None]
-    return index, size
-
-
-def _peer_index(floor: np.ndarray, meters: pd.DataFrame) -> np.ndarray:
-    """Each meter's peer index: the daily median of its peers' normalised floor, minus 1.
-
-    Peers are the meters of the same customer class in the same region; when
-    there are fewer than ``PEER_GROUP_MIN_METERS`` of them, the class across
-    regions, then all meters. Groups are deliberately wide (not the
-    transformer): the index is a median, and a transformer where half the
-    meters mine (an apartment block) must not make mining look normal.
-    Returns ``(n_days, n_meters)``; 0 where no peer group is large enough.
-    """
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
-        norm = floor / np.nanmedian(floor, axis=0)
-    norm[~np.isfinite(norm)] = np.nan
-    cls = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").reset_index(drop=True)
-    reg = meters[col.REGION].astype("string").fillna("").reset_index(drop=True)
-    out = np.zeros_like(floor)
-    chosen = np.zeros(floor.shape[1], dtype=bool)
-    for keys in (cls + "|" + reg, cls, pd.Series("all", index=cls.index)):
-        index, size = _group_index(norm, keys)
-        use = ~chosen & (size >= PEER_GROUP_MIN_METERS)
-        out[:, use] = index[:, use]
-        chosen |= use
-    return np.nan_to_num(np.where(chosen[None, :], out - 1.0, 0.0))
-
-
 class _quiet_nan:
     """Silence numpy's 'All-NaN slice' / 'Mean of empty slice' warnings locally."""
 
@@ -144,8 +104,16 @@ class _quiet_nan:
 
 
 def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_c=None,
-                        spread_kw=None, detection, analysis, frozen_hours=24) -> tuple[Detection, IssueLog]:
+                        spread_kw=None, detection, analysis, frozen_hours=24,
+                        peers: PeerCounts | None = None,
+                        calibration: Calibration | None = None) -> tuple[Detection, IssueLog]:
     """Score every meter for a mining-like visible load.
+
+    Called on all meters at once, the population that calibrates the
+    significance is the meters given. A run cut into partitions passes the
+    peer counts and the calibration of all meters (see :func:`detection_evidence`
+    and :meth:`Calibration.fit`), and gets the same result for each meter as
+    the all-at-once call.
 
     Parameters
     ----------
@@ -167,11 +135,59 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     analysis : gridwatch.config.AnalysisConfig
     frozen_hours : int, default 24
         Identical readings for this long are a stuck meter [h].
+    peers : PeerCounts, optional
+        Peer-group counts of every meter of the run (default: of these meters).
+    calibration : Calibration, optional
+        Significance calibrated on every meter of the run (default: on these meters).
 
     Returns
     -------
     Detection, IssueLog
     """
+    return _score(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
+                  detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers,
+                  calibration=calibration)
+
+
+def detection_evidence(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: PeerCounts,
+                       temperature_c=None, spread_kw=None, detection, analysis,
+                       frozen_hours=24) -> pd.DataFrame:
+    """The per-meter figures that calibrate significance, for one partition of the meters.
+
+    Parameters are those of :func:`detect_visible_load`; ``peers`` must be the
+    counts of every meter of the run. Concatenate the frames of all
+    partitions and pass them to :meth:`Calibration.fit`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per meter (index ``meter_id``).
+    """
+    return _score(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
+                  detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers,
+                  calibration=None, evidence_only=True)
+
+
+def peer_counts_of(kw, grid: DayGrid, meters: pd.DataFrame, *, analysis, frozen_hours=24) -> PeerCounts:
+    """Peer-group counts of one partition's daily floors (first pass of a partitioned run)."""
+    daily = _daily(np.asarray(kw, dtype=np.float64), grid, analysis, frozen_hours)
+    return peer_counts(daily[3], meters)
+
+
+def _daily(kw, grid, analysis, frozen_hours):
+    """Masked cells, then the daily minimum, floor and mean (NaN on days with too few cells)."""
+    run = repeated_value_runs(kw, min_cells=int(round(frozen_hours / grid.cell_hours)))
+    kw = np.where(run, np.nan, kw)
+    nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
+    min_cells = np.full(grid.n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
+    min_cells = np.maximum(min_cells, 1)
+    day_min, floor = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE], min_cells)
+    mean = daily_mean(kw, grid, min_cells)
+    return run, kw, day_min, floor, mean
+
+
+def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, frozen_hours, peers,
+           calibration, evidence_only=False):
     kw = np.asarray(kw, dtype=np.float64)
     n_cells, n_meters = kw.shape
     if len(meters) != n_meters:
@@ -181,9 +197,11 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     hours = grid.cells_per_day * grid.cell_hours
     n_days = grid.n_days
 
-    # 1. stuck registers and long zero runs are not load.
-    run = repeated_value_runs(kw, min_cells=int(round(frozen_hours / grid.cell_hours)))
-    zero_run = run & (kw == 0)
+    # 1. stuck registers and long zero runs are not load; 2. daily floor and mean
+    # (and the quietest hour, for long-running loads).
+    zero_run = kw == 0
+    run, kw, day_min, floor, mean = _daily(kw, grid, analysis, frozen_hours)
+    zero_run &= run
     frozen = run & ~zero_run
     issues.add_per_meter("readings.frozen_value", "readings",
                          pd.Series(frozen.sum(axis=0), index=ids), "masked",
@@ -196,14 +214,6 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
                          detail=f"zero consumption for >= {frozen_hours} h (vacancy, disconnection "
                                 "or bypass); not used to model the meter (count = grid hours masked)",
                          severity="info")
-    kw = np.where(run, np.nan, kw)
-
-    # 2. daily floor and mean (and the quietest hour, for long-running loads).
-    nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
-    min_cells = np.full(n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
-    min_cells = np.maximum(min_cells, 1)
-    day_min, floor = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE], min_cells)
-    mean = daily_mean(kw, grid, min_cells)
     valid_days = (~np.isnan(mean)).sum(axis=0)
     analysed = valid_days >= min(analysis.min_history_days, n_days)
     issues.add_per_meter("baseline.insufficient_history", "model",
@@ -219,7 +229,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         for dd in (hdd, cdd):
             if np.nanstd(dd) > 0.5:
                 covariates.append(dd)
-    covariates.append(_peer_index(floor, meters))
+    covariates.append(peer_index(meters, peers if peers is not None else peer_counts(floor, meters)))
     X = np.stack(covariates, axis=2).transpose(1, 0, 2)  # (M, D, p)
     min_pre = max(5, min(7, n_days // 3))
     scan = scan_level_shift(floor, X, min_pre=min_pre, min_post=detection.min_post_onset_days)
@@ -308,33 +318,34 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         mean_level = np.nanmedian(mean, axis=0)
         floor_cv = np.nanstd(floor, axis=0) / np.maximum(floor_level, 1e-6)
     variable_kw = np.maximum(mean_level - floor_level, 0.02)
-    classes = pd.factorize(meters[col.CUSTOMER_CLASS].astype("string").fillna("other"))[0]
     log_ratio = np.log(np.maximum(floor_level, 1e-3) / variable_kw)
-    z_pre = robust_z(np.where(analysed, log_ratio, np.nan), classes)
-    typical_ratio = np.exp(_group_median(np.where(analysed, log_ratio, np.nan), classes))
-    excess_pre = floor_level - typical_ratio * variable_kw
     pre_temp_corr = np.full(n_meters, np.nan)
     if hdd is not None:
         pre_temp_corr = _masked_corr(floor, hdd, np.ones_like(floor, bool))
 
-    # 6. significance against the population's own changes.
-    rel_shift = shift_floor / np.maximum(level_kw, 1e-3)
-    tau = np.exp(_group_median(np.log(np.maximum(np.where(analysed, rel_shift, np.nan), 1e-4)), classes))
-    se = scan.shift / np.where(np.isfinite(scan.t) & (scan.t > 0), scan.t, np.inf)
-    z_step = shift_floor / np.sqrt(se**2 + (tau * level_kw) ** 2)
-    p_step = _empirical_null_sf(np.where(analysed, z_step, np.nan))
-    p_pre = np.where(analysed, stats.norm.sf(z_pre), np.nan)
-    p_value = np.minimum(1.0, 2.0 * np.fmin(p_step, p_pre))
-    q_value = np.full(n_meters, np.nan)
-    ok = ~np.isnan(p_value)
-    if ok.any():
-        q_value[ok] = multipletests(p_value[ok], alpha=detection.fdr_alpha, method="fdr_bh")[1]
+    # 6. significance against the population's own changes (calibrated on every
+    # meter of the run, which may be more than these).
+    evidence = pd.DataFrame({
+        col.CUSTOMER_CLASS: meters[col.CUSTOMER_CLASS].astype("string").fillna("other").to_numpy(),
+        "analysed": analysed,
+        "log_ratio": log_ratio,
+        "rel_shift": shift_floor / np.maximum(level_kw, 1e-3),
+        "shift_floor_kw": shift_floor,
+        "shift_se_kw": scan.shift / np.where(np.isfinite(scan.t) & (scan.t > 0), scan.t, np.inf),
+        "level_kw": level_kw,
+    }, index=pd.Index(ids, name=col.METER_ID))
+    if evidence_only:
+        return evidence
+    if calibration is None:
+        calibration = Calibration.fit(evidence, detection)
+    cal = calibration.table.reindex(ids)
+    p_step, p_pre, p_value, q_value = (cal[name].to_numpy() for name in
+                                       ("p_step", "p_pre", "p_value", "q_value"))
+    typical_ratio = cal["typical_ratio"].to_numpy()
+    excess_pre = floor_level - typical_ratio * variable_kw
+    cutoff = calibration.cutoff
 
     # 7. decisions, estimates, reasons.
-    rejected = q_value <= detection.fdr_alpha
-    # BH's threshold at the size of the rejection set: a meter is significant for
-    # one test (onset, or long-running) when that test's own p-value passes it.
-    cutoff = detection.fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
     step_sig = np.minimum(1.0, 2.0 * p_step) <= cutoff
     # The load's size: its level over the last (up to) seven days on which it ran.
     present_rank = np.cumsum(present[::-1], axis=0)[::-1]  # present days from here to the end
@@ -475,6 +486,66 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
         onset_cell=np.where(step_ok, np.where(cell >= 0, cell, grid.slots[np.maximum(onset, 0), 0]), -1),
     )
     return detection_result, issues
+
+
+@dataclass
+class Calibration:
+    """Significance of every meter's evidence, calibrated on the whole population.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Per meter (index ``meter_id``): ``typical_ratio`` (the class's
+        typical floor over variable demand), ``p_step`` (new load), ``p_pre``
+        (long-running load), ``p_value`` (both, Bonferroni) and ``q_value``
+        (Benjamini-Hochberg across all meters).
+    cutoff : float
+        BH's threshold at the size of the rejection set: a meter is
+        significant for one test (onset, or long-running) when that test's own
+        p-value (x2) passes it; -1 when nothing is rejected.
+    """
+
+    table: pd.DataFrame
+    cutoff: float
+
+    @classmethod
+    def fit(cls, evidence: pd.DataFrame, detection) -> Calibration:
+        """Calibrate on the evidence of every meter of the run.
+
+        Parameters
+        ----------
+        evidence : pandas.DataFrame
+            :func:`detection_evidence` of all partitions, concatenated (any order).
+        detection : gridwatch.config.DetectionConfig
+
+        Returns
+        -------
+        Calibration
+        """
+        analysed = evidence["analysed"].to_numpy(dtype=bool)
+        classes = pd.factorize(evidence[col.CUSTOMER_CLASS])[0]
+        log_ratio = np.where(analysed, evidence["log_ratio"].to_numpy(dtype=np.float64), np.nan)
+        rel_shift = np.where(analysed, evidence["rel_shift"].to_numpy(dtype=np.float64), np.nan)
+        shift_floor, se, level_kw = (evidence[name].to_numpy(dtype=np.float64)
+                                     for name in ("shift_floor_kw", "shift_se_kw", "level_kw"))
+        # a long-running load: floor high vs the meter's own variable part, by class
+        z_pre = robust_z(log_ratio, classes)
+        typical_ratio = np.exp(_group_median(log_ratio, classes))
+        # a new load: the step against the spread of the class's natural level changes
+        tau = np.exp(_group_median(np.log(np.maximum(rel_shift, 1e-4)), classes))
+        z_step = shift_floor / np.sqrt(se**2 + (tau * level_kw) ** 2)
+        p_step = _empirical_null_sf(np.where(analysed, z_step, np.nan))
+        p_pre = np.where(analysed, stats.norm.sf(z_pre), np.nan)
+        p_value = np.minimum(1.0, 2.0 * np.fmin(p_step, p_pre))
+        q_value = np.full(len(evidence), np.nan)
+        ok = ~np.isnan(p_value)
+        if ok.any():
+            q_value[ok] = multipletests(p_value[ok], alpha=detection.fdr_alpha, method="fdr_bh")[1]
+        rejected = q_value <= detection.fdr_alpha
+        cutoff = detection.fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
+        table = pd.DataFrame({"typical_ratio": typical_ratio, "p_step": p_step, "p_pre": p_pre,
+                              "p_value": p_value, "q_value": q_value}, index=evidence.index)
+        return cls(table=table, cutoff=float(cutoff))
 
 
 def _geo_mean(factors):

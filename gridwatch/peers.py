@@ -1,0 +1,171 @@
+"""Peer groups' daily figures, computed once for all meters and shared by every partition.
+
+A meter's *peer index* is the daily median of its peers' normalised floor
+(each meter's daily floor over its own median floor), minus 1: it carries
+what moved the whole group on a day (a cold snap, a holiday) into the
+level-shift model. Peers are the meters of the same customer class in the
+same region; a group with fewer than :data:`PEER_GROUP_MIN_METERS` meters
+falls back to the class across regions, then to all meters. Groups are
+deliberately wide (not the transformer): a transformer where half the meters
+mine (an apartment block) must not make mining look normal.
+
+The medians come from histograms of the normalised floor (fine, fixed bins,
+linear interpolation within a bin), so that the figures of a run cut into
+partitions are the sum of the partitions' counts: the same numbers whether
+the meters are scored all at once, one partition after another, or on a
+cluster. Memory is ``groups x days x bins`` counts, whatever the number of
+meters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+
+PEER_GROUP_MIN_METERS = 8
+"""A peer group needs this many meters; smaller ones fall back to a wider group."""
+
+NORM_MAX = 4.0
+"""Normalised floors are counted on [0, NORM_MAX); higher ones in the last bin."""
+
+N_BINS = 1024
+"""Histogram bins on [0, NORM_MAX): a median is exact to about 0.001 (0.1 % of a typical floor)."""
+
+_LEVELS = 3  # class|region, class, everyone
+
+
+def peer_keys(meters: pd.DataFrame) -> np.ndarray:
+    """Each meter's peer-group keys, from the narrowest group to everyone.
+
+    Returns
+    -------
+    numpy.ndarray of str, shape (n_meters, 3)
+        ``class|region``, ``class`` and ``*`` (all meters).
+    """
+    cls = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").to_numpy(dtype=object)
+    reg = meters[col.REGION].astype("string").fillna("").to_numpy(dtype=object)
+    return np.stack([cls + "|" + reg, cls, np.full(len(meters), "*", dtype=object)], axis=1)
+
+
+def normalised_floor(floor_kw: np.ndarray) -> np.ndarray:
+    """Each meter's daily floor over its own median floor (NaN where undefined)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN meters
+        norm = floor_kw / np.nanmedian(floor_kw, axis=0)
+    norm[~np.isfinite(norm)] = np.nan
+    return norm
+
+
+@dataclass
+class PeerCounts:
+    """Histograms of the normalised daily floor per peer group; add them across partitions.
+
+    Attributes
+    ----------
+    n_days : int
+    counts : dict of str to numpy.ndarray of shape (n_days, N_BINS)
+        Meters per day and bin, per group key.
+    members : dict of str to int
+        Meters per group key (with data or not on a given day).
+    """
+
+    n_days: int
+    counts: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)
+
+    def __add__(self, other: PeerCounts) -> PeerCounts:
+        if other.n_days != self.n_days:
+            raise ValueError(f"peer counts over {self.n_days} and {other.n_days} days do not add")
+        counts = dict(self.counts)
+        members = dict(self.members)
+        for key, hist in other.counts.items():
+            counts[key] = counts[key] + hist if key in counts else hist
+            members[key] = members.get(key, 0) + other.members[key]
+        return PeerCounts(self.n_days, counts, members)
+
+    def medians(self) -> dict:
+        """The daily median normalised floor of each group, ``{key: (n_days,)}`` (NaN: no data)."""
+        edges = np.linspace(0.0, NORM_MAX, N_BINS + 1)
+        out = {}
+        for key, hist in self.counts.items():
+            n = hist.sum(axis=1)
+            cum = np.cumsum(hist, axis=1)
+            half = n / 2.0
+            b = np.minimum((cum < half[:, None]).sum(axis=1), N_BINS - 1)  # bin holding the middle
+            days = np.arange(self.n_days)
+            before = np.where(b > 0, cum[days, np.maximum(b - 1, 0)], 0)
+            inside = hist[days, b]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.clip((half - before) / inside, 0.0, 1.0)
+            out[key] = np.where(n > 0, edges[b] + frac * (edges[1] - edges[0]), np.nan)
+        return out
+
+
+def peer_counts(floor_kw: np.ndarray, meters: pd.DataFrame) -> PeerCounts:
+    """Count the meters' normalised daily floors per peer group (vectorised over all meters).
+
+    Parameters
+    ----------
+    floor_kw : numpy.ndarray of shape (n_days, n_meters)
+        Daily floor demand [kW], NaN on unusable days.
+    meters : pandas.DataFrame
+        One row per column of ``floor_kw``: ``customer_class``, ``region``.
+
+    Returns
+    -------
+    PeerCounts
+    """
+    n_days, n_meters = floor_kw.shape
+    norm = normalised_floor(floor_kw)
+    ok = ~np.isnan(norm)
+    bins = np.clip((np.nan_to_num(norm) * (N_BINS / NORM_MAX)).astype(np.int64), 0, N_BINS - 1)
+    day = np.broadcast_to(np.arange(n_days)[:, None], norm.shape)
+    keys = peer_keys(meters)
+    result = PeerCounts(n_days)
+    for level in range(_LEVELS):  # three passes over the array, not one per meter
+        codes, uniques = pd.factorize(keys[:, level])
+        sizes = np.bincount(codes, minlength=len(uniques))
+        cell = (codes[None, :] * n_days + day) * N_BINS + bins
+        hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * N_BINS)
+        hist = hist.reshape(len(uniques), n_days, N_BINS)
+        for g, key in enumerate(uniques):
+            result.counts[key] = hist[g]
+            result.members[key] = int(sizes[g])
+    return result
+
+
+def peer_index(meters: pd.DataFrame, counts: PeerCounts, medians: dict | None = None) -> np.ndarray:
+    """Each meter's peer index: its group's daily median normalised floor, minus 1.
+
+    Parameters
+    ----------
+    meters : pandas.DataFrame
+        The meters to index (``customer_class``, ``region``).
+    counts : PeerCounts
+        Counts of ALL meters of the run (summed over partitions).
+    medians : dict, optional
+        ``counts.medians()``, when already computed.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_days, n_meters)
+        0 where no group is large enough or a day has no data.
+    """
+    medians = counts.medians() if medians is None else medians
+    keys = peer_keys(meters)
+    out = np.zeros((counts.n_days, len(meters)))
+    chosen = np.zeros(len(meters), dtype=bool)
+    for level in range(_LEVELS):
+        uniques, inverse = np.unique(keys[:, level].astype(str), return_inverse=True)
+        for g, key in enumerate(uniques):  # one iteration per group, not per meter
+            if counts.members.get(key, 0) < PEER_GROUP_MIN_METERS:
+                continue
+            use = (inverse == g) & ~chosen
+            out[:, use] = medians[key][:, None] - 1.0
+            chosen |= use
+    return np.nan_to_num(out)
