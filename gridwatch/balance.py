@@ -175,8 +175,16 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
                    max_no_load_share: float = 0.03, no_load_floor_kw: float = 0.2,
                    min_day_coverage: float = 0.5, frozen_hours: int = 24,
                    min_population: int = 20, fixed_z: float = 6.0,
-                   frozen_mask: np.ndarray | None = None) -> tuple[Balance, IssueLog]:
+                   frozen_mask: np.ndarray | None = None,
+                   calibration: BalanceCalibration | None = None,
+                   evidence_only: bool = False) -> tuple[Balance, IssueLog]:
     """Balance every asset with upstream data against its meters; flag hidden loads.
+
+    Called on all assets at once, the assets given are the population that
+    calibrates significance. A run cut into partitions (whole assets each)
+    calls it with ``evidence_only=True`` on every partition, fits one
+    :class:`BalanceCalibration` on the concatenated evidence, and calls it
+    again with that calibration: each asset gets the all-at-once result.
 
     Parameters
     ----------
@@ -222,6 +230,11 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         Cells of ``meter_kw`` already found to be stuck registers (e.g.
         :attr:`gridwatch.detect.Detection.masked`, same columns as
         ``meter_kw``); zero cells in it are ignored. Computed here when omitted.
+    calibration : BalanceCalibration, optional
+        Significance calibrated on every asset of the run (default: on these).
+    evidence_only : bool, default False
+        Return only the per-asset evidence (a DataFrame, index ``asset_id``)
+        and the issues, for :meth:`BalanceCalibration.fit`.
 
     Returns
     -------
@@ -253,6 +266,9 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
     _check_frames(upstream_kw, meter_kw, expected_kw, grid)
     topo = _topology(upstream_kw, meter_kw, meters, issues)
     if not topo.balanced:
+        if evidence_only:
+            return pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
+                                index=pd.Index([], name=col.ASSET_ID)), issues
         return _empty_balance(topo.up_ids, topo.meta, topo.why_not, grid), issues
     al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, min_coverage=min_coverage,
                 frozen_hours=frozen_hours, frozen_mask=frozen_mask)
@@ -271,7 +287,6 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
     delivered_day = daily_mean(np.where(valid, al.delivered, np.nan), grid, min_cells)
     metered_day = daily_mean(np.where(valid, al.metered, np.nan), grid, min_cells)
     filled_day = daily_mean(np.where(valid, al.filled, np.nan), grid, min_cells)
-    n_assets = len(balanced)
 
     # --- losses and a level shift, jointly, on daily means ---------------------------
     X = np.stack([np.ones_like(y), x1, x2], axis=2).transpose(1, 0, 2)  # (A, D, 3)
@@ -320,32 +335,34 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         mean_metered = np.nanmean(metered_day, axis=0)
     share = a_kw / np.maximum(mean_delivered, 1e-6)
     complete = (n_without.reindex(balanced).to_numpy() == 0)
-    n_tested = int(np.isfinite(share).sum())
-    big_population = n_tested >= min_population
-    if big_population:
-        typical_share = float(np.clip(np.nanmedian(share), 0.0, max_no_load_share))
-    else:
-        typical_share = TYPICAL_NO_LOAD_SHARE
-    excess_pre = a_kw - typical_share * mean_delivered
     allowed = max_no_load_share * mean_delivered + no_load_floor_kw
-    pre_big = complete & (a_kw > allowed) & (excess_pre >= min_unexplained_kw)
 
-    # --- significance against the population ------------------------------------------
+    # --- significance against the population of assets (maybe more than these) -------
     with np.errstate(divide="ignore", invalid="ignore"):
         se_step = np.where(np.isfinite(scan.t) & (scan.t > 0), scan.shift / scan.t, np.inf)
     testable = (onset >= 0) & np.isfinite(step_kw)
     # Filled cells are estimates: a change in how much is filled at the onset (a meter
     # that stops reporting, or freezes) could make a step of its own.
     fill_unc = FILL_REL_ERROR * _change_at(filled_day, onset)
-    if big_population:
-        z_step, p_value, q_value, step_sig, pre_sig = _population_significance(
-            y, X, scan, step_kw, se_step, fill_unc, testable, filled_day, mean_delivered, share,
-            complete, min_pre=min_pre, fdr_alpha=fdr_alpha)
-    else:
-        z_step = step_kw / np.sqrt(se_step**2 + fill_unc**2)
-        p_value = q_value = np.full(n_assets, np.nan)
-        step_sig = np.nan_to_num(z_step) >= fixed_z
-        pre_sig = np.ones(n_assets, dtype=bool)  # the physical gate alone (conservative)
+    down_kw, se_down, fill_down = _downward_step(y, X, scan, filled_day, min_pre=min_pre)
+    evidence = pd.DataFrame({
+        "share": share, "mean_delivered_kw": mean_delivered, "complete": complete,
+        "testable": testable, "step_kw": step_kw, "se_step_kw": se_step, "fill_unc_kw": fill_unc,
+        "down_kw": down_kw, "se_down_kw": se_down, "fill_down_kw": fill_down,
+    }, index=pd.Index(list(balanced), name=col.ASSET_ID))
+    if evidence_only:
+        return evidence, issues
+    if calibration is None:
+        calibration = BalanceCalibration.fit(evidence, fdr_alpha=fdr_alpha,
+                                             max_no_load_share=max_no_load_share,
+                                             min_population=min_population, fixed_z=fixed_z)
+    cal = calibration.table.reindex(list(balanced))
+    z_step, p_value, q_value = (cal[name].to_numpy(dtype=np.float64)
+                                for name in ("z_step", "p_value", "q_value"))
+    step_sig, pre_sig = (cal[name].to_numpy(dtype=bool) for name in ("step_sig", "pre_sig"))
+    typical_share = calibration.typical_share
+    excess_pre = a_kw - typical_share * mean_delivered
+    pre_big = complete & (a_kw > allowed) & (excess_pre >= min_unexplained_kw)
 
     step_ok = (testable & step_sig & (size_step >= min_unexplained_kw)
                & (step_kw >= min_unexplained_kw) & (persistence >= MIN_PERSISTENCE))
@@ -782,35 +799,39 @@ def _change_at(daily, onset):
     return np.where(onset >= 0, np.nan_to_num(np.abs(after - before)), 0.0)
 
 
-def _population_significance(y, X, scan, step_kw, se_step, fill_unc, testable, filled_day,
-                             mean_delivered, share, complete, *, min_pre, fdr_alpha):
-    """p-values of the step and no-load tests against the population of assets, and BH.
+def _downward_step(y, X, scan, filled_day, *, min_pre):
+    """Each asset's best DOWNWARD step: the null of the step test (hidden loads only add).
 
-    Parameters
-    ----------
-    y : numpy.ndarray of shape (n_days, n_assets)
-        Daily residual ``delivered - metered`` [kW].
-    X : numpy.ndarray of shape (n_assets, n_days, 3)
-        Loss covariates ``[1, m, m^2]`` of the scan.
-    scan : LevelShift
-        The upward step scan of ``y``.
-    step_kw, se_step, fill_unc : numpy.ndarray of shape (n_assets,)
-        Step size, its standard error, the uncertainty of filled cells across it [kW].
-    testable : numpy.ndarray of bool, shape (n_assets,)
-    filled_day : numpy.ndarray of shape (n_days, n_assets)
-        Filled part of the metered demand per day [kW].
-    mean_delivered : numpy.ndarray of shape (n_assets,)
-        [kW].
-    share : numpy.ndarray of shape (n_assets,)
-        No-load term over mean delivered demand [-].
-    complete : numpy.ndarray of bool, shape (n_assets,)
-        Every meter of the asset has data (the no-load test is valid).
+    Each asset's best upward step is taken out first, so that an asset that
+    does carry a load gives the null the same clean residual as the others.
 
     Returns
     -------
-    z_step, p_value, q_value : numpy.ndarray of shape (n_assets,)
-    step_sig, pre_sig : numpy.ndarray of bool, shape (n_assets,)
-        Significant at the Benjamini-Hochberg cut-off, per test.
+    down_kw, se_down_kw, fill_down_kw : numpy.ndarray of shape (n_assets,)
+        Its size, standard error and the uncertainty of filled cells across it [kW].
+    """
+    day_idx = np.arange(y.shape[0])
+    up_step = np.nan_to_num(scan.shift) * (day_idx[:, None] >= scan.onset[None, :]) * (
+        scan.onset[None, :] >= 0)
+    down = scan_level_shift(-(y - up_step), X, min_pre=min_pre, min_post=MIN_POST_DAYS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se_down = np.where(np.isfinite(down.t) & (down.t > 0), down.shift / down.t, np.inf)
+    fill_down = FILL_REL_ERROR * _change_at(filled_day, down.onset)
+    return np.where(down.onset >= 0, down.shift, np.nan), se_down, fill_down
+
+
+@dataclass
+class BalanceCalibration:
+    """Significance of every asset's evidence, calibrated on the whole population of assets.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Per asset (index ``asset_id``): ``z_step``, ``p_value``, ``q_value``,
+        ``step_sig`` and ``pre_sig`` (significant at the Benjamini-Hochberg
+        cut-off, per test).
+    typical_share : float
+        The population's typical no-load term over delivered demand [-].
 
     Notes
     -----
@@ -820,39 +841,60 @@ def _population_significance(y, X, scan, step_kw, se_step, fill_unc, testable, f
     the mirror image: the same statistic for the best *downward* step of every
     asset, which hidden loads never produce. The no-load share is scored by a
     robust z across assets. The two tests are combined per asset (Bonferroni)
-    before Benjamini-Hochberg.
+    before Benjamini-Hochberg. With fewer than ``min_population`` assets a
+    step needs ``fixed_z`` and the no-load test is the physical gate alone.
     """
-    n_assets = y.shape[1]
-    day_idx = np.arange(y.shape[0])
-    # The null of the step statistic is taken from its mirror image: the best
-    # DOWNWARD step of every asset. Hidden loads only push residuals up, so the
-    # null stays clean however many assets carry one.
-    # (with each asset's best upward step taken out first, so that an asset that
-    # does carry a load gives the null the same clean residual as the others).
-    up_step = np.nan_to_num(scan.shift) * (day_idx[:, None] >= scan.onset[None, :]) * (
-        scan.onset[None, :] >= 0)
-    down = scan_level_shift(-(y - up_step), X, min_pre=min_pre, min_post=MIN_POST_DAYS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        se_down = np.where(np.isfinite(down.t) & (down.t > 0), down.shift / down.t, np.inf)
-    natural_kw = _natural_step_kw(mean_delivered, np.where(down.onset >= 0, down.shift, np.nan))
-    fill_down = FILL_REL_ERROR * _change_at(filled_day, down.onset)
-    z_step = step_kw / np.sqrt(se_step**2 + natural_kw**2 + fill_unc**2)
-    z_down = down.shift / np.sqrt(se_down**2 + natural_kw**2 + fill_down**2)
-    p_step = _null_sf(np.where(testable, z_step, np.nan), z_down[np.isfinite(z_down)])
-    med = np.nanmedian(share)
-    mad = 1.4826 * np.nanmedian(np.abs(share - med))
-    z_pre = (share - med) / max(mad, NO_LOAD_SHARE_SCALE_FLOOR)
-    p_pre = np.where(complete, stats.norm.sf(z_pre), np.nan)
-    p_value = np.minimum(1.0, 2.0 * np.fmin(p_step, p_pre))
-    q_value = np.full(n_assets, np.nan)
-    ok = np.isfinite(p_value)
-    if ok.any():
-        q_value[ok] = multipletests(p_value[ok], alpha=fdr_alpha, method="fdr_bh")[1]
-    rejected = q_value <= fdr_alpha
-    cutoff = fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
-    step_sig = np.nan_to_num(np.minimum(1.0, 2.0 * p_step), nan=1.0) <= cutoff
-    pre_sig = np.nan_to_num(np.minimum(1.0, 2.0 * p_pre), nan=1.0) <= cutoff
-    return z_step, p_value, q_value, step_sig, pre_sig
+
+    EVIDENCE = ("share", "mean_delivered_kw", "complete", "testable", "step_kw", "se_step_kw",
+                "fill_unc_kw", "down_kw", "se_down_kw", "fill_down_kw")
+
+    table: pd.DataFrame
+    typical_share: float
+
+    @classmethod
+    def fit(cls, evidence: pd.DataFrame, *, fdr_alpha: float, max_no_load_share: float,
+            min_population: int = 20, fixed_z: float = 6.0) -> BalanceCalibration:
+        """Calibrate on the evidence of every asset of the run (``evidence_only`` frames, concatenated)."""
+        get = {name: evidence[name].to_numpy(dtype=np.float64) for name in cls.EVIDENCE
+               if name not in ("complete", "testable")}
+        complete = evidence["complete"].to_numpy(dtype=bool)
+        testable = evidence["testable"].to_numpy(dtype=bool)
+        share, step_kw = get["share"], get["step_kw"]
+        n_assets = len(evidence)
+        big_population = int(np.isfinite(share).sum()) >= min_population
+        if not big_population:
+            z_step = step_kw / np.sqrt(get["se_step_kw"]**2 + get["fill_unc_kw"]**2)
+            table = pd.DataFrame({
+                "z_step": z_step, "p_value": np.nan, "q_value": np.nan,
+                "step_sig": np.nan_to_num(z_step) >= fixed_z,
+                "pre_sig": np.ones(n_assets, dtype=bool),  # the physical gate alone (conservative)
+            }, index=evidence.index)
+            return cls(table=table, typical_share=TYPICAL_NO_LOAD_SHARE)
+        with _quiet():
+            typical_share = float(np.clip(np.nanmedian(share), 0.0, max_no_load_share))
+        natural_kw = _natural_step_kw(get["mean_delivered_kw"], get["down_kw"])
+        z_step = step_kw / np.sqrt(get["se_step_kw"]**2 + natural_kw**2 + get["fill_unc_kw"]**2)
+        z_down = get["down_kw"] / np.sqrt(get["se_down_kw"]**2 + natural_kw**2
+                                          + get["fill_down_kw"]**2)
+        p_step = _null_sf(np.where(testable, z_step, np.nan), z_down[np.isfinite(z_down)])
+        with _quiet():
+            med = np.nanmedian(share)
+            mad = 1.4826 * np.nanmedian(np.abs(share - med))
+        z_pre = (share - med) / max(mad, NO_LOAD_SHARE_SCALE_FLOOR)
+        p_pre = np.where(complete, stats.norm.sf(z_pre), np.nan)
+        p_value = np.minimum(1.0, 2.0 * np.fmin(p_step, p_pre))
+        q_value = np.full(n_assets, np.nan)
+        ok = np.isfinite(p_value)
+        if ok.any():
+            q_value[ok] = multipletests(p_value[ok], alpha=fdr_alpha, method="fdr_bh")[1]
+        rejected = q_value <= fdr_alpha
+        cutoff = fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
+        table = pd.DataFrame({
+            "z_step": z_step, "p_value": p_value, "q_value": q_value,
+            "step_sig": np.nan_to_num(np.minimum(1.0, 2.0 * p_step), nan=1.0) <= cutoff,
+            "pre_sig": np.nan_to_num(np.minimum(1.0, 2.0 * p_pre), nan=1.0) <= cutoff,
+        }, index=evidence.index)
+        return cls(table=table, typical_share=typical_share)
 
 
 def _natural_step_kw(size_kw, change_kw):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gridwatch.balance import SUSPECTS_COLUMNS, TABLE_COLUMNS, energy_balance
+from gridwatch.balance import SUSPECTS_COLUMNS, TABLE_COLUMNS, BalanceCalibration, energy_balance
 from gridwatch.days import day_grid
 
 N_DAYS = 42
@@ -427,3 +427,35 @@ def test_daily_arrays_add_up_for_plots():
     # Before the onset the unexplained part is ~0; after it ~the rig.
     assert np.abs(balance.unexplained_kw[:24, 1]).max() < 0.3
     assert np.median(balance.unexplained_kw[27:, 1]) == pytest.approx(1.5, rel=0.2)
+
+
+# --- partitions ----------------------------------------------------------------------------
+@pytest.mark.parametrize("n_parts", [2, 5])
+def test_balancing_partitions_of_whole_transformers_equals_balancing_all(n_parts):
+    case = make_case(30, seed=4)
+    add_rig(case, 2, 2.0, day=18)
+    add_rig(case, 17, 1.2, day=25, curtail=True)
+    bypass_house(case, case.cols(9)[3], day=22)
+    upstream, meter_kw = case.frames()
+    whole, _ = energy_balance(upstream, meter_kw, None, case.meters, case.grid)
+    assert whole.table["flagged"].sum() >= 2  # the comparison covers flagged assets
+
+    part_of_tx = np.random.default_rng(n_parts).integers(0, n_parts, len(case.tx_ids))
+    parts = []
+    for p in range(n_parts):
+        tx = [t for t, q in zip(case.tx_ids, part_of_tx, strict=True) if q == p]
+        in_part = case.meters["transformer_id"].isin(tx).to_numpy()
+        parts.append((upstream[tx], meter_kw.loc[:, in_part],
+                      case.meters[in_part].reset_index(drop=True)))
+    options = {"fdr_alpha": 0.01, "max_no_load_share": 0.03}
+    evidence = pd.concat([energy_balance(u, m, None, mt, case.grid, evidence_only=True)[0]
+                          for u, m, mt in parts])
+    calibration = BalanceCalibration.fit(evidence, **options)
+    results = [energy_balance(u, m, None, mt, case.grid, calibration=calibration)[0]
+               for u, m, mt in parts]
+    table = pd.concat([r.table for r in results]).set_index("asset_id").loc[whole.table["asset_id"]]
+    pd.testing.assert_frame_equal(table, whole.table.set_index("asset_id"), check_exact=True)
+    suspects = pd.concat([r.suspects for r in results]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(suspects.sort_values(["asset_id", "rank"]).reset_index(drop=True),
+                                  whole.suspects.sort_values(["asset_id", "rank"])
+                                  .reset_index(drop=True), check_exact=True)
