@@ -61,7 +61,7 @@ from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
 
 from gridwatch import columns as col
-from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles
+from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles, sum_by_slot
 from gridwatch.features import hourly_increment, onset_cell, repeated_value_runs
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift
@@ -672,10 +672,9 @@ def _slot_means(K, grid):
     Falls back to the hour-of-day mean, then the meter's mean, where a slot has no data.
     """
     slot = (grid.weekday_of_cell >= 5) * 24 + grid.hour_of_cell
-    onehot = (slot[None, :] == np.arange(48)[:, None]).astype(np.float64)
     valid = ~np.isnan(K)
-    s = onehot @ np.where(valid, K, 0.0)
-    n = onehot @ valid.astype(np.float64)
+    s = sum_by_slot(np.where(valid, K, 0.0), slot, 48)
+    n = sum_by_slot(valid, slot, 48)
     s_h, n_h = s[:24] + s[24:], n[:24] + n[24:]
     with np.errstate(invalid="ignore", divide="ignore"):
         by_slot = s / n

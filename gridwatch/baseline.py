@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridwatch.days import DayGrid
+from gridwatch.days import DayGrid, sum_by_slot
 from gridwatch.errors import NotFittedError
 
 
@@ -39,8 +39,8 @@ class ExpectedConsumption:
     Parameters
     ----------
     weekly_profile_min_days : int, default 28
-        Reference days needed (per the whole population's median) to use a
-        168-slot hour-of-week profile instead of 48 hour-of-day slots.
+        Days in the window needed to use a 168-slot hour-of-week profile
+        instead of 48 hour-of-day slots.
 
     Attributes
     ----------
@@ -83,8 +83,9 @@ class ExpectedConsumption:
         if expected_daily_kw.shape != (grid.n_days, kw.shape[1]):
             raise ValueError(f"expected_daily_kw must have shape {(grid.n_days, kw.shape[1])}, "
                              f"got {expected_daily_kw.shape}")
-        ref_days = np.median(np.sum(reference, axis=0)) * grid.cell_hours / 24
-        self.weekly_ = bool(ref_days >= self.weekly_profile_min_days)
+        # The window's length decides (not the meters'): the same model for every
+        # meter, whichever meters are fitted together.
+        self.weekly_ = bool(grid.n_days >= self.weekly_profile_min_days)
         slot, n_slots = _slots(grid, self.weekly_)
         # Deviation of each cell from its own day's mean (the level is modelled separately).
         valid = ~np.isnan(kw) & reference
@@ -94,10 +95,9 @@ class ExpectedConsumption:
         with np.errstate(invalid="ignore", divide="ignore"):
             day_mean = s / n
         dev = np.where(valid, kw - day_mean[grid.day_of_cell], 0.0)
-        onehot = (slot[None, :] == np.arange(n_slots)[:, None]).astype(np.float64)
-        counts = onehot @ valid.astype(np.float64)
+        counts = sum_by_slot(valid, slot, n_slots)
         with np.errstate(invalid="ignore", divide="ignore"):
-            profile = (onehot @ dev) / counts
+            profile = sum_by_slot(dev, slot, n_slots) / counts
         self.profile_kw_ = np.nan_to_num(profile)  # unseen slot: no deviation
         self.expected_daily_kw_ = np.asarray(expected_daily_kw, dtype=np.float64)
         return self

@@ -151,3 +151,33 @@ def by_day_any(mask: np.ndarray, grid: DayGrid, share: float = 0.5) -> np.ndarra
     starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
     n = np.add.reduceat(mask.astype(np.float32), starts, axis=0)
     return n > share * grid.cells_per_day[:, None]
+
+
+def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarray:
+    """Column sums of ``values`` over the rows of each slot (hour of day, hour of week...).
+
+    Rows are added one after another in a fixed order for every column, so a
+    column's sums are the same bits whatever the other columns are: a meter
+    scores the same alone, in a partition or among all meters (a BLAS
+    product's blocking would change the last bits with the number of columns).
+
+    Parameters
+    ----------
+    values : numpy.ndarray of shape (n_rows, n_columns)
+        Finite values (fill missing ones with 0 first).
+    slot : numpy.ndarray of int, shape (n_rows,)
+        Slot of each row, ``0 .. n_slots - 1``.
+    n_slots : int
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_slots, n_columns)
+        float64; 0 for slots without rows.
+    """
+    order = np.argsort(slot, kind="stable")
+    sorted_slot = slot[order]
+    starts = np.flatnonzero(np.r_[True, sorted_slot[1:] != sorted_slot[:-1]])
+    out = np.zeros((n_slots, values.shape[1]))
+    out[sorted_slot[starts]] = np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts,
+                                               axis=0)
+    return out

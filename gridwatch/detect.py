@@ -57,8 +57,10 @@ COLD_SPELL_MIN_SHARE = 0.04
 STAGE_MIN_T = 4.0  # t-statistic an earlier install stage needs to move the onset
 PROVISIONAL_DAYS = 3  # full days since the onset below which a flag is provisional
 ENDED_DAYS = 2  # full days without the load at the end that make it "not seen since"
-CONSTANT_FLOOR_SHARE = 0.8  # a constant X kW keeps each day's quietest hour above 0.8 X ...
-CONSTANT_FLOOR_DAYS = 0.9  # ... on at least this share of days (outages aside)
+CONSTANT_FLOOR_SHARE = 0.8  # a constant X kW keeps each day's quiet hours above 0.8 X ...
+CONSTANT_FLOOR_DAYS = 0.9  # ... on at least this share of days (outages aside); ...
+QUIET_QUANTILE = 1 / 6  # ... "quiet hours": all but the 4 quietest of the day (miners curtail
+# at peak prices for a few hours: that must not hide a rig that ran before the window)
 
 
 @dataclass
@@ -181,9 +183,9 @@ def _daily(kw, grid, analysis, frozen_hours):
     nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
     min_cells = np.full(grid.n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
     min_cells = np.maximum(min_cells, 1)
-    day_min, floor = daily_quantiles(kw, grid, [0.0, FLOOR_QUANTILE], min_cells)
+    day_quiet, floor = daily_quantiles(kw, grid, [QUIET_QUANTILE, FLOOR_QUANTILE], min_cells)
     mean = daily_mean(kw, grid, min_cells)
-    return run, kw, day_min, floor, mean
+    return run, kw, day_quiet, floor, mean
 
 
 def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, frozen_hours, peers,
@@ -200,7 +202,7 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
     # 1. stuck registers and long zero runs are not load; 2. daily floor and mean
     # (and the quietest hour, for long-running loads).
     zero_run = kw == 0
-    run, kw, day_min, floor, mean = _daily(kw, grid, analysis, frozen_hours)
+    run, kw, day_quiet, floor, mean = _daily(kw, grid, analysis, frozen_hours)
     zero_run &= run
     frozen = run & ~zero_run
     issues.add_per_meter("readings.frozen_value", "readings",
@@ -367,8 +369,8 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
     pre_sig = (np.minimum(1.0, 2.0 * p_pre) <= cutoff) & ~step_ok
     # A constant load of X kW keeps even the quietest hour of every day above X.
     with np.errstate(invalid="ignore"):
-        below = (day_min < CONSTANT_FLOOR_SHARE * excess_pre[None, :]) & ~np.isnan(day_min)
-    days_valid = (~np.isnan(day_min)).sum(axis=0)
+        below = (day_quiet < CONSTANT_FLOOR_SHARE * excess_pre[None, :]) & ~np.isnan(day_quiet)
+    days_valid = (~np.isnan(day_quiet)).sum(axis=0)
     days_above = days_valid - below.sum(axis=0)
     pre_shape = {
         "big": excess_pre >= detection.min_excess_kw,
@@ -443,6 +445,7 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
         step_sig=step_sig, frozen=frozen.any(axis=0),
         detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
         provisional=provisional, ended_day=ended_day, days_above=days_above, days_valid=days_valid,
+        pre_sig=pre_sig, pre_shape=pre_shape, pre_class=pre_class, excess_pre=excess_pre,
     )
 
     table = pd.DataFrame(
@@ -636,7 +639,7 @@ def _fmt_kw(x):
 def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, excess_kw,
              persistence, n_post, floor_ratio, flat, has_weather, typical_floor, step_shape,
              step_sig, frozen, detection, class_names, provisional, ended_day, days_above,
-             days_valid):
+             days_valid, pre_sig, pre_shape, pre_class, excess_pre):
     """Short human reasons per meter (a loop over meters, but only to format text)."""
     out = []
     for m in range(len(flagged)):
@@ -670,8 +673,8 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, e
                 f"{class_names.iloc[m]} meters of its size draw at their quietest "
                 f"({_fmt_kw(max(typical_floor[m], 0.0))})"
             )
-            parts.append(f"its quietest hour stayed above {_fmt_kw(0.8 * excess_kw[m])} on "
-                         f"{int(days_above[m])} of {int(days_valid[m])} days")
+            parts.append(f"all but its 4 quietest hours stayed above {_fmt_kw(0.8 * excess_kw[m])} "
+                         f"on {int(days_above[m])} of {int(days_valid[m])} days")
         elif onset[m] >= 0 and shift_floor[m] >= 0.5 * detection.min_excess_kw:
             day = dates[onset[m]].date().isoformat()
             why = []
@@ -690,5 +693,18 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, e
                 why.append("within the meter's normal variation")
             parts.append(f"not flagged: the floor rose {_fmt_kw(shift_floor[m])} on {day} but "
                          + ", ".join(why))
+        elif pre_sig[m] and excess_pre[m] >= detection.min_excess_kw:
+            why = []
+            if not pre_class[m]:
+                why.append(f"a 24/7 base load is ordinary for {class_names.iloc[m]} customers")
+            if not pre_shape["steady"][m]:
+                why.append("its floor changes from day to day")
+            if not pre_shape["constant"][m]:
+                why.append(f"it dropped below {_fmt_kw(0.8 * excess_pre[m])} on "
+                           f"{int(days_valid[m] - days_above[m])} of {int(days_valid[m])} days")
+            if not pre_shape["not_heating"][m]:
+                why.append("it follows temperature (heating)")
+            parts.append(f"not flagged: a floor {_fmt_kw(excess_pre[m])} above {class_names.iloc[m]} "
+                         "meters of its size all window, but " + ", ".join(why))
         out.append("; ".join(parts))
     return out

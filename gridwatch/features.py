@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from gridwatch.days import sum_by_slot
+
 
 def _run_lengths(flags: np.ndarray) -> np.ndarray:
     """Length of the run of consecutive True values ending at each position, along axis 0."""
@@ -98,28 +100,13 @@ def hourly_increment(kw: np.ndarray, hour_of_cell: np.ndarray, post: np.ndarray)
     before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
         Mean demand per hour of day [kW]; NaN where no data.
     """
-    # Sums by hour over the cells sorted by hour: each meter's sums are added
-    # row by row in the same order whatever the other columns are, so a meter
-    # scores the same alone, in a partition or among all (a BLAS product's
-    # blocking would change the last bits with the number of meters).
-    order = np.argsort(hour_of_cell, kind="stable")
-    hours = hour_of_cell[order]
-    starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
-    kw = kw[order]
     valid = ~np.isnan(kw)
-    sel = valid & post[order]
+    sel = valid & post
     filled = np.where(valid, kw, 0.0)
-    del kw
-
-    def by_hour(values):
-        out = np.zeros((24, values.shape[1]))
-        out[hours[starts]] = np.add.reduceat(values, starts, axis=0)
-        return out
-
-    s_all = by_hour(filled)
-    n_all = by_hour(valid.astype(np.float64))
-    s_post = by_hour(np.where(sel, filled, 0.0))
-    n_post = by_hour(sel.astype(np.float64))
+    s_all = sum_by_slot(filled, hour_of_cell, 24)
+    n_all = sum_by_slot(valid, hour_of_cell, 24)
+    s_post = sum_by_slot(np.where(sel, filled, 0.0), hour_of_cell, 24)
+    n_post = sum_by_slot(sel, hour_of_cell, 24)
     out = []
     for s, n in ((s_all - s_post, n_all - n_post), (s_post, n_post)):
         with np.errstate(invalid="ignore", divide="ignore"):
