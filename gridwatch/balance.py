@@ -773,12 +773,16 @@ def _hourly_loss_fit(resid, x, post):
     beta = np.zeros((resid.shape[1], 4))
     for it in range(IRLS_ITERATIONS):  # a few reweighting passes, all assets at once
         XtW = Xc * w[:, :, None]
-        lhs = np.einsum("tap,taq->apq", XtW, Xc)
-        rhs = np.einsum("tap,ta->ap", XtW, y)
+        # Sums over cells row by row (axis 0): an asset's fit does not depend on the
+        # other assets fitted with it (einsum's loop order can change with their number).
+        lhs = np.stack([(XtW[:, :, i] * Xc[:, :, j]).sum(axis=0) for i in range(4)
+                        for j in range(4)], axis=1).reshape(-1, 4, 4)
+        rhs = np.stack([(XtW[:, :, i] * y).sum(axis=0) for i in range(4)], axis=1)
         beta = _batched_solve(lhs, rhs[:, :, None])[:, :, 0]
         if it == IRLS_ITERATIONS - 1:
             break
-        r = y - np.einsum("tap,ap->ta", Xc, beta)
+        r = y - (Xc[:, :, 0] * beta[:, 0] + Xc[:, :, 1] * beta[:, 1] + Xc[:, :, 2] * beta[:, 2]
+                 + Xc[:, :, 3] * beta[:, 3])
         with _quiet():
             med = _nanmedian0(np.where(ok, r, np.nan))
             s = 1.4826 * _nanmedian0(np.where(ok, np.abs(r - med), np.nan))

@@ -19,15 +19,16 @@ import pandas as pd
 from gridwatch import __version__
 from gridwatch import columns as col
 from gridwatch.atomic import write_json
-from gridwatch.balance import Balance, energy_balance
+from gridwatch.balance import Balance
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
-from gridwatch.days import DayGrid, daily_mean, day_grid
-from gridwatch.detect import Detection, detect_visible_load
+from gridwatch.days import DayGrid, day_grid
+from gridwatch.detect import Detection
+from gridwatch.engine import analyse
 from gridwatch.errors import ConfigError, InputError
 from gridwatch.issues import IssueLog
 from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
-from gridwatch.resample import analysis_index, to_grid, weather_to_grid
+from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, read_dataset
 
 log = logging.getLogger(__name__)
@@ -112,34 +113,6 @@ def window_bounds(as_of: dt.date, history_days: int, timezone: str):
     end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(
         timezone, nonexistent="shift_forward", ambiguous=False)
     return start.tz_convert("UTC"), end.tz_convert("UTC")
-
-
-def _meter_temperature(ds: Dataset, meters: pd.DataFrame, index, grid: DayGrid, issues: IssueLog):
-    """Daily mean temperature at each meter ``(n_days, n_meters)``, or None without weather."""
-    if ds.weather is None or ds.weather.empty:
-        return None
-    regions = sorted(ds.weather[col.REGION].astype(str).unique())
-    temp = weather_to_grid(ds.weather, regions=regions, index=index)
-    nominal = 24 / grid.cell_hours
-    daily = daily_mean(temp.to_numpy(dtype=np.float64), grid, np.full(grid.n_days, int(nominal // 2)))
-    region = meters[col.REGION].astype("string").fillna("")
-    if len(regions) == 1:
-        position = np.zeros(len(meters), dtype=int)  # one region serves every meter
-    else:
-        lookup = {r: i for i, r in enumerate(regions)}
-        position = region.map(lookup).fillna(-1).astype(int).to_numpy()
-        issues.add_per_meter(
-            "weather.region_missing", "weather",
-            pd.Series((position < 0).astype(int), index=meters[col.METER_ID].to_numpy()), "kept",
-            detail="no weather for the meter's region: modelled without temperature",
-            severity="info")
-    padded = np.concatenate([daily, np.full((grid.n_days, 1), np.nan)], axis=1)
-    per_meter = padded[:, position]
-    # A missing temperature must not void a day: use the region's mean for it.
-    fill = np.nanmean(per_meter, axis=0) if np.isfinite(per_meter).any() else 0.0
-    with np.errstate(invalid="ignore"):
-        per_meter = np.where(np.isnan(per_meter), fill, per_meter)
-    return np.nan_to_num(per_meter, nan=15.5)  # no data at all: neutral (no heating/cooling)
 
 
 def parse_as_of(as_of) -> dt.date:
@@ -232,51 +205,22 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
                          file=Path(input_dir) / "readings" if input_dir else None,
                          hint="check --as-of against the dates in the data")
     index = analysis_index(start, end, config.analysis.grid_minutes)
-    meter_ids = pd.Index(ds.meters[col.METER_ID].astype(str))
-    # to_grid ignores rows outside the index: no filtered copy of the readings.
-    kw, _, spread = to_grid(ds.readings, ds.interval_minutes, meter_ids=meter_ids, index=index,
-                            with_spread=True)
-    ds.readings = None  # the long table is not needed any more; free it before detection
-    _release_arrow_memory()
-    has_data = kw.notna().any(axis=0).to_numpy()
-    absent = ds.meters[col.METER_ID].astype(str)
-    already = set(ds.issues.to_frame().query("code == 'meters.no_readings'")["meter_id"])
-    no_window = [m for m in absent[~has_data] if m not in already]
-    issues.add_per_meter("meters.no_data_in_window", "meters", pd.Series(1, index=no_window),
-                         "excluded", detail="no readings in the analysis window; not analysed")
-    meters = ds.meters[has_data].reset_index(drop=True)
-    if not has_data.all():
-        kw = kw.loc[:, has_data]
-        spread = spread.loc[:, has_data]
-    spread = spread.to_numpy()
-    timings["grid_s"] = time.perf_counter() - t0
-    log.info("gridded %d meters x %d cells", kw.shape[1], kw.shape[0])
-
-    t0 = time.perf_counter()
     grid = day_grid(index, tz)
-    temperature = _meter_temperature(ds, meters, index, grid, issues)
-    detection, det_issues = detect_visible_load(
-        kw.to_numpy(dtype=np.float64), grid, meters, temperature_c=temperature, spread_kw=spread,
-        detection=config.detection, analysis=config.analysis, frozen_hours=config.data.frozen_hours,
-    )
-    issues.extend(det_issues)
+    timings["window_s"] = time.perf_counter() - t0
+
+    (part,) = analyse(ds, index=index, grid=grid, config=config, release_readings=True)
+    kw, meters, detection, expected, balance = (part.kw, part.meters, part.detection,
+                                                part.expected, part.balance)
+    _record_no_window(ds, part.no_window, issues)
+    issues.extend(part.issues)
     table = _apply_suppressions(detection.table, config)
-    cells = np.arange(len(index))[:, None]
-    reference = (detection.onset_cell[None, :] < 0) | (cells < detection.onset_cell[None, :])
-    expected = ExpectedConsumption().fit(kw.to_numpy(dtype=np.float64), grid, reference,
-                                         np.nan_to_num(detection.expected_mean_kw))
-    timings["detect_s"] = time.perf_counter() - t0
-    log.info("detection: %d meters flagged", int(detection.table["flagged"].sum()))
+    timings.update(part.timings)
+    log.info("detection: %d of %d meters flagged", int(detection.table["flagged"].sum()), kw.shape[1])
 
     transformers = empty_transformers()
-    balance = None
-    if ds.upstream is not None and not ds.upstream.empty:
-        t0 = time.perf_counter()
-        balance, bal_issues = _energy_balance(ds, kw, expected, detection, grid, index, config)
-        issues.extend(bal_issues)
+    if balance is not None:
         transformers = format_transformers(balance.table)
         table = merge_suspects(table, balance.suspects)
-        timings["balance_s"] = time.perf_counter() - t0
         log.info("energy balance: %d of %d assets flagged", int(balance.table["flagged"].sum()),
                  len(balance.table))
 
@@ -383,31 +327,6 @@ def _write_report(result: RunResult, output_dir, config: Config) -> dict:
     return {"report": str(path), "plots": str(Path(output_dir) / "plots")}
 
 
-def _energy_balance(ds: Dataset, kw: pd.DataFrame, expected: ExpectedConsumption,
-                    detection: Detection, grid: DayGrid, index, config: Config):
-    """Grid the upstream loads and balance every asset against its meters."""
-    up = ds.upstream
-    asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
-    upstream_kw, _ = to_grid(up, ds.upstream_interval_minutes, meter_ids=asset_ids, index=index,
-                             id_column=col.ASSET_ID)
-    # Gaps in a meter are filled with what it would draw, visible rigs included
-    # (a rig left out of the fill would look like energy the meters miss).
-    fill = expected.predict(grid)
-    cells = np.arange(len(index))[:, None]
-    onset = detection.onset_cell[None, :]
-    rig_kw = detection.table[col.EXCESS_KW].to_numpy(dtype=np.float64)[None, :]
-    fill += np.where((onset >= 0) & (cells >= onset), rig_kw, 0.0)
-    expected_kw = pd.DataFrame(fill, index=kw.index, columns=kw.columns)
-    b = config.balance
-    return energy_balance(
-        upstream_kw, kw, expected_kw, ds.meters, grid, min_coverage=b.min_coverage,
-        fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
-        max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
-        min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
-        frozen_mask=detection.masked,
-    )
-
-
 def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
     """Add the energy balance's suspects to the per-meter table.
 
@@ -462,14 +381,11 @@ def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _release_arrow_memory():
-    """Return memory that pyarrow's allocator keeps after reading a big table."""
-    try:
-        import pyarrow
-
-        pyarrow.default_memory_pool().release_unused()
-    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
-        pass
+def _record_no_window(ds: Dataset, no_window: list, issues: IssueLog) -> None:
+    already = set(ds.issues.to_frame().query("code == 'meters.no_readings'")["meter_id"])
+    issues.add_per_meter("meters.no_data_in_window", "meters",
+                         pd.Series(1, index=[m for m in no_window if m not in already]),
+                         "excluded", detail="no readings in the analysis window; not analysed")
 
 
 def _apply_suppressions(table: pd.DataFrame, config: Config) -> pd.DataFrame:

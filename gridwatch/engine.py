@@ -1,0 +1,351 @@
+"""The analysis of one dataset, all at once or partition by partition, with the same result.
+
+A partition is a set of whole transformers (and whole feeders / substations
+where their balance needs them): detection and energy balance of a partition
+need nothing from the others except three small figures computed across all
+of them first:
+
+1. the peer groups' daily figures (:class:`gridwatch.peers.PeerCounts`, additive);
+2. the detector's calibration (:class:`gridwatch.detect.Calibration`, fitted on
+   every meter's evidence: a few numbers per meter);
+3. the energy balance's calibration (:class:`gridwatch.balance.BalanceCalibration`,
+   fitted on every asset's evidence).
+
+So a partitioned run makes three quick passes for these and a final one for
+the results; each meter's and each asset's row is then what the all-at-once
+run gives, every output file identical (``tests/test_engine.py``; internal
+figures may differ in the last bits where numpy's summation order depends on
+how many columns are summed together). With a single partition the
+calibrations come from the partition itself, in one pass.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.balance import Balance, BalanceCalibration, energy_balance
+from gridwatch.baseline import ExpectedConsumption
+from gridwatch.config import Config
+from gridwatch.days import DayGrid, daily_mean
+from gridwatch.detect import (
+    Calibration,
+    Detection,
+    detect_visible_load,
+    detection_evidence,
+    peer_counts_of,
+)
+from gridwatch.issues import IssueLog
+from gridwatch.peers import PeerCounts
+from gridwatch.resample import to_grid, weather_to_grid
+from gridwatch.sources import Dataset
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Meters and the assets with upstream data that are balanced with them.
+
+    Attributes
+    ----------
+    meter_ids : tuple of str
+    asset_ids : tuple of str
+        Every meter below these assets is in ``meter_ids``.
+    """
+
+    meter_ids: tuple
+    asset_ids: tuple = ()
+
+
+@dataclass
+class PartitionAnalysis:
+    """Everything the final pass produced for one partition."""
+
+    table: pd.DataFrame
+    detection: Detection
+    expected: ExpectedConsumption
+    kw: pd.DataFrame
+    meters: pd.DataFrame
+    balance: Balance | None
+    issues: IssueLog
+    no_window: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Shared:
+    """The figures every partition needs from all of them (``None``: from the partition itself)."""
+
+    peers: PeerCounts | None = None
+    calibration: Calibration | None = None
+    balance_calibration: BalanceCalibration | None = None
+    passes: list = field(default_factory=list)
+
+
+def partition_dataset(ds: Dataset, part: Partition | None) -> Dataset:
+    """The rows of ``ds`` that belong to one partition (``None``: all of it, not copied)."""
+    if part is None:
+        return ds
+    meters = ds.meters[ds.meters[col.METER_ID].astype(str).isin(part.meter_ids)].reset_index(drop=True)
+    readings = ds.readings[ds.readings[col.METER_ID].isin(part.meter_ids).to_numpy()]
+    upstream = up_minutes = None
+    if ds.upstream is not None:
+        upstream = ds.upstream[ds.upstream[col.ASSET_ID].isin(part.asset_ids).to_numpy()]
+        up_minutes = ds.upstream_interval_minutes
+    return Dataset(meters=meters, readings=readings, interval_minutes=ds.interval_minutes,
+                   upstream=upstream, upstream_interval_minutes=up_minutes, weather=ds.weather,
+                   issues=IssueLog(), row_counts={})
+
+
+def analyse(ds: Dataset, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
+            partitions: Sequence[Partition] | None = None,
+            release_readings: bool = False) -> list[PartitionAnalysis]:
+    """Score every meter and balance every asset, all at once or partition by partition.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The cleaned dataset (readings may extend beyond the window).
+    index : pandas.DatetimeIndex
+        The analysis grid (UTC cell starts).
+    grid : DayGrid
+        Its local days.
+    config : Config
+    partitions : sequence of Partition, optional
+        Whole transformers / feeders each; default: one partition of everything.
+    release_readings : bool, default False
+        With one partition: drop ``ds.readings`` once gridded (memory for detection).
+
+    Returns
+    -------
+    list of PartitionAnalysis
+        One per partition, in order. Rows of a meter or asset equal those of
+        the all-at-once analysis.
+    """
+    parts = list(partitions) if partitions else [None]
+    shared = Shared()
+    if len(parts) > 1:
+        shared.peers = _sum(_peer_pass(ds, p, index, grid, config) for p in parts)
+        evidence = pd.concat([_evidence_pass(ds, p, index, grid, config, shared) for p in parts])
+        shared.calibration = Calibration.fit(evidence, config.detection)
+        if ds.upstream is not None and not ds.upstream.empty:
+            b = config.balance
+            evidence = pd.concat([_balance_evidence_pass(ds, p, index, grid, config, shared)
+                                  for p in parts])
+            shared.balance_calibration = BalanceCalibration.fit(
+                evidence, fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
+    release = release_readings and len(parts) == 1
+    return [_final_pass(ds, p, index, grid, config, shared, release=release) for p in parts]
+
+
+def _sum(counts):
+    total = None
+    for c in counts:
+        total = c if total is None else total + c
+    return total
+
+
+# --- one partition -------------------------------------------------------------------
+@dataclass
+class _Gridded:
+    kw: pd.DataFrame
+    spread: np.ndarray
+    meters: pd.DataFrame
+    no_window: list
+    temperature: np.ndarray | None
+    issues: IssueLog
+
+
+def _grid(ds: Dataset, part, index, grid, config, *, release=False) -> _Gridded:
+    """The partition's demand on the grid, its meters with data, and their temperature."""
+    sub = partition_dataset(ds, part)
+    meter_ids = pd.Index(sub.meters[col.METER_ID].astype(str))
+    # to_grid ignores rows outside the index: no filtered copy of the readings.
+    kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
+                            with_spread=True)
+    if release:  # the long table is not needed any more; free it before detection
+        ds.readings = sub.readings = None
+        _release_arrow_memory()
+    has_data = kw.notna().any(axis=0).to_numpy()
+    meters = sub.meters[has_data].reset_index(drop=True)
+    if not has_data.all():
+        kw = kw.loc[:, has_data]
+        spread = spread.loc[:, has_data]
+    issues = IssueLog()
+    temperature = meter_temperature(ds.weather, meters, index, grid, issues)
+    return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
+                    no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues)
+
+
+def _detect(g: _Gridded, grid, config, shared: Shared, *, evidence_only=False):
+    options = {"temperature_c": g.temperature, "spread_kw": g.spread, "detection": config.detection,
+               "analysis": config.analysis, "frozen_hours": config.data.frozen_hours}
+    kw = g.kw.to_numpy(dtype=np.float64)
+    if evidence_only:
+        return detection_evidence(kw, grid, g.meters, peers=shared.peers, **options)
+    return detect_visible_load(kw, grid, g.meters, peers=shared.peers,
+                               calibration=shared.calibration, **options)
+
+
+def _peer_pass(ds, part, index, grid, config) -> PeerCounts:
+    g = _grid(ds, part, index, grid, config)
+    return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
+                          frozen_hours=config.data.frozen_hours)
+
+
+def _evidence_pass(ds, part, index, grid, config, shared) -> pd.DataFrame:
+    return _detect(_grid(ds, part, index, grid, config), grid, config, shared, evidence_only=True)
+
+
+def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsumption:
+    cells = np.arange(len(index))[:, None]
+    reference = (detection.onset_cell[None, :] < 0) | (cells < detection.onset_cell[None, :])
+    return ExpectedConsumption().fit(g.kw.to_numpy(dtype=np.float64), grid, reference,
+                                     np.nan_to_num(detection.expected_mean_kw))
+
+
+def _balance(ds, part, g: _Gridded, detection, expected, index, grid, config, shared, *,
+             evidence_only=False):
+    """Grid the partition's upstream loads and balance its assets against its meters."""
+    sub = partition_dataset(ds, part)
+    up = sub.upstream
+    asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
+    upstream_kw, _ = to_grid(up, sub.upstream_interval_minutes, meter_ids=asset_ids, index=index,
+                             id_column=col.ASSET_ID)
+    # Gaps in a meter are filled with what it would draw, visible rigs included
+    # (a rig left out of the fill would look like energy the meters miss).
+    fill = expected.predict(grid)
+    cells = np.arange(len(index))[:, None]
+    onset = detection.onset_cell[None, :]
+    rig_kw = detection.table[col.EXCESS_KW].to_numpy(dtype=np.float64)[None, :]
+    fill += np.where((onset >= 0) & (cells >= onset), rig_kw, 0.0)
+    expected_kw = pd.DataFrame(fill, index=g.kw.index, columns=g.kw.columns)
+    b = config.balance
+    return energy_balance(
+        upstream_kw, g.kw, expected_kw, sub.meters, grid, min_coverage=b.min_coverage,
+        fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
+        max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
+        min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
+        frozen_mask=detection.masked, calibration=shared.balance_calibration,
+        evidence_only=evidence_only,
+    )
+
+
+def _balance_evidence_pass(ds, part, index, grid, config, shared) -> pd.DataFrame:
+    g = _grid(ds, part, index, grid, config)
+    detection, _ = _detect(g, grid, config, shared)
+    expected = _expected(g, detection, index, grid)
+    evidence, _ = _balance(ds, part, g, detection, expected, index, grid, config, shared,
+                           evidence_only=True)
+    return evidence
+
+
+def _final_pass(ds, part, index, grid, config, shared, *, release=False) -> PartitionAnalysis:
+    timings = {}
+    t0 = time.perf_counter()
+    g = _grid(ds, part, index, grid, config, release=release)
+    timings["grid_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    issues = IssueLog().extend(g.issues)
+    detection, det_issues = _detect(g, grid, config, shared)
+    issues.extend(det_issues)
+    expected = _expected(g, detection, index, grid)
+    timings["detect_s"] = time.perf_counter() - t0
+    balance = None
+    if ds.upstream is not None and not ds.upstream.empty:
+        t0 = time.perf_counter()
+        balance, bal_issues = _balance(ds, part, g, detection, expected, index, grid, config, shared)
+        issues.extend(bal_issues)
+        timings["balance_s"] = time.perf_counter() - t0
+    return PartitionAnalysis(table=detection.table, detection=detection, expected=expected,
+                             kw=g.kw, meters=g.meters, balance=balance, issues=issues,
+                             no_window=g.no_window, timings=timings)
+
+
+def meter_temperature(weather, meters: pd.DataFrame, index, grid: DayGrid, issues: IssueLog):
+    """Daily mean temperature at each meter ``(n_days, n_meters)``, or None without weather."""
+    if weather is None or weather.empty:
+        return None
+    regions = sorted(weather[col.REGION].astype(str).unique())
+    temp = weather_to_grid(weather, regions=regions, index=index)
+    nominal = 24 / grid.cell_hours
+    daily = daily_mean(temp.to_numpy(dtype=np.float64), grid, np.full(grid.n_days, int(nominal // 2)))
+    region = meters[col.REGION].astype("string").fillna("")
+    if len(regions) == 1:
+        position = np.zeros(len(meters), dtype=int)  # one region serves every meter
+    else:
+        lookup = {r: i for i, r in enumerate(regions)}
+        position = region.map(lookup).fillna(-1).astype(int).to_numpy()
+        issues.add_per_meter(
+            "weather.region_missing", "weather",
+            pd.Series((position < 0).astype(int), index=meters[col.METER_ID].to_numpy()), "kept",
+            detail="no weather for the meter's region: modelled without temperature",
+            severity="info")
+    padded = np.concatenate([daily, np.full((grid.n_days, 1), np.nan)], axis=1)
+    per_meter = padded[:, position]
+    # A missing temperature must not void a day: use the region's mean for it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a region without any temperature
+        fill = np.nanmean(per_meter, axis=0)
+    per_meter = np.where(np.isnan(per_meter), fill[None, :], per_meter)
+    return np.nan_to_num(per_meter, nan=15.5)  # no data at all: neutral (no heating/cooling)
+
+
+@dataclass
+class Combined:
+    """The partitions' results in the all-at-once order.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The detector's per-meter table (index ``meter_id``), meters in input order.
+    balance_table, suspects : pandas.DataFrame or None
+        The energy balance's per-asset table (assets in upstream order) and suspects.
+    issues : IssueLog
+    no_window : list of str
+        Meters without readings in the window.
+    """
+
+    table: pd.DataFrame
+    balance_table: pd.DataFrame | None
+    suspects: pd.DataFrame | None
+    issues: IssueLog
+    no_window: list
+
+
+def combine(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=None) -> Combined:
+    """Put the partitions' rows back in the order of the inputs (as if analysed at once)."""
+    position = pd.Series(np.arange(len(meter_order)), index=pd.Index(meter_order).astype(str))
+    table = pd.concat([a.table for a in analyses])
+    table = table.iloc[np.argsort(position.reindex(table.index).to_numpy(), kind="stable")]
+    issues = IssueLog()
+    for a in analyses:
+        issues.extend(a.issues)
+    no_window = [m for a in analyses for m in a.no_window]
+    balances = [a.balance for a in analyses if a.balance is not None]
+    if not balances:
+        return Combined(table, None, None, issues, no_window)
+    order = pd.Series(np.arange(len(asset_order)), index=pd.Index(asset_order).astype(str))
+    bal = pd.concat([b.table for b in balances], ignore_index=True)
+    bal = bal.iloc[np.argsort(order.reindex(bal[col.ASSET_ID].astype(str)).to_numpy(),
+                              kind="stable")].reset_index(drop=True)
+    listed = [b.suspects for b in balances if len(b.suspects)] or [balances[0].suspects]
+    suspects = pd.concat(listed, ignore_index=True)  # empty frames would turn columns to object
+    rank = order.reindex(suspects[col.ASSET_ID].astype(str)).to_numpy()
+    suspects = suspects.iloc[np.lexsort((suspects["rank"].to_numpy(), rank))].reset_index(drop=True)
+    return Combined(table, bal, suspects, issues, no_window)
+
+
+def _release_arrow_memory():
+    """Return memory that pyarrow's allocator keeps after reading a big table."""
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
+        pass

@@ -1,0 +1,69 @@
+"""Partition by partition, the analysis gives each meter and asset what the all-at-once one gives."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridwatch import columns as col
+from gridwatch.config import Config
+from gridwatch.days import day_grid
+from gridwatch.engine import Partition, analyse, combine
+from gridwatch.outputs import format_flags, format_transformers
+from gridwatch.pipeline import merge_suspects, window_bounds
+from gridwatch.resample import analysis_index
+from gridwatch.simulate import simulate_dataset
+from gridwatch.sources import read_dataset
+
+AS_OF = "2026-03-31"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sim")
+    simulate_dataset(path, n_meters=400, days=35, as_of=AS_OF, seed=11)
+    config = Config()
+    start, end = window_bounds(pd.Timestamp(AS_OF).date(), 35, config.data.timezone)
+    index = analysis_index(start, end, config.analysis.grid_minutes)
+    return path, config, index, day_grid(index, config.data.timezone)
+
+
+def _partitions(meters, upstream_ids, n_parts, seed):
+    """Whole transformers (and their upstream), shuffled into ``n_parts`` uneven partitions."""
+    tx = meters[col.TRANSFORMER_ID].astype(str)
+    names = np.array(sorted(tx.unique()))
+    part_of = dict(zip(names, np.random.default_rng(seed).integers(0, n_parts, len(names)),
+                       strict=True))
+    parts = []
+    for p in range(n_parts):
+        own = [t for t in names if part_of[t] == p]
+        parts.append(Partition(meter_ids=tuple(meters.loc[tx.isin(own), col.METER_ID].astype(str)),
+                               asset_ids=tuple(a for a in upstream_ids if a in own)))
+    return [p for p in parts if p.meter_ids]
+
+
+@pytest.mark.parametrize("n_parts", [3, 8])
+def test_partitions_give_the_all_at_once_flags_balance_and_issues(dataset, n_parts):
+    path, config, index, grid = dataset
+    ds = read_dataset(path, data_config=config.data)
+    meter_order = ds.meters[col.METER_ID].astype(str)
+    asset_order = pd.unique(ds.upstream[col.ASSET_ID].astype(str))
+    (whole,) = analyse(ds, index=index, grid=grid, config=config)
+    parts = _partitions(ds.meters, asset_order, n_parts, seed=n_parts)
+    assert len(parts) >= 3
+    together = combine(analyse(ds, index=index, grid=grid, config=config, partitions=parts),
+                       meter_order, asset_order)
+
+    # Every figure agrees to the last few bits (numpy's summation order may depend on
+    # how many columns are summed together) and every output file is identical.
+    close = {"check_exact": False, "rtol": 1e-9, "atol": 1e-9}
+    pd.testing.assert_frame_equal(together.table, whole.table, **close)
+    pd.testing.assert_frame_equal(together.balance_table, whole.balance.table, **close)
+    pd.testing.assert_frame_equal(together.suspects, whole.balance.suspects, **close)
+    assert (together.issues.to_frame().to_csv(index=False)
+            == whole.issues.to_frame().to_csv(index=False))
+    flags = format_flags(merge_suspects(together.table, together.suspects))
+    expected = format_flags(merge_suspects(whole.table, whole.balance.suspects))
+    assert flags.to_csv(index=False) == expected.to_csv(index=False)
+    assert (format_transformers(together.balance_table).to_csv(index=False)
+            == format_transformers(whole.balance.table).to_csv(index=False))
+    assert (flags[col.FLAGGED] == "true").sum() >= 10  # flagged meters are part of the comparison
