@@ -21,6 +21,7 @@ calibrations come from the partition itself, in one pass.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Sequence
@@ -102,15 +103,55 @@ def partition_dataset(ds: Dataset, part: Partition | None) -> Dataset:
                    issues=IssueLog(), row_counts={})
 
 
-def analyse(ds: Dataset, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
+class InMemory:
+    """Partitions of a dataset already read: ``load(part)`` is the rows of the partition."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __call__(self, part: Partition | None) -> Dataset:
+        """The rows of one partition (``None``: the whole dataset)."""
+        return partition_dataset(self.ds, part)
+
+
+class FromFiles:
+    """Partitions read from a dataset directory by whoever runs them (a Dask worker reads its own).
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+        The dataset directory, as seen from where the partition runs.
+    data_config : gridwatch.config.DataConfig
+    """
+
+    def __init__(self, input_dir, data_config):
+        self.input_dir = str(input_dir)
+        self.data_config = data_config
+
+    def __call__(self, part: Partition | None) -> Dataset:
+        """Read and clean the partition's rows."""
+        from gridwatch.sources import read_dataset
+
+        return partition_dataset(read_dataset(self.input_dir, data_config=self.data_config), part)
+
+
+def serial_map(func, items) -> list:
+    """Run ``func`` on each item in turn, in this process (the default executor)."""
+    return [func(item) for item in items]
+
+
+def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
             partitions: Sequence[Partition] | None = None,
-            release_readings: bool = False) -> list[PartitionAnalysis]:
+            release_readings: bool = False, map_partitions=serial_map) -> list[PartitionAnalysis]:
     """Score every meter and balance every asset, all at once or partition by partition.
 
     Parameters
     ----------
-    ds : Dataset
-        The cleaned dataset (readings may extend beyond the window).
+    ds : Dataset or callable
+        The cleaned dataset (readings may extend beyond the window), or a
+        loader: ``ds(part)`` returns the cleaned :class:`Dataset` of one
+        partition (``ds(None)``: all of it), e.g. reading it from files on a
+        worker.
     index : pandas.DatetimeIndex
         The analysis grid (UTC cell starts).
     grid : DayGrid
@@ -120,6 +161,10 @@ def analyse(ds: Dataset, *, index: pd.DatetimeIndex, grid: DayGrid, config: Conf
         Whole transformers / feeders each; default: one partition of everything.
     release_readings : bool, default False
         With one partition: drop ``ds.readings`` once gridded (memory for detection).
+    map_partitions : callable, default :func:`serial_map`
+        ``map_partitions(func, partitions)`` runs ``func`` on every partition
+        and returns the results in order: here one after another, or as the
+        tasks of a cluster (:mod:`gridwatch.cluster`).
 
     Returns
     -------
@@ -127,20 +172,24 @@ def analyse(ds: Dataset, *, index: pd.DatetimeIndex, grid: DayGrid, config: Conf
         One per partition, in order. Rows of a meter or asset equal those of
         the all-at-once analysis.
     """
+    load = ds if callable(ds) else InMemory(ds)
     parts = list(partitions) if partitions else [None]
     shared = Shared()
+    common = {"load": load, "index": index, "grid": grid, "config": config}
     if len(parts) > 1:
-        shared.peers = _sum(_peer_pass(ds, p, index, grid, config) for p in parts)
-        evidence = pd.concat([_evidence_pass(ds, p, index, grid, config, shared) for p in parts])
-        shared.calibration = Calibration.fit(evidence, config.detection)
-        if ds.upstream is not None and not ds.upstream.empty:
+        shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
+        evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
+        shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
+        evidence = [e for e in map_partitions(
+            functools.partial(_balance_evidence_pass, **common, shared=shared), parts)
+            if e is not None]
+        if evidence:
             b = config.balance
-            evidence = pd.concat([_balance_evidence_pass(ds, p, index, grid, config, shared)
-                                  for p in parts])
             shared.balance_calibration = BalanceCalibration.fit(
-                evidence, fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
+                pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
     release = release_readings and len(parts) == 1
-    return [_final_pass(ds, p, index, grid, config, shared, release=release) for p in parts]
+    return map_partitions(functools.partial(_final_pass, **common, shared=shared, release=release),
+                          parts)
 
 
 def _sum(counts):
@@ -161,15 +210,14 @@ class _Gridded:
     issues: IssueLog
 
 
-def _grid(ds: Dataset, part, index, grid, config, *, release=False) -> _Gridded:
+def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
     """The partition's demand on the grid, its meters with data, and their temperature."""
-    sub = partition_dataset(ds, part)
     meter_ids = pd.Index(sub.meters[col.METER_ID].astype(str))
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
                             with_spread=True)
     if release:  # the long table is not needed any more; free it before detection
-        ds.readings = sub.readings = None
+        sub.readings = None
         _release_arrow_memory()
     has_data = kw.notna().any(axis=0).to_numpy()
     meters = sub.meters[has_data].reset_index(drop=True)
@@ -177,7 +225,7 @@ def _grid(ds: Dataset, part, index, grid, config, *, release=False) -> _Gridded:
         kw = kw.loc[:, has_data]
         spread = spread.loc[:, has_data]
     issues = IssueLog()
-    temperature = meter_temperature(ds.weather, meters, index, grid, issues)
+    temperature = meter_temperature(sub.weather, meters, index, grid, issues)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues)
 
@@ -192,14 +240,14 @@ def _detect(g: _Gridded, grid, config, shared: Shared, *, evidence_only=False):
                                calibration=shared.calibration, **options)
 
 
-def _peer_pass(ds, part, index, grid, config) -> PeerCounts:
-    g = _grid(ds, part, index, grid, config)
+def _peer_pass(part, *, load, index, grid, config) -> PeerCounts:
+    g = _grid(load(part), index, grid)
     return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
                           frozen_hours=config.data.frozen_hours)
 
 
-def _evidence_pass(ds, part, index, grid, config, shared) -> pd.DataFrame:
-    return _detect(_grid(ds, part, index, grid, config), grid, config, shared, evidence_only=True)
+def _evidence_pass(part, *, load, index, grid, config, shared) -> pd.DataFrame:
+    return _detect(_grid(load(part), index, grid), grid, config, shared, evidence_only=True)
 
 
 def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsumption:
@@ -209,10 +257,9 @@ def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsump
                                      np.nan_to_num(detection.expected_mean_kw))
 
 
-def _balance(ds, part, g: _Gridded, detection, expected, index, grid, config, shared, *,
+def _balance(sub: Dataset, g: _Gridded, detection, expected, index, grid, config, shared, *,
              evidence_only=False):
     """Grid the partition's upstream loads and balance its assets against its meters."""
-    sub = partition_dataset(ds, part)
     up = sub.upstream
     asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
     upstream_kw, _ = to_grid(up, sub.upstream_interval_minutes, meter_ids=asset_ids, index=index,
@@ -236,19 +283,27 @@ def _balance(ds, part, g: _Gridded, detection, expected, index, grid, config, sh
     )
 
 
-def _balance_evidence_pass(ds, part, index, grid, config, shared) -> pd.DataFrame:
-    g = _grid(ds, part, index, grid, config)
+def _has_upstream(sub: Dataset) -> bool:
+    return sub.upstream is not None and not sub.upstream.empty
+
+
+def _balance_evidence_pass(part, *, load, index, grid, config, shared) -> pd.DataFrame | None:
+    sub = load(part)
+    if not _has_upstream(sub):
+        return None
+    g = _grid(sub, index, grid)
     detection, _ = _detect(g, grid, config, shared)
     expected = _expected(g, detection, index, grid)
-    evidence, _ = _balance(ds, part, g, detection, expected, index, grid, config, shared,
+    evidence, _ = _balance(sub, g, detection, expected, index, grid, config, shared,
                            evidence_only=True)
     return evidence
 
 
-def _final_pass(ds, part, index, grid, config, shared, *, release=False) -> PartitionAnalysis:
+def _final_pass(part, *, load, index, grid, config, shared, release=False) -> PartitionAnalysis:
     timings = {}
     t0 = time.perf_counter()
-    g = _grid(ds, part, index, grid, config, release=release)
+    sub = load(part)
+    g = _grid(sub, index, grid, release=release)
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     issues = IssueLog().extend(g.issues)
@@ -257,9 +312,9 @@ def _final_pass(ds, part, index, grid, config, shared, *, release=False) -> Part
     expected = _expected(g, detection, index, grid)
     timings["detect_s"] = time.perf_counter() - t0
     balance = None
-    if ds.upstream is not None and not ds.upstream.empty:
+    if _has_upstream(sub):
         t0 = time.perf_counter()
-        balance, bal_issues = _balance(ds, part, g, detection, expected, index, grid, config, shared)
+        balance, bal_issues = _balance(sub, g, detection, expected, index, grid, config, shared)
         issues.extend(bal_issues)
         timings["balance_s"] = time.perf_counter() - t0
     return PartitionAnalysis(table=detection.table, detection=detection, expected=expected,

@@ -1,0 +1,94 @@
+"""Run the partitions of an analysis as tasks of a Dask cluster (``dask.distributed``).
+
+:func:`dask_executor` gives the ``map_partitions`` of
+:func:`gridwatch.engine.analyse`: each partition becomes one task; the task
+loads its own partition (the loader is a small picklable object that reads
+files, so no data travel from the client), and only the small shared figures
+(peer counts, calibrations) and the results travel back. Without a scheduler
+address a local cluster is started on 127.0.0.1 and closed afterwards.
+
+A failing task is retried once (a worker lost mid-task is the common case);
+if it fails again, the run stops with an error naming the partition, its size
+and first meter, and the worker's error: a partition is never silently lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from gridwatch.errors import GridwatchError
+
+TASK_RETRIES = 1
+"""Extra attempts of a failed partition task before the run fails."""
+
+
+class PartitionFailed(GridwatchError):
+    """A partition's task failed on the cluster (after its retries)."""
+
+
+def _describe(part) -> str:
+    if part is None:
+        return "the whole dataset"
+    ids = list(part.meter_ids)
+    return f"{len(ids)} meters from {ids[0]}" if ids else "no meters"
+
+
+class _Task:
+    """``func`` applied to one numbered partition, failing with the partition's name."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, numbered):
+        number, part = numbered
+        try:
+            return self.func(part)
+        except Exception as exc:  # noqa: BLE001 - named and re-raised for the client
+            raise PartitionFailed(f"partition {number} ({_describe(part)}) failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1):
+    """A ``map_partitions`` that runs each partition as a task on a Dask cluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of an existing scheduler (``tcp://HOST:PORT``). Default: a
+        local cluster of ``n_workers`` processes bound to 127.0.0.1, closed
+        on exit.
+    n_workers, threads_per_worker : int
+        Size of the local cluster.
+
+    Yields
+    ------
+    callable
+        ``map_partitions(func, partitions) -> list`` (results in partition order).
+
+    Raises
+    ------
+    PartitionFailed
+        From the map, when a partition fails after :data:`TASK_RETRIES` retries.
+    """
+    from dask.distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                host="127.0.0.1", dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+
+        def map_partitions(func, partitions):
+            task = _Task(func)
+            futures = client.map(task, list(enumerate(partitions)), pure=False,
+                                 retries=TASK_RETRIES)
+            try:
+                return client.gather(futures)
+            finally:
+                client.cancel(futures)
+
+        yield map_partitions
