@@ -58,3 +58,24 @@ def _no_leaked_figures():
         n = len(plt.get_fignums())
         plt.close("all")
         assert n == 0, f"test left {n} matplotlib figure(s) open"
+
+
+@pytest.fixture(scope="session")
+def influxdb_server():
+    """A real InfluxDB 1.x on 127.0.0.1 (free port, temporary data), stopped after the session.
+
+    Without ``influxd`` the tests that use it fail when ``CI=true`` (a skipped
+    real-server test is a test that never ran) and are skipped otherwise.
+    """
+    import os
+
+    from tests.influxdb_server import find_influxd, start_influxd
+
+    if find_influxd() is None:
+        message = "influxd not installed (Debian: apt-get install influxdb)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true needs the real server")
+        pytest.skip(message)
+    server = start_influxd()
+    yield server
+    server.stop()
