@@ -184,7 +184,7 @@ def lines_to_bytes(lines: pa.Array) -> bytes:
 
 
 def series_heads(measurement: str, id_tag: str, ids, extra_tags: dict | None = None) -> pa.Array:
-    """``measurement,id_tag=id[,tag=value...]`` once per id (the series keys of a table).
+    """``measurement,tag=value,...`` once per id (the series keys of a table), keys sorted.
 
     Parameters
     ----------
@@ -200,9 +200,9 @@ def series_heads(measurement: str, id_tag: str, ids, extra_tags: dict | None = N
     pyarrow.StringArray
         Take it by the rows' id codes to get each row's line head.
     """
-    ids = np.asarray(ids, dtype=object)
-    parts = [pc.fill_null(tag_pairs(id_tag, ids), "")]
-    parts += [pc.fill_null(tag_pairs(key, values), "") for key, values in (extra_tags or {}).items()]
+    tags = {**(extra_tags or {}), id_tag: np.asarray(ids, dtype=object)}
+    # Keys in sorted order, as InfluxDB keeps them: it need not sort each line (~20 % faster).
+    parts = [pc.fill_null(tag_pairs(key, tags[key]), "") for key in sorted(tags)]
     return pc.binary_join_element_wise(escape_measurement(measurement), *parts, "")
 
 
