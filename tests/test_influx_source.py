@@ -234,3 +234,44 @@ def test_server_going_away_mid_read_is_source_unreachable(influxdb_server, simul
             read_influx_dataset(config, start=pd.Timestamp("2026-03-01", tz="UTC"),
                                 end=pd.Timestamp("2026-03-15", tz="UTC"))
         assert proxy.requests > 6  # the checks passed and reading had begun
+
+
+def test_hostile_ids_survive_meters_from_tags_and_cleaning(influxdb_server, tmp_path):
+    ids = ["normal", *HOSTILE]
+    _write_dataset(tmp_path / "ds", ids)
+    config = influx_config(influxdb_server.url, _database(),
+                           influxdb={"upstream": {"measurement": ""},
+                                     "weather": {"measurement": ""}})
+    ingest_dataset(tmp_path / "ds", config)
+    ds = read_influx_dataset(config, start=START, end=END)
+    assert sorted(ds.meters[col.METER_ID]) == sorted(ids)
+    assert (ds.meters[col.TRANSFORMER_ID] == "T1").all()
+    kwh = ds.readings.groupby(col.METER_ID, observed=True)[col.KWH].sum()
+    assert kwh.round(6).to_dict() == {m: round(72 * ids.index(m) + 25.56, 6) for m in ids}
+
+
+def test_a_meter_without_readings_is_counted_not_an_error(influxdb_server, tmp_path):
+    _write_dataset(tmp_path / "ds", ["m1", "m2"])
+    meters = pd.read_csv(tmp_path / "ds" / "meters.csv")
+    pd.concat([meters, meters.iloc[[0]].assign(meter_id="silent")]).to_csv(
+        tmp_path / "ds" / "meters.csv", index=False)
+    config = influx_config(influxdb_server.url, _database(),
+                           source={"meters_file": str(tmp_path / "ds" / "meters.csv")},
+                           influxdb={"upstream": {"measurement": ""},
+                                     "weather": {"measurement": ""}})
+    ingest_dataset(tmp_path / "ds", config)
+    ds = read_influx_dataset(config, start=START, end=END)
+    issues = ds.issues.to_frame()
+    silent = issues[(issues["code"] == "meters.no_readings")]
+    assert silent["meter_id"].tolist() == ["silent"]
+    assert len(ds.meters) == 3
+
+
+def test_server_going_away_mid_ingest_is_source_unreachable(influxdb_server, simulated):
+    port = int(influxdb_server.url.rsplit(":", 1)[1])
+    with ClosingProxy(port, max_requests=2) as proxy:  # CREATE DATABASE, one batch of readings
+        config = influx_config(proxy.url, _database())
+        with pytest.raises(SourceUnreachable, match="writing readings to measurement 'readings' "
+                                                    "failed after 2 attempts"):
+            ingest_dataset(simulated, config)
+        assert proxy.requests > 2  # the database was created and writing had begun
