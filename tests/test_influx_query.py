@@ -1,8 +1,9 @@
-"""Query text and parameters (InfluxQL and Flux), and parsing of Flux answers, offline.
+"""Query text and parameters (InfluxQL and Flux), and parsing of Flux answers.
 
 The Flux path (InfluxDB 2.x) cannot be served by the InfluxDB 1.6 of the
-test machine: its query building and answer parsing are tested here; the
-same end-to-end test as for 1.x runs against a 2.x server when
+test machine: its query building and answer parsing are tested offline here,
+and its requests against the real 1.x server (which answers 404) and a closed
+port; the same end-to-end test as for 1.x runs against a 2.x server when
 ``GRIDWATCH_TEST_INFLUXDB2_*`` is set (``test_influx_cli.py``).
 """
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 from influxdb_client.client._base import _BaseQueryApi
 
-from gridwatch.errors import InputError
+from gridwatch.errors import ConfigError, InputError, SourceUnreachable
+from gridwatch.influx.backend import connect
 from gridwatch.influx import query as q
 from gridwatch.influx.results import flux_points, flux_tag_frame
+from tests.influxdb_server import free_port, influx_config
 
 HOSTILE = ['x" or 1=1', "a' |> drop()", "back\\slash", "${env}", 'q"uo\'te', "c,d e=f"]
 
@@ -101,3 +104,43 @@ def test_flux_series_tags_become_a_frame_of_strings():
     frame = flux_tag_frame(body, what="listing")
     assert list(frame.columns) == ["meter_id", "region", "transformer_id"]
     assert frame["meter_id"].tolist() == ["M1", "M2"]
+
+
+# --- the influxdb-client path against real endpoints that are not 2.x ---------------------------
+@pytest.fixture()
+def v2_token(monkeypatch):
+    monkeypatch.setenv("GRIDWATCH_INFLUXDB_TOKEN", "tok-" + "x" * 20)
+    return "tok-" + "x" * 20
+
+
+def test_v2_against_a_1x_server_sends_flux_and_points_at_the_api_setting(influxdb_server,
+                                                                         v2_token):
+    config = influx_config(influxdb_server.url, "b", influxdb={"api": "v2", "org": "o"})
+    backend = connect(config.influxdb)
+    for call, what in [
+        (lambda: backend.read_points(config.influxdb.readings, HOSTILE, 0, 10**18),
+         "reading 'kwh' of measurement 'readings'"),
+        (lambda: backend.write(b"m v=1 1", what="writing"), "writing"),
+        (lambda: backend.delete("gridwatch_flags", 0, 10**18),
+         "deleting earlier points of 'gridwatch_flags'"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{what}: HTTP 404 .*influxdb.api") as info:
+            call()
+        assert v2_token not in str(info.value)
+
+
+def test_v2_unreachable_is_source_unreachable_after_the_retries(v2_token):
+    config = influx_config(f"http://127.0.0.1:{free_port()}", "b",
+                           influxdb={"api": "v2", "org": "o", "retries": 2})
+    with pytest.raises(SourceUnreachable, match="looking up bucket 'b' failed after 3 attempts: "
+                                                "connection refused"):
+        connect(config.influxdb).check_database()
+
+
+def test_v2_needs_an_org_and_a_token(monkeypatch):
+    monkeypatch.delenv("GRIDWATCH_INFLUXDB_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="needs influxdb.org"):
+        connect(influx_config("http://127.0.0.1:1", "b", influxdb={"api": "v2"}).influxdb)
+    with pytest.raises(ConfigError, match="no InfluxDB token.*GRIDWATCH_INFLUXDB_TOKEN"):
+        connect(influx_config("http://127.0.0.1:1", "b",
+                              influxdb={"api": "v2", "org": "o"}).influxdb)
