@@ -14,8 +14,8 @@ import pytest
 from influxdb_client.client._base import _BaseQueryApi
 
 from gridwatch.errors import ConfigError, InputError, SourceUnreachable
-from gridwatch.influx.backend import connect
 from gridwatch.influx import query as q
+from gridwatch.influx.backend import connect
 from gridwatch.influx.results import flux_points, flux_tag_frame
 from tests.influxdb_server import free_port, influx_config
 
