@@ -219,16 +219,16 @@ class V1Client:
 
     def _request(self, method: str, path: str, *, what: str, fields=None, body=None,
                  headers=None, query=None) -> bytes:
+        # Only non-secret parameters (db, rp, precision) ever go into the URL.
+        url = self.url + path + ("?" + urlencode(query) if query else "")
+        headers = {**self._headers, **(headers or {})}
+
         def call():
-            response = self._http.request(
-                method, self.url + path, fields=fields, body=body,
-                headers={**self._headers, **(headers or {})}, encode_multipart=False,
-                preload_content=True)
+            response = self._http.request(method, url, fields=fields, body=body, headers=headers,
+                                          encode_multipart=False, preload_content=True)
             raise_for_status(response.status, response.data, what=what, url=self.url)
             return response.data
 
-        if query:
-            path = path + "?" + urlencode(query)
         return with_retries(call, what=what, url=self.url, retries=self.config.retries,
                             backoff_s=self.config.backoff_s)
 

@@ -180,7 +180,7 @@ def lines_to_bytes(lines: pa.Array) -> bytes:
         return b""
     lines = pa.concat_arrays([lines]) if isinstance(lines, pa.ChunkedArray) else lines
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
-    return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    return lines.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
 
 
 def series_heads(measurement: str, id_tag: str, ids, extra_tags: dict | None = None) -> pa.Array:
