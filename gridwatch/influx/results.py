@@ -107,11 +107,13 @@ def flux_tables(body: bytes, *, what: str) -> list[pa.Table]:
     """
     tables = []
     for block in re.split(rb"\n[ \t]*\n", body.replace(b"\r\n", b"\n")):
-        lines = [line for line in block.split(b"\n") if line and not line.startswith(b"#")]
-        if not lines:
+        block = block.lstrip(b"\n")
+        while block.startswith(b"#"):  # annotation rows head each block
+            block = block.partition(b"\n")[2]
+        if not block.strip():
             continue
-        names = next(csv.reader([lines[0].decode("utf-8")]))
-        data = io.BytesIO(b"\n".join(lines))
+        names = next(csv.reader([block.partition(b"\n")[0].decode("utf-8")]))
+        data = io.BytesIO(block)
         if "error" in names:
             errors = pcsv.read_csv(data, convert_options=pcsv.ConvertOptions(
                 column_types={name: pa.string() for name in names})).column("error")
