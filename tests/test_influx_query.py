@@ -16,7 +16,7 @@ from influxdb_client.client._base import _BaseQueryApi
 from gridwatch.errors import ConfigError, InputError, SourceUnreachable
 from gridwatch.influx import query as q
 from gridwatch.influx.backend import connect
-from gridwatch.influx.results import flux_points, flux_tag_frame
+from gridwatch.influx.results import flux_points, flux_tag_frame, influxql_points, split_values
 from tests.influxdb_server import free_port, influx_config
 
 HOSTILE = ['x" or 1=1', "a' |> drop()", "back\\slash", "${env}", 'q"uo\'te', "c,d e=f"]
@@ -144,3 +144,26 @@ def test_v2_needs_an_org_and_a_token(monkeypatch):
     with pytest.raises(ConfigError, match="no InfluxDB token.*GRIDWATCH_INFLUXDB_TOKEN"):
         connect(influx_config("http://127.0.0.1:1", "b",
                               influxdb={"api": "v2", "org": "o"}).influxdb)
+
+
+def test_influxql_values_are_cut_out_for_one_csv_parse_whatever_the_tags_hold():
+    tricky = ['a\\"values\\":[[1,2]]', "b]],[[3", "c"]
+    line = ('{"results":[{"statement_id":0,"series":['
+            f'{{"name":"r","tags":{{"m":"{tricky[0]}"}},"columns":["time","kwh"],'
+            '"values":[[1,0.1],[2,null]]},'
+            f'{{"name":"r","tags":{{"m":"{tricky[1]}"}},"columns":["time","kwh"],'
+            '"values":[[3,5e-324]]}],"partial":true}]}').encode()
+    chunk = split_values(line)
+    assert [s["values"] for s in chunk["results"][0]["series"]] == [b"1,0.1\n2,null", b"3,5e-324"]
+    ids = ['a"values":[[1,2]]', "b]],[[3"]
+    points = influxql_points(chunk["results"], id_tag="m", ids=ids, what="reading")
+    assert points.index.tolist() == [0, 0, 1] and points.time_us.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(points.value, [0.1, np.nan, 5e-324])
+
+
+def test_influxql_string_values_take_the_json_path_and_are_refused():
+    line = b'{"results":[{"series":[{"tags":{"m":"a"},"values":[[1,"x]]"]]}]}]}'
+    chunk = split_values(line)
+    assert chunk["results"][0]["series"][0]["values"] == [[1, "x]]"]]
+    with pytest.raises(InputError, match="reading: the field holds values that are not numbers"):
+        influxql_points(chunk["results"], id_tag="m", ids=["a"], what="reading")

@@ -108,7 +108,7 @@ class V1Backend:
         statement = q.select_values(measurement=spec.measurement, field=spec.field,
                                     id_tag=spec.id_tag, n_ids=len(ids), start_ns=start_ns,
                                     end_ns=end_ns)
-        results = self.client.query(statement, what=what, params=q.id_params(ids))
+        results = self.client.query(statement, what=what, params=q.id_params(ids), raw_values=True)
         return influxql_points(results, id_tag=spec.id_tag, ids=ids, what=f"{what} in {self.where}")
 
     def write(self, body: bytes, *, what: str) -> None:

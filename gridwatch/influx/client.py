@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import urllib3
 
 from gridwatch.errors import ConfigError, InputError, SourceUnreachable
+from gridwatch.influx.results import split_values
 
 CHUNK_ROWS = 10_000
 """Rows per chunk of a chunked v1 query response."""
@@ -233,7 +234,7 @@ class V1Client:
                             backoff_s=self.config.backoff_s)
 
     def query(self, statement: str, *, what: str, params: dict | None = None,
-              database: bool = True, method: str = "POST") -> list[dict]:
+              database: bool = True, method: str = "POST", raw_values: bool = False) -> list[dict]:
         """Run one InfluxQL statement; returns its result pieces (chunked JSON, merged in order).
 
         Parameters
@@ -248,6 +249,10 @@ class V1Client:
             Send ``db`` (and ``rp``) of the config.
         method : str, default "POST"
             ``GET`` for read-only statements that servers accept only that way.
+        raw_values : bool, default False
+            Leave each series' ``values`` as CSV bytes (``time,value`` rows,
+            :func:`gridwatch.influx.results.split_values`) for a vectorised
+            parse, instead of Python lists.
 
         Returns
         -------
@@ -274,7 +279,7 @@ class V1Client:
             if not line.strip():
                 continue
             try:
-                chunk = json.loads(line)
+                chunk = split_values(line) if raw_values else json.loads(line)
             except ValueError:
                 raise _unreadable(self.url, what) from None
             if chunk.get("error"):
