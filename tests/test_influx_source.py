@@ -275,3 +275,21 @@ def test_server_going_away_mid_ingest_is_source_unreachable(influxdb_server, sim
                                                     "failed after 2 attempts"):
             ingest_dataset(simulated, config)
         assert proxy.requests > 2  # the database was created and writing had begun
+
+
+def test_a_failed_statement_in_a_200_answer_is_an_error_not_an_empty_read(influxdb_server):
+    """InfluxDB 1.x's CSV answer would be empty here: JSON carries the statement's error."""
+    client = V1Client(influx_config(influxdb_server.url, _database()).influxdb)
+    with pytest.raises(InputError, match=r"probing failed: database not found: t_\w+ \(create "
+                                         r"it \(gridwatch ingest does\)"):
+        client.query('SELECT "kwh" FROM "readings"', what="probing", raw_values=True)
+
+
+def test_a_text_field_is_refused_naming_the_measurement(influxdb_server):
+    config = influx_config(influxdb_server.url, _database())
+    backend = connect(config.influxdb)
+    backend.ensure_database()
+    backend.write(f'readings,meter_id=m1 kwh="high" {START.value}\n'.encode(), what="test")
+    with pytest.raises(InputError, match="reading 'kwh' of measurement 'readings' in database "
+                                         ".*values that are not numbers"):
+        _read(config)
