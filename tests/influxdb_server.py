@@ -19,13 +19,31 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-INFLUXD = "influxd"
-
 
 def find_influxd() -> str | None:
-    """Path of the ``influxd`` executable, or None."""
-    return shutil.which(INFLUXD) or (
+    """Path of the ``influxd`` executable (``$GRIDWATCH_TEST_INFLUXD`` if set), or None."""
+    chosen = os.environ.get("GRIDWATCH_TEST_INFLUXD")
+    if chosen:
+        return shutil.which(chosen)
+    return shutil.which("influxd") or (
         "/usr/bin/influxd" if Path("/usr/bin/influxd").exists() else None)
+
+
+def require_influxd() -> str:
+    """The ``influxd`` path; without one, fail when ``CI=true`` and skip otherwise.
+
+    A skipped real-server test is a test that never ran: CI installs the
+    server and must not pass without it.
+    """
+    import pytest
+
+    influxd = find_influxd()
+    if influxd is None:
+        message = "influxd not installed (Debian: apt-get install influxdb)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true needs the real server")
+        pytest.skip(message)
+    return influxd
 
 
 def free_port() -> int:

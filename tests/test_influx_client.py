@@ -1,6 +1,5 @@
 """Credentials against a real InfluxDB 1.x with authentication on; they never show."""
 
-import os
 import urllib.parse
 import urllib.request
 import uuid
@@ -11,7 +10,7 @@ from gridwatch.errors import ConfigError
 from gridwatch.influx import ingest_dataset, read_influx_dataset
 from gridwatch.influx.client import Credentials, V1Client, display_url, resolve_credentials
 from gridwatch.simulate import simulate_dataset
-from tests.influxdb_server import find_influxd, influx_config, start_influxd
+from tests.influxdb_server import influx_config, require_influxd, start_influxd
 
 PASSWORD = "pw-" + uuid.uuid4().hex
 USER = "gw_admin"
@@ -19,11 +18,8 @@ USER = "gw_admin"
 
 @pytest.fixture(scope="module")
 def auth_server():
-    if find_influxd() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("influxd not installed; CI=true needs the real server")
-        pytest.skip("influxd not installed (Debian: apt-get install influxdb)")
-    server = start_influxd(settings={"INFLUXDB_HTTP_AUTH_ENABLED": "true"})
+    server = start_influxd(influxd=require_influxd(),
+                           settings={"INFLUXDB_HTTP_AUTH_ENABLED": "true"})
     # With no user yet, 1.x accepts exactly one statement without credentials: the first admin.
     body = urllib.parse.urlencode({"q": f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}' "
                                         "WITH ALL PRIVILEGES"}).encode()
