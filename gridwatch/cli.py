@@ -156,6 +156,38 @@ def _logging_to(log_file, *, progress: bool):
             handler.close()
 
 
+@main.command()
+@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="TOML configuration: the [influxdb] server and schema (see "
+                   "configs/influxdb.toml).")
+@click.option("--meter-tags/--no-meter-tags", default=True, show_default=True,
+              help="Tag readings with their meter's columns (needed by runs without "
+                   "source.meters_file; writing is ~2.5x faster without).")
+@_errors_to_exit
+def ingest(input_dir, config_path, meter_tags):
+    """Load a dataset into InfluxDB (creates the v1 database if missing).
+
+    Readings, upstream and weather are written as line protocol in batches,
+    in the measurements, tags, fields and units of the config's [influxdb]
+    section; readings carry the meters' columns as tags (--no-meter-tags:
+    not).
+
+    \b
+    Example:
+      gridwatch ingest --input sample_data --config configs/influxdb.toml
+    """
+    from gridwatch.config import load_config
+    from gridwatch.influx import ingest_dataset
+
+    counts = ingest_dataset(input_dir, load_config(config_path), meter_tags=meter_tags)
+    skipped = f" ({counts['skipped']} rows without a value skipped)" if counts["skipped"] else ""
+    click.echo(f"wrote {counts['readings']} readings, {counts['upstream']} upstream and "
+               f"{counts['weather']} weather points to database '{counts['database']}' at "
+               f"{counts['url']}{skipped}")
+
+
 def _case_store(db, output, config_path):
     from gridwatch.cases import CaseStore
     from gridwatch.config import load_config

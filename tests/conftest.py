@@ -58,3 +58,17 @@ def _no_leaked_figures():
         n = len(plt.get_fignums())
         plt.close("all")
         assert n == 0, f"test left {n} matplotlib figure(s) open"
+
+
+@pytest.fixture(scope="session")
+def influxdb_server():
+    """A real InfluxDB 1.x on 127.0.0.1 (free port, temporary data), stopped after the session.
+
+    Without ``influxd`` the tests that use it fail when ``CI=true`` (a skipped
+    real-server test is a test that never ran) and are skipped otherwise.
+    """
+    from tests.influxdb_server import require_influxd, start_influxd
+
+    server = start_influxd(influxd=require_influxd())
+    yield server
+    server.stop()
