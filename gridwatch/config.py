@@ -12,7 +12,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gridwatch.errors import ConfigError
 
@@ -208,15 +208,28 @@ class InfluxConfig(_Section):
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP request [s].")
     retries: int = Field(4, ge=0, le=20, description="Retries of a failed request, with backoff.")
     backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles each retry [s].")
-    ids_per_query: int = Field(500, ge=1, le=100_000,
+    ids_per_query: int = Field(100, ge=1, le=100_000,
                                description="Ids named in one query (memory stays bounded).")
-    days_per_query: int = Field(7, ge=1, le=366, description="Days covered by one query [days].")
+    days_per_query: int = Field(30, ge=1, le=366, description="Days covered by one query [days].")
     readings: MeasurementConfig = MeasurementConfig(
         measurement="readings", id_tag="meter_id", field="kwh", unit="kwh")
     upstream: MeasurementConfig = MeasurementConfig(
         measurement="upstream", id_tag="asset_id", field="kwh", unit="kwh")
     weather: MeasurementConfig = MeasurementConfig(
         measurement="weather", id_tag="region", field="temperature_c", unit="c")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_tables(cls, data):
+        """A table given in part (``[influxdb.readings] unit = "kw"``) keeps its other defaults."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for table in ("readings", "upstream", "weather"):
+                given = data.get(table)
+                if isinstance(given, dict):
+                    default = cls.model_fields[table].default.model_dump()
+                    data[table] = {**default, **given}
+        return data
 
 
 class SinkConfig(_Section):

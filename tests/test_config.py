@@ -49,3 +49,12 @@ def test_suppress_list_and_frozen_config():
     assert cfg.suppress[0].reason == "licensed miner"
     with pytest.raises(Exception, match="frozen"):
         cfg.detection.fdr_alpha = 0.2  # type: ignore[misc]
+
+
+def test_an_influxdb_table_given_in_part_keeps_its_other_defaults():
+    cfg = config_from_dict({"influxdb": {"readings": {"field": "power", "unit": "kw"}}})
+    assert (cfg.influxdb.readings.measurement, cfg.influxdb.readings.id_tag) == ("readings",
+                                                                                 "meter_id")
+    assert (cfg.influxdb.readings.field, cfg.influxdb.readings.unit) == ("power", "kw")
+    with pytest.raises(ConfigError, match=r"influxdb\.readings\.unit"):
+        config_from_dict({"influxdb": {"readings": {"unit": "kg"}}})

@@ -17,9 +17,6 @@ SECRET = "s3cret-never-printed"
 V2_ENV = ("GRIDWATCH_TEST_INFLUXDB2_URL", "GRIDWATCH_TEST_INFLUXDB2_TOKEN",
           "GRIDWATCH_TEST_INFLUXDB2_ORG", "GRIDWATCH_TEST_INFLUXDB2_BUCKET")
 
-# pipeline.run records run.json's input_dir as Path(input_dir), which fails for an InfluxDB
-# source (no input directory); the run wrapper being rewritten by the lead fixes it.
-KNOWN_PIPELINE_BUG = "TypeError: expected str, bytes or os.PathLike object, not NoneType"
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +67,6 @@ def _assert_same_outputs(from_influx, from_files):
 def _run_from_influx(runner, config, out):
     result = runner.invoke(main, ["run", "--output", str(out), "--as-of", AS_OF,
                                   "--config", config])
-    if result.exit_code == 1 and KNOWN_PIPELINE_BUG in result.stderr:
-        pytest.xfail("pipeline.run cannot record input_dir=None in run.json (lead's fix pending)")
     assert result.exit_code == 0, result.output + result.stderr
     return out
 
