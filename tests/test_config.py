@@ -58,3 +58,11 @@ def test_an_influxdb_table_given_in_part_keeps_its_other_defaults():
     assert (cfg.influxdb.readings.field, cfg.influxdb.readings.unit) == ("power", "kw")
     with pytest.raises(ConfigError, match=r"influxdb\.readings\.unit"):
         config_from_dict({"influxdb": {"readings": {"unit": "kg"}}})
+
+
+@pytest.mark.parametrize("name", ["default.toml", "sample.toml", "influxdb.toml"])
+def test_every_bundled_config_loads(name):
+    cfg = load_config(REPO_ROOT / "configs" / name)
+    if name == "influxdb.toml":
+        assert cfg.source.kind == "influxdb" and cfg.sink.influxdb
+        assert (REPO_ROOT / "sample_data" / "meters.csv").samefile(cfg.source.meters_file)
