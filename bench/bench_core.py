@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/bench_core.py [--meters 10000] [--days 90]``
 
 1. Writes (once, cached under bench/data/) a simulated dataset of N meters x
    D days, hourly, as Parquet.
-2. Runs ``gridwatch run`` on it in a child process and reports readings per
+2. Runs ``gridwatch run`` on it in a child process (CSV outputs; the report and plots
+   are measured by bench_report.py) and reports readings per
    second and the child's peak memory (ru_maxrss).
 3. Runs the obvious alternative in this process: one statsmodels OLS
    (hour-of-week dummies + heating degree-hours) per meter, on a sample of
@@ -43,8 +44,10 @@ def run_gridwatch(data: Path, out: Path) -> dict:
     code = (
         "import resource, time, json, sys\n"
         "from gridwatch.pipeline import run\n"
+        "from gridwatch.config import config_from_dict\n"
+        "cfg = config_from_dict({'report': {'enabled': False}, 'cases': {'enabled': False}})\n"
         "t0 = time.perf_counter()\n"
-        f"r = run({str(data)!r}, {str(out)!r})\n"
+        f"r = run({str(data)!r}, {str(out)!r}, config=cfg)\n"
         "elapsed = time.perf_counter() - t0\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "print(json.dumps({'elapsed_s': elapsed, 'peak_mb': peak, "
