@@ -91,6 +91,7 @@ class PartitionedTable:
         self._row_groups = None  # partition -> row group numbers ("row_groups")
         self._spill_dir = None  # "spill"
         self._malformed = 0
+        self._pf = None  # the open Parquet file, if the table is Parquet
         self._empty = None  # an empty raw table, for partitions without rows ("spill")
 
     # --- reading ---------------------------------------------------------------------------
@@ -140,11 +141,13 @@ class PartitionedTable:
 
     # --- strategies ------------------------------------------------------------------------
     def _parquet(self) -> pq.ParquetFile:
-        schema = pq.read_schema(self.path)
-        kind = schema.field(self.id_column).type
-        as_dict = [self.id_column] if (pa.types.is_string(kind)
-                                       or pa.types.is_large_string(kind)) else []
-        return pq.ParquetFile(self.path, read_dictionary=as_dict)
+        """The Parquet file, ids read as dictionaries when they are strings (opened once)."""
+        if self._pf is None:
+            kind = pq.read_schema(self.path).field(self.id_column).type
+            as_dict = [self.id_column] if (pa.types.is_string(kind)
+                                           or pa.types.is_large_string(kind)) else []
+            self._pf = pq.ParquetFile(self.path, read_dictionary=as_dict)
+        return self._pf
 
     def _index_row_groups(self) -> int:
         """Note the partitions of each row group; returns the row-group reads they need."""
@@ -153,10 +156,30 @@ class PartitionedTable:
         reads = 0
         for rg in range(pf.num_row_groups):  # one step per row group
             ids = pf.read_row_group(rg, columns=[self.id_column]).column(0)
-            for p in np.unique(self._row_partitions(ids)).tolist():
+            for p in self._partitions_present(ids):
                 self._row_groups.setdefault(p, []).append(rg)
                 reads += 1
         return reads
+
+    def _partitions_present(self, column: pa.ChunkedArray) -> list[int]:
+        """The keys having rows in ``column``: from the dictionary entries used, no row sort."""
+        present = set()
+        for chunk in column.chunks:
+            if not pa.types.is_dictionary(chunk.type):
+                chunk = chunk.cast(pa.string()).dictionary_encode()
+            lookup = self._lookup(chunk.dictionary)
+            codes = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            used = np.bincount(codes + 1, minlength=len(lookup) + 1) > 0  # slot 0: null ids
+            present.update(lookup[used[1:]].tolist())
+            if used[0]:
+                present.add(UNPLANNED)
+        return sorted(present)
+
+    def _lookup(self, dictionary: pa.Array) -> np.ndarray:
+        """Key of each dictionary entry: its partition, or UNPLANNED for unknown or blank ids."""
+        names = pd.Index(dictionary.cast(pa.string()).to_pandas()).str.strip()
+        pos = self._ids.get_indexer(names)
+        return np.where(pos >= 0, self._parts[pos], UNPLANNED)
 
     def _spill(self, spill_dir) -> None:
         """Split the file into one Parquet file per partition, in one streaming pass."""
@@ -250,16 +273,17 @@ class PartitionedTable:
         for chunk in chunks:
             if not pa.types.is_dictionary(chunk.type):
                 chunk = chunk.cast(pa.string()).dictionary_encode()
-            names = pd.Index(chunk.dictionary.cast(pa.string()).to_pandas()).str.strip()
-            pos = self._ids.get_indexer(names)
-            lookup = np.append(np.where(pos >= 0, self._parts[pos], UNPLANNED), UNPLANNED)
+            lookup = np.append(self._lookup(chunk.dictionary), UNPLANNED)  # -1: null id
             codes = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
             out.append(lookup[codes])
         return np.concatenate(out) if out else np.empty(0, np.int64)
 
     # --- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        """Remove the spill directory, if any."""
+        """Close the file and remove the spill directory, if any."""
+        if self._pf is not None:
+            self._pf.close()
+            self._pf = None
         if self._spill_dir is not None:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
             self._spill_dir = None
