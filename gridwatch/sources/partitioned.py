@@ -25,9 +25,8 @@ Two ways to get at one partition's rows, chosen by :func:`open_partitioned`:
     the file (``pyarrow.csv.open_csv`` / ``ParquetFile.iter_batches``) writes
     each partition's rows, as read, into its own Arrow IPC stream (LZ4) in a
     temporary directory; a partition then reads its small file. IPC, not
-    Parquet: an open IPC writer buffers nothing, where a hundred open
-    Parquet writers held about 1 GB at 100,000 meters, and ids stay
-    dictionary-encoded. The raw text columns
+    Parquet: nothing to encode or decode, and the ids stay dictionary-encoded
+    (a stream may change dictionaries between batches). The raw text columns
     are kept as text, so converting a part gives the same values, the same
     DST resolution (file order is kept within a meter) and the same issues as
     converting the whole file.
