@@ -27,35 +27,37 @@ from scipy.sparse import csgraph
 from gridwatch import columns as col
 from gridwatch.topology import asset_members
 
-BYTES_PER_METER_CELL = 150
+BYTES_PER_METER_CELL = 160
 """Peak resident memory of ``gridwatch run`` per meter and analysis cell [bytes].
 
 Measured with ``bench/bench_scale_io.py --fit-memory``: ``pipeline.run`` on
-cuts of ``bench/data/core_10000x90`` (simulated, 90 days hourly, upstream
-per transformer; 2,160 cells per meter) in a child process, peak from
-``resource.getrusage(RUSAGE_SELF).ru_maxrss``:
+cuts of ``bench/data/core_10000x90`` at whole transformers (simulated,
+90 days hourly, upstream per transformer; 2,160 cells per meter), each in a
+fresh child process, peak from ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+(imports alone: 176 MB), two runs [MB]:
 
-=======  ========  ====================
-meters   peak MB   marginal MB / meter
-=======  ========  ====================
-  1,014     563
-  2,006     740        0.18
-  5,009   1,282        0.18
-  7,506   1,891        0.24
- 10,000   2,697        0.32
-=======  ========  ====================
+=======  =======  =======
+meters    run 1    run 2
+=======  =======  =======
+  1,014      549      553
+  2,006      740      774
+  5,009    1,282    1,482
+  7,506    2,087    2,095
+ 10,000    2,697    2,215
+=======  =======  =======
 
-plus about 180 MB for the interpreter and imports. The marginal cost grows
-with the run (the long readings table, its Arrow buffers and about a dozen
-float64 ``cells x meters`` matrices are alive at the peak, and the
-allocator returns less to the system in a long run), so the constant is
-the upper marginal slope rounded up: 0.32 MB / 2,160 cells = 148 bytes per
-cell, i.e. about 18 float64 matrices. Partitions of a few thousand meters
-sit on the lower, cheaper part of the curve: the estimate errs high.
+Least-squares slopes: 117 and 96 bytes per meter-cell; marginal slopes
+between neighbouring sizes 23-157 bytes (the allocator returns memory
+unevenly). The constant is the highest marginal slope rounded up, so that a
+partition sized from it does not exceed its budget: at the peak the long
+readings table with its Arrow buffers and about a dozen float64
+``cells x meters`` matrices are alive. With :data:`BASE_BYTES` it
+overestimates every measured peak (by 25-35 %).
 """
 
-BASE_BYTES = 200 * 2**20
-"""Memory a run needs whatever its size (interpreter, libraries) [bytes]; not per meter."""
+BASE_BYTES = 350 * 2**20
+"""Memory a run needs whatever its size [bytes]: interpreter and libraries (176 MB
+measured) and the fixed part of the fit above; not included in a partition's budget."""
 
 
 def analysis_cells(history_days: int, grid_minutes: int) -> int:
@@ -105,7 +107,7 @@ def bytes_per_meter(history_days: int, grid_minutes: int, *,
     Examples
     --------
     >>> round(bytes_per_meter(90, 60) / 2**20, 2)  # MB per meter, 90 days hourly
-    0.31
+    0.33
     """
     return analysis_cells(history_days, grid_minutes) * float(bytes_per_cell)
 
