@@ -155,6 +155,18 @@ def test_upstream_partitions_add_up_to_the_full_read(dataset, plan):
         assert set(frame["asset_id"].astype(str)) <= set(plan.asset_ids(p))
 
 
+def test_upstream_has_every_partition_of_the_plan_even_without_assets(tmp_path):
+    path = tmp_path / "upstream.csv"
+    path.write_text("asset_id,timestamp,kwh\nT1,2024-01-01T00:00Z,5.0\n")
+    meters = pd.DataFrame({"meter_id": ["M1", "M2"], "transformer_id": ["T1", None]})
+    plan = plan_partitions(meters, budget_bytes=1, bytes_per_meter=1)
+    with open_upstream(path, plan) as source:
+        assert source.keys == [0, 1, UNPLANNED]
+        frame, log, rows = source.read(1)
+        assert frame is None and len(log) == 0 and rows == 0
+        assert source.read(0)[0]["asset_id"].tolist() == ["T1"]
+
+
 def test_auto_prunes_row_groups_of_a_sorted_parquet_file(parquet_dataset):
     plan = _plan_of(parquet_dataset[0])
     with open_readings(_path(parquet_dataset, "readings"), plan, timezone=TZ) as source:

@@ -78,7 +78,8 @@ class PartitionedTable:
         Every partition number of the plan, then :data:`UNPLANNED`.
     """
 
-    def __init__(self, path, id_partition, *, table, id_column, value_column, timezone):
+    def __init__(self, path, id_partition, *, table, id_column, value_column, timezone,
+                 n_partitions=None):
         self.path = Path(path)
         self.table = table
         self.id_column = id_column
@@ -87,8 +88,9 @@ class PartitionedTable:
         self.names = [id_column, col.TIMESTAMP, value_column]
         self._ids = pd.Index(id_partition.index.astype(str))
         self._parts = id_partition.to_numpy(dtype=np.int64)
-        n = int(self._parts.max()) + 1 if len(self._parts) else 0
-        self.keys = [*range(n), UNPLANNED]
+        if n_partitions is None:
+            n_partitions = int(self._parts.max()) + 1 if len(self._parts) else 0
+        self.keys = [*range(n_partitions), UNPLANNED]
         self.strategy = None
         self._row_groups = None  # partition -> row group numbers ("row_groups")
         self._spill_dir = None  # "spill"
@@ -304,7 +306,8 @@ class PartitionedTable:
 
 def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: str,
                      value_column: str = col.KWH, timezone: str = "UTC",
-                     strategy: str = "auto", spill_dir=None) -> PartitionedTable:
+                     strategy: str = "auto", spill_dir=None,
+                     n_partitions: int | None = None) -> PartitionedTable:
     """Prepare a long interval table for reading partition by partition.
 
     Parameters
@@ -330,6 +333,9 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
         CSV is always spilled.
     spill_dir : str or os.PathLike, optional
         Where the spill's temporary directory goes (default: the system's).
+    n_partitions : int, optional
+        Partitions of the plan (default: the highest number in
+        ``id_partition`` plus one); partitions without ids read as empty.
 
     Returns
     -------
@@ -346,7 +352,8 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
     if strategy not in ("auto", "row_groups", "spill"):
         raise ValueError(f"strategy must be 'auto', 'row_groups' or 'spill', not {strategy!r}")
     source = PartitionedTable(path, id_partition, table=table, id_column=id_column,
-                              value_column=value_column, timezone=timezone)
+                              value_column=value_column, timezone=timezone,
+                              n_partitions=n_partitions)
     is_parquet = files._format(path) == "parquet"
     if strategy == "row_groups" and not is_parquet:
         raise ValueError("strategy 'row_groups' needs a Parquet file")
@@ -380,7 +387,8 @@ def open_readings(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
     """
     return open_partitioned(path, plan.meter_partition, table="readings",
                             id_column=col.METER_ID, value_column=col.KWH, timezone=timezone,
-                            strategy=strategy, spill_dir=spill_dir)
+                            strategy=strategy, spill_dir=spill_dir,
+                            n_partitions=plan.n_partitions)
 
 
 def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
@@ -404,4 +412,5 @@ def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
     """
     return open_partitioned(path, plan.asset_partition, table="upstream",
                             id_column=col.ASSET_ID, value_column=col.KWH, timezone=timezone,
-                            strategy=strategy, spill_dir=spill_dir)
+                            strategy=strategy, spill_dir=spill_dir,
+                            n_partitions=plan.n_partitions)
