@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gridwatch.errors import InputError
 from gridwatch.partitions import plan_partitions
 from gridwatch.simulate import simulate_dataset
 from gridwatch.sources import files, read_meters
@@ -219,3 +220,14 @@ def test_unknown_partition_and_strategy_are_refused(dataset, plan):
     with pytest.raises(ValueError, match="strategy must be"):
         open_partitioned(_path(dataset, "readings"), plan.meter_partition, table="readings",
                          id_column="meter_id", strategy="fast")
+
+
+def test_unreadable_csv_leaves_no_spill_directory(tmp_path):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    path = tmp_path / "readings.csv"
+    path.write_bytes(b"meter_id,timestamp,kwh\nM1,2024-01-01T00:00Z,\"0.5\n")  # open quote
+    plan = plan_partitions(pd.DataFrame({"meter_id": ["M1"]}), budget_bytes=1, bytes_per_meter=1)
+    with pytest.raises(InputError, match="cannot read the file"):
+        open_readings(path, plan, spill_dir=spill)
+    assert not any(spill.iterdir())

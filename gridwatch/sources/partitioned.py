@@ -363,7 +363,11 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
         if strategy == "row_groups" or reads <= MAX_ROW_GROUP_READS * n_groups:
             source.strategy = "row_groups"
             return source
-    source._spill(spill_dir)
+    try:
+        source._spill(spill_dir)
+    except BaseException:
+        source.close()  # no spill directory left behind by a file that cannot be read
+        raise
     source.strategy = "spill"
     return source
 
