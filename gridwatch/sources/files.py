@@ -281,20 +281,41 @@ def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
                          timezone: str, required: bool):
     """Read a long (id, timestamp, value) table; returns (frame or None, issues, rows_in)."""
     path = Path(path)
-    log = IssueLog()
     names = [id_column, col.TIMESTAMP, value_column]
     _require(_columns(path), names, path, table)
-    types = {id_column: pa.dictionary(pa.int32(), pa.string()), col.TIMESTAMP: pa.string(),
-             value_column: pa.float64()}
+    types = interval_types(id_column, value_column)
     try:
         data, malformed = _read(path, names, types, dictionary=(id_column,))
     except _ConversionError:
         data, malformed = _read(path, names, {**types, value_column: pa.string()},
                                 dictionary=(id_column,))
+    return _interval_frame(data, malformed, path, table=table, id_column=id_column,
+                           value_column=value_column, timezone=timezone, required=required)
+
+
+def interval_types(id_column: str, value_column: str) -> dict:
+    """Arrow types a long (id, timestamp, value) table is read with from CSV."""
+    return {id_column: pa.dictionary(pa.int32(), pa.string()), col.TIMESTAMP: pa.string(),
+            value_column: pa.float64()}
+
+
+def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, id_column: str,
+                    value_column: str, timezone: str, required: bool, whole_table: bool = True):
+    """Convert a raw (id, timestamp, value) Arrow table; returns (frame or None, issues, rows_in).
+
+    ``whole_table=False`` is for a part of a table (one partition of its ids):
+    no rows is not an error, and the refusals that judge a whole file (too
+    many bad timestamps, no number at all) are left to the caller, which
+    sees every part.
+    """
+    log = IssueLog()
+    names = [id_column, col.TIMESTAMP, value_column]
     rows_in = data.num_rows + malformed
     log.add(f"{table}.malformed_row", table, malformed, "dropped",
             detail="CSV rows with the wrong number of fields were skipped")
     if data.num_rows == 0:
+        if not whole_table:
+            return None, log, rows_in
         if required:
             raise InputError(f"the {table} table has no rows", file=path,
                              hint=f"export at least one row of {', '.join(names)}")
@@ -312,7 +333,7 @@ def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
         raise InputError(f"timestamps cannot be read: {_first_line(exc)}", file=path,
                          column=col.TIMESTAMP, hint=ISO_HINT) from None
     bad_time = utc == _NAT
-    if bad_time.mean() > MAX_BAD_TIMESTAMP_FRACTION:
+    if whole_table and bad_time.mean() > MAX_BAD_TIMESTAMP_FRACTION:
         row, value = _first_bad(data.column(col.TIMESTAMP), bad_time)
         raise InputError(
             f"{bad_time.sum()} of {len(bad_time)} timestamps cannot be parsed; "
@@ -320,7 +341,7 @@ def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
             file=path, column=col.TIMESTAMP, row=row, hint=ISO_HINT)
 
     values, non_numeric = _numbers(data.column(value_column))
-    if np.isnan(values).all():
+    if whole_table and np.isnan(values).all():
         bad = non_numeric if non_numeric.any() else np.ones(len(values), bool)
         row, value = _first_bad(data.column(value_column), bad)
         raise InputError(f"column '{value_column}' holds no number (first value {value} "
