@@ -57,10 +57,19 @@ class Partition:
     meter_ids : tuple of str
     asset_ids : tuple of str
         Every meter below these assets is in ``meter_ids``.
+    number : int
+        Its number in a :class:`gridwatch.partitions.PartitionPlan` (-1: none).
     """
 
     meter_ids: tuple
     asset_ids: tuple = ()
+    number: int = -1
+
+
+def partitions_of(plan) -> list[Partition]:
+    """The partitions of a :class:`gridwatch.partitions.PartitionPlan`."""
+    return [Partition(meter_ids=tuple(plan.meter_ids(p)), asset_ids=tuple(plan.asset_ids(p)),
+                      number=p) for p in range(plan.n_partitions)]
 
 
 @dataclass
@@ -114,25 +123,70 @@ class InMemory:
         return partition_dataset(self.ds, part)
 
 
-class FromFiles:
-    """Partitions read from a dataset directory by whoever runs them (a Dask worker reads its own).
+class PlannedFiles:
+    """Partitions of a dataset directory read one at a time with the plan's readers.
+
+    Only the partition's rows are read (Parquet row groups of its meters, or
+    its part of a one-off spill for CSV: :mod:`gridwatch.sources.partitioned`)
+    and cleaned with the rules of the full read; the meters and weather
+    tables are small and read whole. Picklable: a Dask worker opens the files
+    itself on first use.
 
     Parameters
     ----------
     input_dir : str or os.PathLike
-        The dataset directory, as seen from where the partition runs.
+    plan : gridwatch.partitions.PartitionPlan
     data_config : gridwatch.config.DataConfig
     """
 
-    def __init__(self, input_dir, data_config):
+    def __init__(self, input_dir, plan, data_config):
         self.input_dir = str(input_dir)
+        self.plan = plan
         self.data_config = data_config
+        self._open = None
 
-    def __call__(self, part: Partition | None) -> Dataset:
-        """Read and clean the partition's rows."""
-        from gridwatch.sources import read_dataset
+    def __getstate__(self):
+        return {**self.__dict__, "_open": None}  # open files stay where they were opened
 
-        return partition_dataset(read_dataset(self.input_dir, data_config=self.data_config), part)
+    def _tables(self):
+        if self._open is None:
+            from gridwatch.sources import files
+            from gridwatch.sources.partitioned import open_readings, open_upstream
+
+            tz = self.data_config.timezone
+            meters, _, _ = files._read_meters(files.find_table(self.input_dir, "meters"))
+            weather = None
+            path = files.find_table(self.input_dir, "weather")
+            if path is not None:
+                weather, _, _ = files._read_weather(path, timezone=tz)
+            up_path = files.find_table(self.input_dir, "upstream")
+            self._open = {
+                "meters": meters, "weather": weather,
+                "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
+                                          timezone=tz),
+                "upstream": None if up_path is None else open_upstream(up_path, self.plan,
+                                                                       timezone=tz),
+            }
+        return self._open
+
+    def __call__(self, part: Partition) -> Dataset:
+        """Read and clean one partition's rows."""
+        from gridwatch.sources import clean_dataset
+
+        t = self._tables()
+        meters = t["meters"][t["meters"][col.METER_ID].astype(str).isin(part.meter_ids)]
+        readings, issues, rows_in = t["readings"].read(part.number)
+        if readings is None:
+            readings = pd.DataFrame({col.METER_ID: pd.Categorical([]),
+                                     col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
+                                     col.KWH: pd.Series([], dtype=np.float64)})
+        upstream = None
+        if t["upstream"] is not None:
+            upstream, up_issues, _ = t["upstream"].read(part.number)
+            issues.extend(up_issues)
+        return clean_dataset(meters.reset_index(drop=True), readings, upstream, t["weather"],
+                             data_config=self.data_config, issues=issues,
+                             rows_in={"readings": rows_in})
 
 
 def serial_map(func, items) -> list:

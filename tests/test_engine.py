@@ -7,8 +7,9 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.config import Config
 from gridwatch.days import day_grid
-from gridwatch.engine import Partition, analyse, combine
+from gridwatch.engine import Partition, PlannedFiles, analyse, combine, partitions_of
 from gridwatch.outputs import format_flags, format_transformers
+from gridwatch.partitions import plan_partitions
 from gridwatch.pipeline import merge_suspects, window_bounds
 from gridwatch.resample import analysis_index
 from gridwatch.simulate import simulate_dataset
@@ -67,3 +68,27 @@ def test_partitions_give_the_all_at_once_flags_balance_and_issues(dataset, n_par
     assert (format_transformers(together.balance_table).to_csv(index=False)
             == format_transformers(whole.balance.table).to_csv(index=False))
     assert (flags[col.FLAGGED] == "true").sum() >= 10  # flagged meters are part of the comparison
+
+
+def _planned(path, config, ds, meters_per_partition):
+    plan = plan_partitions(ds.meters, budget_bytes=meters_per_partition * 1000.0,
+                           bytes_per_meter=1000.0,
+                           upstream_asset_ids=pd.unique(ds.upstream[col.ASSET_ID].astype(str)))
+    return PlannedFiles(path, plan, config.data), partitions_of(plan)
+
+
+def _csv_outputs(analyses, ds):
+    together = combine(analyses, ds.meters[col.METER_ID].astype(str),
+                       pd.unique(ds.upstream[col.ASSET_ID].astype(str)))
+    return (format_flags(merge_suspects(together.table, together.suspects)).to_csv(index=False),
+            format_transformers(together.balance_table).to_csv(index=False))
+
+
+def test_partitions_streamed_from_the_files_give_the_in_memory_outputs(dataset):
+    path, config, index, grid = dataset
+    ds = read_dataset(path, data_config=config.data)
+    loader, parts = _planned(path, config, ds, meters_per_partition=60)
+    assert len(parts) >= 5
+    options = {"index": index, "grid": grid, "config": config}
+    streamed = _csv_outputs(analyse(loader, partitions=parts, **options), ds)
+    assert streamed == _csv_outputs(analyse(ds, **options), ds)
