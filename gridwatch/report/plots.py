@@ -1073,7 +1073,7 @@ class _MeterFigure:
             textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
             fontweight="bold", visible=False)
         ax.set_ylabel("demand [kW]")
-        _fixed_y_axis(ax, left_pt=34)
+        _fixed_y_axis(ax, left_pt=36, nbins=5)
         ax.set_xlabel("local date")
         locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
         ax.xaxis.set_major_locator(locator)
@@ -1177,7 +1177,7 @@ class _MeterFigure:
 
 
 def _fixed_y_axis(ax, *, left_pt=None, right_pt=None, nbins=4) -> None:
-    """At most ``nbins`` + 1 y ticks, and the y label at a fixed distance from the axes [pt].
+    """At most ``nbins`` + 1 round y ticks, and the y label at a fixed distance from the axes [pt].
 
     A fixed label position keeps the layout the same from site to site and
     spares matplotlib measuring every tick label to place it.
@@ -1185,7 +1185,7 @@ def _fixed_y_axis(ax, *, left_pt=None, right_pt=None, nbins=4) -> None:
     from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import offset_copy
 
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=nbins, min_n_ticks=3))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
     if left_pt is not None:
         transform = offset_copy(ax.transAxes, fig=ax.figure, x=-left_pt, units="points")
         ax.yaxis.set_label_coords(0.0, 0.5, transform=transform)
@@ -1224,6 +1224,7 @@ class _AssetFigure:
             textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
             fontweight="bold", visible=False)
         ax.set_ylabel("daily mean [kW]")
+        _fixed_y_axis(ax, left_pt=36, nbins=6)
         ax.set_title("Power delivered into the asset against what its customer meters record "
                      "(daily mean; x 24 h = kWh per day)", fontsize=10, loc="left")
         ax.tick_params(labelbottom=False)
@@ -1234,6 +1235,7 @@ class _AssetFigure:
         (self.unexplained,) = axu.plot([], [], color="crimson", lw=1.5, **marker)
         self.onset_u = axu.axvline(0.0, color="crimson", lw=1.6, ls="--", visible=False)
         axu.set_ylabel("daily mean [kW]")
+        _fixed_y_axis(axu, left_pt=36)
         axu.legend([self.loss, self.unexplained],
                    ["modelled technical losses", "unexplained load (delivered - metered - losses)"],
                    loc="upper left", fontsize=8, ncols=2, framealpha=0.9)
@@ -1247,6 +1249,7 @@ class _AssetFigure:
         self.no_suspects = axs.text(0.5, 0.5, "", transform=axs.transAxes, ha="center",
                                     va="center", color="0.4", visible=False)
         axs.set_ylabel("daily mean demand [kW]")
+        _fixed_y_axis(axs, left_pt=36)
         axs.set_xlabel("local date")
         locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
         axs.xaxis.set_major_locator(locator)
