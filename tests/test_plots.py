@@ -29,6 +29,7 @@ def _flagged(frame, id_column):
 def _texts(fig):
     """Every visible string of a figure: titles, axis labels, legend entries."""
     titles = [t.get_text() for t in fig.texts]
+    titles += [a.get_text() for a in fig.artists if hasattr(a, "get_text")]  # the title lines
     if fig._suptitle is not None:
         titles.append(fig._suptitle.get_text())
     labels, legends = [], []
@@ -304,3 +305,36 @@ def test_plot_sizes_stay_small(result, tmp_path):
     written = plots.plot_sites(result, plots._flagged_sites(result), tmp_path, processes=1)
     sizes = [(tmp_path / rel).stat().st_size for rel in written.values()]
     assert max(sizes) < 200_000
+
+
+# --- title lines drawn as paths -----------------------------------------------------------------
+
+def _ink(fig):
+    fig.canvas.draw()
+    dark = np.asarray(fig.canvas.buffer_rgba())[..., :3].mean(axis=2) < 128
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    return (rows[0], rows[-1], cols[0], cols[-1]), int(dark.sum())
+
+
+@pytest.mark.parametrize("weight", ["normal", "bold"])
+def test_title_line_looks_like_matplotlib_text(weight):
+    # Same place, same size, same amount of ink as matplotlib's own (unhinted) text.
+    text = "score 0.93 | excess 2.15 kW | since 2026-03-20 | 4,480 kWh | as of 2026-03-30"
+    with plots._rc():
+        fig_text = plots._new_figure((8, 1), None)
+        fig_text.text(0.05, 0.9, text, ha="left", va="top", fontsize=10, fontweight=weight)
+        fig_line = plots._new_figure((8, 1), None)
+        plots._text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
+        (box_text, ink_text), (box_line, ink_line) = _ink(fig_text), _ink(fig_line)
+    assert np.abs(np.subtract(box_text, box_line)).max() <= 2, (box_text, box_line)
+    assert ink_line == pytest.approx(ink_text, rel=0.1)
+
+
+@pytest.mark.parametrize("site_id", HOSTILE)
+def test_title_line_draws_hostile_text(site_id):
+    with plots._rc():
+        fig = plots._new_figure((6, 1), None)
+        line = plots._text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
+        line.set_text(plots._plain(f"Meter {site_id} | not flagged"))
+        assert site_id.replace("\t", "?").replace("\n", "?") in line.get_text()
+        fig.canvas.draw()

@@ -1,7 +1,8 @@
 """The investigator's plots: one PNG per site, readable without knowing the tool.
 
 Every function is a pure function of a :class:`gridwatch.pipeline.RunResult`.
-Matplotlib is imported lazily, inside the functions, and figures are built as
+Matplotlib and pandas are imported lazily, inside the functions (so a helper
+process that only draws starts without pandas), and figures are built as
 plain :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas:
 nothing goes through ``pyplot``, no window is opened, the user's backend and
 ``rcParams`` are left alone (no global style), and no figure is kept alive by
@@ -56,10 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gridwatch import columns as col
-from gridwatch.atomic import atomic_path
 from gridwatch.errors import InputError
 
 PLOTS_DIR = "plots"
@@ -77,6 +76,8 @@ PNG_COMPRESS_LEVEL = 1
 RC_PARAMS = {"text.hinting": "no_hinting"}
 _SLUG_MAX = 60
 _MAX_BACKGROUNDS = 8  # cached static layers per template (one per date window)
+_MAX_STAMPS = 32  # cached looks of the legend below the meter panel
+_ENCODE_QUEUE = 2  # drawn images waiting for the PNG encoder thread
 #: Most processes that draw plots, this one included.
 MAX_PROCESSES = 4
 #: At most one helper process per this many sites (a helper costs about a
@@ -125,6 +126,8 @@ def save_plot(fig, path) -> None:
     path : str or os.PathLike
         Destination; its directory is created if missing.
     """
+    from gridwatch.atomic import atomic_path
+
     try:
         with _rc(), atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=fig.dpi,
@@ -135,8 +138,15 @@ def save_plot(fig, path) -> None:
 
 def _write_png(rgb: np.ndarray, path, dpi=DPI) -> None:
     """Write an ``(height, width, 3)`` uint8 image as a PNG at ``path``, atomically."""
+    _write_bytes(_png_bytes(rgb, dpi=dpi), path)
+
+
+def _write_bytes(data: bytes, path) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    from gridwatch.atomic import atomic_path
+
     with atomic_path(path, suffix=".png") as tmp:
-        tmp.write_bytes(_png_bytes(rgb, dpi=dpi))
+        tmp.write_bytes(data)
 
 
 def _png_bytes(rgb: np.ndarray, dpi=DPI) -> bytes:
@@ -256,12 +266,13 @@ def plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str
     -----
     A helper is a fresh interpreter (``python -c``, this process's
     ``sys.path``) that reads pickled per-site data on its standard input and
-    writes the PNGs itself. It is not started through :mod:`multiprocessing`:
-    nothing is forked from this process (whose threads may hold locks), and,
-    unlike the ``spawn`` and ``forkserver`` methods, it does not re-import the
-    caller's ``__main__`` script, which would run an unguarded script a
-    second time. A site a helper fails to draw, or that it has not answered
-    within ``HELPER_TIMEOUT_S``, is drawn in this process.
+    answers with the PNG's bytes; this process writes every file. It is not
+    started through :mod:`multiprocessing`: nothing is forked from this
+    process (whose threads may hold locks), and, unlike the ``spawn`` and
+    ``forkserver`` methods, it does not re-import the caller's ``__main__``
+    script, which would run an unguarded script a second time. A site a
+    helper fails to draw, or that it has not answered within
+    ``HELPER_TIMEOUT_S``, is drawn in this process.
     """
     out = Path(output_dir)
     plotter = _Plotter(result)
@@ -272,7 +283,7 @@ def plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str
     n_helpers = _helper_count(len(ids)) if processes is None else max(0, int(processes) - 1)
     queue = deque()  # this process takes jobs from the left, helpers from the right
     failed = []
-    with _helpers(n_helpers, queue, failed) as start_feeding, _rc():
+    with _helpers(n_helpers, queue, failed) as start_feeding, _encoder() as encode, _rc():
         # the helpers start up while the data is computed
         jobs = [(plotter.data(site_id), out / written[site_id]) for site_id in ids]
         queue.extend(sorted(jobs, key=lambda job: _layout_key(job[0])))
@@ -282,7 +293,7 @@ def plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str
                 data, path = queue.popleft()
             except IndexError:  # a helper took the last one
                 break
-            _write_png(plotter.render(data), path)
+            encode(plotter.render(data), path)
     with _rc():
         for data, path in failed:
             _write_png(plotter.render(data), path)
@@ -421,6 +432,30 @@ def _render(templates: dict, data) -> np.ndarray:
     return template.render()
 
 
+@contextlib.contextmanager
+def _encoder():
+    """Yield ``encode(rgb, path)``: write the PNG on a second thread, overlapping the next drawing.
+
+    zlib releases the GIL, so the PNG of one site is compressed while the next
+    one is drawn. At most ``_ENCODE_QUEUE`` images wait (each is a copy of the
+    canvas, ~1.7 MB). Leaving waits for the last file; an error while writing
+    is raised here.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridwatch-png") as pool:
+
+        def encode(rgb, path):
+            pending.append(pool.submit(_write_png, rgb.copy(), path))
+            while len(pending) > _ENCODE_QUEUE:
+                pending.popleft().result()
+
+        yield encode
+        while pending:
+            pending.popleft().result()
+
+
 def _layout_key(data) -> tuple:
     """Sites with equal keys share their static layer (date window, legend)."""
     if isinstance(data, _MeterData):
@@ -495,17 +530,19 @@ def _feed_helper(process, queue: deque, failed: list) -> None:
                 return
             data, path = job
             try:
-                pickle.dump((data, str(path)), process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(data, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 process.stdin.flush()
                 if os.name == "posix":
                     ready, _, _ = select.select([process.stdout], [], [], HELPER_TIMEOUT_S)
                     if not ready:
                         raise TimeoutError
-                error = pickle.load(process.stdout)
+                png = pickle.load(process.stdout)
             except (OSError, EOFError, TimeoutError, pickle.UnpicklingError):
                 failed.append(job)  # the helper died or hangs: no more jobs for it
                 return
-            if error is not None:
+            if isinstance(png, bytes):
+                _write_bytes(png, path)
+            else:
                 failed.append(job)  # drawn again here, where the error shows its traceback
     finally:
         _stop_helper(process)
@@ -524,10 +561,11 @@ def _stop_helper(process) -> None:
 
 
 def _helper_main() -> None:
-    """The loop of a helper process: read ``(data, path)``, write the PNG, answer.
+    """The loop of a helper process: read a site's data, answer with its PNG.
 
-    The answer is ``None`` or the error's text. Anything else printed goes to
-    standard error, so it cannot corrupt the answers.
+    The answer is the PNG's bytes or, if drawing failed, the error's text (a
+    str). Anything else printed goes to standard error, so it cannot corrupt
+    the answers. Files are written by the calling process only.
     """
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -536,15 +574,14 @@ def _helper_main() -> None:
     with _rc():
         while True:
             try:
-                data, path = pickle.load(jobs)
+                data = pickle.load(jobs)
             except EOFError:
                 return
             try:
-                _write_png(_render(templates, data), path)
-                error = None
+                answer = _png_bytes(_render(templates, data))
             except Exception as exc:  # noqa: BLE001 - reported; the site is drawn again by the caller
-                error = f"{type(exc).__name__}: {exc}"
-            pickle.dump(error, answers)
+                answer = f"{type(exc).__name__}: {exc}"
+            pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
             answers.flush()
 
 
@@ -587,6 +624,8 @@ class _Context:
         return self._bands[meter_class]
 
     def flag_row(self, meter_id) -> dict:
+        import pandas as pd
+
         if self.flags is None or meter_id not in self.flags.index:
             return {}
         row = self.flags.loc[meter_id]
@@ -603,12 +642,14 @@ def _asset_ids(result) -> list[str]:
     return [] if result.balance is None else [str(a) for a in result.balance.asset_ids]
 
 
-def _is_true(values: pd.Series) -> np.ndarray:
+def _is_true(values) -> np.ndarray:
     return values.astype(str).str.lower().isin(["true", "1"]).to_numpy()
 
 
 def _customer_classes(result, meter_ids) -> tuple[np.ndarray, str]:
     """The customer class of each analysed meter: from the run, else the input's meters table."""
+    import pandas as pd
+
     meters = getattr(result, "meters", None)
     if meters is None:
         input_dir = (result.info or {}).get("input_dir")
@@ -659,8 +700,12 @@ def _new_figure(figsize, fig):
 
 def _tx(text) -> str:
     """Text safe for matplotlib: ``$`` would otherwise start mathtext; control characters shown as ``?``."""
-    text = "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(text))
-    return text.replace("$", r"\$")  # with every $ escaped the text is never mathtext
+    return _plain(text).replace("$", r"\$")  # with every $ escaped the text is never mathtext
+
+
+def _plain(text) -> str:
+    """Text with control characters shown as ``?`` (for :func:`_text_line`, which has no mathtext)."""
+    return "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(text))
 
 
 def _num(value, default=np.nan) -> float:
@@ -672,6 +717,8 @@ def _num(value, default=np.nan) -> float:
 
 
 def _onset_date(value):
+    import pandas as pd
+
     if value is None or value is pd.NA:
         return None
     text = str(value).strip()
@@ -737,6 +784,8 @@ class _MeterData:
 
 def _meter_data(ctx: _Context, meter_id: str, *, weeks) -> _MeterData:
     """What the plot of ``meter_id`` shows (see :func:`plot_meter`)."""
+    import pandas as pd
+
     result, grid = ctx.result, ctx.grid
     if meter_id not in ctx.position:
         raise InputError(_unknown_message(result, meter_id),
@@ -820,9 +869,9 @@ def _meter_data(ctx: _Context, meter_id: str, *, weeks) -> _MeterData:
     in_heat = onset is not None and dates[0] <= onset <= dates[-1]
     onset_day = float(_date_num([onset.astype("datetime64[s]")])[0]) if onset is not None else None
     return _MeterData(
-        title=f"Meter {_tx(meter_id)} | transformer {_tx(transformer)} | {status}",
-        summary=_tx(" | ".join(parts)),
-        reasons=_tx(_reasons(flag.get(col.REASONS))),
+        title=_plain(f"Meter {meter_id} | transformer {transformer} | {status}"),
+        summary=_plain(" | ".join(parts)),
+        reasons=_plain(_reasons(flag.get(col.REASONS))),
         time_day=_date_num(ctx.local_time[cells]),
         kw=kw,
         expected_kw=np.asarray(expected, dtype=np.float64),
@@ -869,6 +918,8 @@ class _AssetData:
 
 def _asset_data(ctx: _Context, asset_id: str) -> _AssetData:
     """What the plot of ``asset_id`` shows (see :func:`plot_asset`)."""
+    import pandas as pd
+
     result = ctx.result
     if asset_id not in ctx.assets:
         raise InputError(_unknown_message(result, asset_id),
@@ -945,9 +996,9 @@ def _asset_data(ctx: _Context, asset_id: str) -> _AssetData:
     parts.append(f"mean modelled losses {np.nanmean(loss[sl]) if has.size else float('nan'):.2f} kW")
     parts.append(f"as of {result.as_of}")
     return _AssetData(
-        title=f"{level.capitalize()} {_tx(asset_id)} | {status}",
-        summary=_tx(" | ".join(parts)),
-        reasons=_tx(_reasons(info.get(col.REASONS))),
+        title=_plain(f"{level.capitalize()} {asset_id} | {status}"),
+        summary=_plain(" | ".join(parts)),
+        reasons=_plain(_reasons(info.get(col.REASONS))),
         noon_day=_date_num(noon),
         edges_day=_date_num(_day_edges(dates)),
         delivered_kw=np.asarray(delivered[sl], dtype=np.float64),
@@ -970,50 +1021,187 @@ def _asset_data(ctx: _Context, asset_id: str) -> _AssetData:
 # =====================================================================================
 # drawing: a static layer drawn once per date window, the rest drawn per site
 # =====================================================================================
+def _title_lines(fig) -> tuple:
+    """The figure's three title lines: what the site is, its numbers, the reasons."""
+    return (_text_line(fig, 0.075, 0.985, fontsize=13, weight="bold"),
+            _text_line(fig, 0.075, 0.935, fontsize=10),
+            _text_line(fig, 0.075, 0.905, fontsize=8.5, color="0.3"))
+
+
+def _text_line(fig, x, y, *, fontsize, weight="normal", color="black"):
+    """A left-aligned line of text whose top is at figure fraction ``(x, y)``; see :class:`_Glyphs`.
+
+    The artist is a :class:`matplotlib.patches.PathPatch` with ``set_text``
+    and ``get_text``; it lies in ``fig.artists``.
+    """
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
+    from matplotlib.transforms import Affine2D, ScaledTranslation
+
+    class TextLine(PathPatch):
+        def set_text(self, text):
+            self._text = str(text)
+            vertices, codes = glyphs.outline(self._text)
+            self.set_path(Path(vertices, codes))
+
+        def get_text(self):
+            return self._text
+
+    glyphs = _Glyphs.of(FontProperties(size=fontsize, weight=weight))
+    # outline units -> points below the top of the line -> inches -> pixels, at (x, y)
+    to_pixels = (Affine2D().scale(fontsize / glyphs.units_per_point).translate(0, -fontsize * glyphs.ascent)
+                 .scale(1 / 72) + fig.dpi_scale_trans + ScaledTranslation(x, y, fig.transFigure))
+    line = TextLine(Path(np.zeros((0, 2))), facecolor=color, edgecolor="none", lw=0, snap=False,
+                    transform=to_pixels)
+    line.set_text("")
+    fig.add_artist(line)
+    return line
+
+
+class _Glyphs:
+    """Glyph outlines and word layouts of one font, to draw text as one filled path.
+
+    Matplotlib 3.11 draws text glyph by glyph through FreeType, about 40 µs a
+    character; the title lines of a plot (about 300 characters, different for
+    every site) took half of the time to draw it. Drawn as one path from
+    outlines cached per word, they take about a tenth of that. The glyphs are
+    the font's own outlines, laid out by :class:`matplotlib.textpath.TextToPath`
+    (kerning within words), unhinted as the plots' other text is (see
+    ``RC_PARAMS``): side by side the two look the same.
+
+    Only the font matplotlib finds for the properties is used (no fallback
+    font for characters it lacks), which is enough for ids and the tool's
+    own words.
+    """
+
+    _fonts: dict = {}
+    MAX_WORDS = 20_000
+
+    @classmethod
+    def of(cls, prop) -> _Glyphs:
+        """The shared instance for a font (one per font file and size-independent)."""
+        from matplotlib.font_manager import findfont
+
+        path = findfont(prop)
+        if path not in cls._fonts:
+            cls._fonts[path] = cls(path)
+        return cls._fonts[path]
+
+    def __init__(self, path):
+        from matplotlib.font_manager import get_font
+        from matplotlib.ft2font import LoadFlags
+        from matplotlib.textpath import TextToPath
+
+        self._to_path = TextToPath()
+        self._font = get_font(path)
+        self._set_size()
+        self.units_per_point = TextToPath.FONT_SCALE  # outlines are for a FONT_SCALE-pt font
+        self.space = self._font.load_char(ord(" "), flags=LoadFlags.NO_HINTING).linearHoriAdvance / 65536
+        # ascent [em] as matplotlib places text with va="top"
+        table = self._font.get_sfnt_table("OS/2")
+        head = self._font.get_sfnt_table("head")
+        ascent = table["sTypoAscender"] if table else self._font.ascender
+        self.ascent = ascent / head["unitsPerEm"]
+        self._outlines = {}
+        self._words = {}
+
+    def _set_size(self):
+        from matplotlib.textpath import TextToPath
+
+        self._font.set_size(TextToPath.FONT_SCALE, TextToPath.DPI)  # the font object is shared
+
+    def word(self, word: str) -> tuple:
+        """Vertices, codes and advance of one word (no space), cached."""
+        cached = self._words.get(word)
+        if cached is None:
+            self._set_size()
+            # laid out with a trailing space, whose position is the word's advance
+            info, new, _ = self._to_path.get_glyphs_with_font(
+                self._font, word + " ", glyph_map=self._outlines, return_new_glyphs_only=True)
+            self._outlines.update(new)
+            *glyphs, (_, advance, _, _) = info
+            parts = [(self._outlines[r][0] + (x, y), self._outlines[r][1]) for r, x, y, _ in glyphs]
+            parts = [(v, c) for v, c in parts if len(c)]
+            vertices = np.concatenate([v for v, _ in parts]) if parts else np.zeros((0, 2))
+            codes = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, dtype=np.uint8)
+            if len(self._words) >= self.MAX_WORDS:
+                self._words.clear()
+            cached = self._words[word] = (vertices, codes, float(advance))
+        return cached
+
+    def outline(self, text: str) -> tuple:
+        """Vertices and codes of a line of text, in outline units, origin on the baseline."""
+        vertices, codes, x = [], [], 0.0
+        for i, word in enumerate(text.split(" ")):
+            if i:
+                x += self.space
+            v, c, advance = self.word(word)
+            if len(c):
+                vertices.append(v + (x, 0.0))
+                codes.append(c)
+            x += advance
+        if not codes:
+            return np.zeros((0, 2)), None
+        return np.concatenate(vertices), np.concatenate(codes)
+
+
 class _Layers:
     """Render a figure as a cached static background plus the artists that change.
 
     ``static`` returns the artists whose look depends only on the state that
-    :meth:`key` summarises: an axis by its view interval, a text by its
-    string, a legend by its labels; axes backgrounds never change. Every other child of the figure and
-    of its axes is drawn for each site, in the order a full draw uses (axes
-    by z-order, then each axes' children by z-order), on top of the restored
-    background. The result equals a full draw as long as no static artist
-    overlaps a dynamic one that a full draw would put beneath it.
+    :meth:`state` summarises (an axis: its view interval; a text: its string;
+    a legend: its labels; axes backgrounds never change). They are drawn
+    once per distinct state into a cached background.
+
+    ``islands`` returns artists that change between sites but take few
+    looks and touch no other artist (the meter legend, below its panel):
+    each look is drawn once and its pixels are cached as a stamp.
+
+    Every other child of the figure and of its axes is drawn for each site,
+    in the order a full draw uses (axes by z-order, then each axes' children
+    by z-order), on top of the restored background and stamps. The result
+    equals a full draw as long as no static artist or island overlaps an
+    artist that a full draw would put beneath it (the tests check this).
     """
 
-    def __init__(self, fig, static):
+    def __init__(self, fig, static, islands=list):
         self.fig = fig
         self.static = static
+        self.islands = islands
         self._backgrounds = {}
+        self._stamps = {}
 
-    def key(self) -> tuple:
-        """What the static layer depends on."""
+    @staticmethod
+    def state(artist):
+        """What the look of a static artist or island depends on."""
         from matplotlib.axis import Axis
         from matplotlib.legend import Legend
         from matplotlib.text import Text
 
-        parts = []
-        for artist in self.static():
-            if isinstance(artist, Axis):
-                parts.append(tuple(float(v) for v in artist.get_view_interval()))
-            elif isinstance(artist, Text):
-                parts.append(artist.get_text())
-            elif isinstance(artist, Legend):
-                parts.append(tuple(t.get_text() for t in artist.get_texts()))
-        return tuple(parts)
+        if isinstance(artist, Axis):
+            return tuple(float(v) for v in artist.get_view_interval())
+        if isinstance(artist, Text):
+            return artist.get_text()
+        if isinstance(artist, Legend):
+            return tuple(t.get_text() for t in artist.get_texts())
+        return None
+
+    def key(self) -> tuple:
+        """What the static layer depends on."""
+        return tuple(self.state(a) for a in self.static())
 
     def dynamic(self) -> list:
         """The artists drawn for each site, in drawing order."""
         from matplotlib.axes import Axes
 
-        static = {id(a) for a in self.static()} | {id(self.fig.patch)}
+        fixed = {id(a) for a in [*self.static(), *self.islands()]} | {id(self.fig.patch)}
         out = []
         for artist in sorted(self.fig.get_children(), key=lambda a: a.get_zorder()):
             if isinstance(artist, Axes):
                 inner = sorted(artist.get_children(), key=lambda a: a.get_zorder())
-                out += [a for a in inner if id(a) not in static and a is not artist.patch]
-            elif id(artist) not in static:
+                out += [a for a in inner if id(a) not in fixed and a is not artist.patch]
+            elif id(artist) not in fixed:
                 out.append(artist)
         return out
 
@@ -1023,26 +1211,41 @@ class _Layers:
         for ax in self.fig.axes:
             ax.viewLim  # noqa: B018 - applies pending autoscaling before the key is read
         key = self.key()
+        islands = [a for a in self.islands() if a is not None and a.get_visible()]
         dynamic = self.dynamic()
         background = self._backgrounds.get(key)
         if background is None:
-            for artist in dynamic:
+            for artist in dynamic + islands:
                 artist.set_animated(True)
             try:
                 canvas.draw()  # animated artists are left out
             finally:
-                for artist in dynamic:
+                for artist in dynamic + islands:
                     artist.set_animated(False)
             background = canvas.copy_from_bbox(self.fig.bbox)
-            if len(self._backgrounds) >= _MAX_BACKGROUNDS:
-                self._backgrounds.pop(next(iter(self._backgrounds)))
-            self._backgrounds[key] = background
+            _remember(self._backgrounds, key, background, _MAX_BACKGROUNDS)
         else:
             canvas.restore_region(background)
         renderer = canvas.get_renderer()
+        for island in islands:
+            stamp_key = (key, self.state(island))
+            stamp = self._stamps.get(stamp_key)
+            if stamp is None:
+                island.draw(renderer)
+                bbox = island.get_window_extent(renderer).padded(2)  # antialiased edges
+                _remember(self._stamps, stamp_key, canvas.copy_from_bbox(bbox), _MAX_STAMPS)
+            else:
+                canvas.restore_region(stamp)
         for artist in dynamic:
             artist.draw(renderer)
         return np.asarray(canvas.buffer_rgba())[..., :3]
+
+
+def _remember(cache: dict, key, value, size: int) -> None:
+    """Put ``value`` in ``cache``, dropping the oldest entry beyond ``size`` entries."""
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 class _MeterFigure:
@@ -1117,13 +1320,12 @@ class _MeterFigure:
         _fixed_y_axis(cax, right_pt=27)
 
         # title lines
-        self.title = fig.suptitle("", x=0.075, y=0.985, ha="left", fontsize=13, fontweight="bold")
-        self.summary = fig.text(0.075, 0.935, "", ha="left", va="top", fontsize=10)
-        self.reasons = fig.text(0.075, 0.905, "", ha="left", va="top", fontsize=8.5, color="0.3")
+        self.title, self.summary, self.reasons = _title_lines(fig)
 
         self.layers = _Layers(fig, lambda: [
-            ax.title, ax._left_title, ax._right_title, ax.xaxis, ax.get_legend(),
-            axh.title, axh._left_title, axh._right_title, axh.xaxis, axh.yaxis])
+            ax.title, ax._left_title, ax._right_title, ax.xaxis,
+            axh.title, axh._left_title, axh._right_title, axh.xaxis, axh.yaxis],
+            islands=lambda: [ax.get_legend()])
 
     def update(self, d: _MeterData) -> None:
         """Show meter ``d``: every artist that depends on the meter is set here."""
@@ -1255,9 +1457,7 @@ class _AssetFigure:
         axs.xaxis.set_major_locator(locator)
         axs.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
-        self.title = fig.suptitle("", x=0.075, y=0.985, ha="left", fontsize=13, fontweight="bold")
-        self.summary = fig.text(0.075, 0.935, "", ha="left", va="top", fontsize=10)
-        self.reasons = fig.text(0.075, 0.905, "", ha="left", va="top", fontsize=8.5, color="0.3")
+        self.title, self.summary, self.reasons = _title_lines(fig)
 
         self.layers = _Layers(fig, lambda: [
             ax.title, ax._left_title, ax._right_title, ax.xaxis,
