@@ -288,6 +288,10 @@ def test_helper_count():
     assert 0 <= plots._helper_count(10_000) <= plots.MAX_PROCESSES - 1
 
 
+def test_plot_sites_without_sites(result, tmp_path):
+    assert plots.plot_sites(result, [], tmp_path, processes=4) == {}
+
+
 def test_png_bytes_decode_to_the_pixels(tmp_path):
     from PIL import Image
 

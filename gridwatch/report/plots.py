@@ -280,7 +280,8 @@ def plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str
     for site_id in ids:
         plotter.kind(site_id)  # refuse an unknown id before writing anything
     written = {site_id: f"{PLOTS_DIR}/{safe_plot_name(site_id)}" for site_id in ids}
-    n_helpers = _helper_count(len(ids)) if processes is None else max(0, int(processes) - 1)
+    n_helpers = _helper_count(len(ids)) if processes is None else max(0, min(int(processes) - 1,
+                                                                              len(ids) - 1))
     queue = deque()  # this process takes jobs from the left, helpers from the right
     failed = []
     with _helpers(n_helpers, queue, failed) as start_feeding, _encoder() as encode, _rc():
@@ -1276,7 +1277,7 @@ class _MeterFigure:
             textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
             fontweight="bold", visible=False)
         ax.set_ylabel("demand [kW]")
-        _fixed_y_axis(ax, left_pt=36, nbins=5)
+        _fixed_y_axis(ax, left_pt=36, nbins=6)
         ax.set_xlabel("local date")
         locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
         ax.xaxis.set_major_locator(locator)
@@ -1317,7 +1318,7 @@ class _MeterFigure:
         cax.yaxis.tick_right()
         cax.yaxis.set_label_position("right")
         cax.set_ylabel("demand [kW]")
-        _fixed_y_axis(cax, right_pt=27)
+        _fixed_y_axis(cax, right_pt=27, nbins=5)
 
         # title lines
         self.title, self.summary, self.reasons = _title_lines(fig)
