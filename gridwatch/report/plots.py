@@ -23,18 +23,24 @@ plot is split in two:
 
 A template renders through :class:`_Layers`: the artists that cannot change
 between sites of the same date window (axes backgrounds, panel titles, the
-date axes, the hour axis) are drawn once into a cached background; for each
-site the background is restored and only the other artists are drawn on top,
-in the order a full draw would use, so the pixels equal those of a full
-``savefig`` of the same figure (the tests check this, and that a template
-reused for site A then site B draws B exactly as a fresh one does).
+date axes, the hour axis) are drawn once into a cached background, the meter
+legend once per set of labels; for each site the background is restored and
+only the other artists are drawn on top, in the order a full draw would use,
+so the pixels equal those of a full ``savefig`` of the same figure (the tests
+check this, and that a template reused for site A then site B draws B
+exactly as a fresh one does). The three title lines, different for every
+site, are drawn as paths from cached glyph outlines (:class:`_Glyphs`), ten
+times faster than matplotlib's glyph-by-glyph text. PNGs are compressed
+without row filters at zlib level 1 (:func:`_png_bytes`), on a second thread,
+and :func:`plot_sites` shares the sites with helper processes when the
+machine has CPUs to spare.
 
 Public API
 ----------
 plot_meter(result, meter_id, *, weeks=6, fig=None) -> Figure
 plot_asset(result, asset_id, *, fig=None) -> Figure
 plot_site(result, site_id, path) -> Path
-plot_sites(result, site_ids, output_dir) -> dict[str, str]
+plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str]
 write_plots(result, output_dir) -> dict[str, str]
 safe_plot_name(site_id) -> str
 save_plot(fig, path) -> None
@@ -67,8 +73,8 @@ METER_FIGSIZE = (11.0, 8.0)  # [inch] at DPI -> 880 x 640 px
 ASSET_FIGSIZE = (11.0, 7.5)
 MAX_SUSPECTS = 5
 PEER_LOW, PEER_HIGH = 10, 90  # percentiles of the peer band
-#: zlib level of the PNGs: on these flat-coloured plots level 1 is twice as fast
-#: as the default (6) for files about 10 % larger.
+#: zlib level of the PNGs: on these flat-coloured plots level 1 is about twice as
+#: fast as the default (6), for files about 10 % larger.
 PNG_COMPRESS_LEVEL = 1
 #: rcParams applied while a plot is built and drawn (never globally): FreeType
 #: hinting costs about a quarter of a plot's drawing time and, at 80 dpi,
@@ -80,8 +86,8 @@ _MAX_STAMPS = 32  # cached looks of the legend below the meter panel
 _ENCODE_QUEUE = 2  # drawn images waiting for the PNG encoder thread
 #: Most processes that draw plots, this one included.
 MAX_PROCESSES = 4
-#: At most one helper process per this many sites (a helper costs about a
-#: second of CPU to start: Python, numpy, pandas, matplotlib, the templates).
+#: At most one helper process per this many sites (a helper costs about half a
+#: second of CPU to start: Python, numpy, matplotlib, the templates).
 SITES_PER_HELPER = 40
 #: A helper that has not answered for this long is stopped; its site is drawn here.
 HELPER_TIMEOUT_S = 120.0
@@ -248,8 +254,8 @@ def plot_sites(result, site_ids, output_dir, *, processes=None) -> dict[str, str
     processes : int, optional
         Processes that draw, this one included. By default one per available
         CPU, at most ``MAX_PROCESSES``, and one helper per
-        ``SITES_PER_HELPER`` sites at most (starting one costs about a second
-        of CPU). ``1`` draws everything in this process.
+        ``SITES_PER_HELPER`` sites at most (starting one costs about half a
+        second of CPU). ``1`` draws everything in this process.
 
     Returns
     -------
@@ -324,9 +330,9 @@ def plot_meter(result, meter_id, *, weeks=6, fig=None):
     the expected consumption (what the meter would draw without the detected
     load, fitted before the onset), the peer band (10th-90th percentile of
     the daily mean demand of the meters of the same customer class, scaled to
-    this meter's own level before the onset) and the onset. Bottom panel: a
-    day x local hour heat map of demand where a round-the-clock load shows
-    as a band across all 24 hours.
+    this meter's own level before the onset; the factor is in the summary
+    line) and the onset. Bottom panel: a day x local hour heat map of demand
+    where a round-the-clock load shows as a band across all 24 hours.
 
     Parameters
     ----------
@@ -341,6 +347,11 @@ def plot_meter(result, meter_id, *, weeks=6, fig=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Notes
+    -----
+    The three title lines are path artists in ``fig.artists`` (with
+    ``get_text()``), not ``fig.texts``; see :class:`_Glyphs`.
     """
     ctx = _Context(result)
     data = _meter_data(ctx, str(meter_id), weeks=weeks)
@@ -369,6 +380,10 @@ def plot_asset(result, asset_id, *, fig=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Notes
+    -----
+    As in :func:`plot_meter`, the title lines are in ``fig.artists``.
     """
     ctx = _Context(result)
     data = _asset_data(ctx, str(asset_id))
