@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gridwatch import columns as col
@@ -28,6 +29,7 @@ def _flagged(frame, id_column):
 def _texts(fig):
     """Every visible string of a figure: titles, axis labels, legend entries."""
     titles = [t.get_text() for t in fig.texts]
+    titles += [a.get_text() for a in fig.artists if hasattr(a, "get_text")]  # the title lines
     if fig._suptitle is not None:
         titles.append(fig._suptitle.get_text())
     labels, legends = [], []
@@ -156,3 +158,187 @@ def test_no_pyplot_needed(result, tmp_path):
     had = "matplotlib.pyplot" in sys.modules
     plots.plot_site(result, str(result.kw.columns[1]), tmp_path / "p.png")
     assert ("matplotlib.pyplot" in sys.modules) == had
+
+
+# --- reused figures: fast, and never showing a previous site ----------------------------------
+
+def _pixels(plotter, data):
+    with plots._rc():
+        return plotter.render(data).copy()
+
+
+def _meter_ids(result):
+    flags = result.flags
+    flagged = _flagged(flags, col.METER_ID)
+    unflagged = flags.loc[flags[col.FLAGGED] == "false", col.METER_ID].astype(str).tolist()
+    return flagged[0], unflagged[-1]
+
+
+def _asset_ids(result):
+    tr = result.transformers
+    return _flagged(tr, col.ASSET_ID)[0], tr.loc[tr[col.FLAGGED].astype(str) == "false",
+                                                   col.ASSET_ID].astype(str).iloc[0]
+
+
+def test_reused_meter_figure_draws_each_site_as_a_fresh_one(result):
+    # A flagged meter with its onset, legend and reasons, then an unflagged one without
+    # them, then the first again in a shorter window: each must equal a fresh drawing.
+    flagged, unflagged = _meter_ids(result)
+    ctx = plots._Context(result)
+    sequence = [plots._meter_data(ctx, flagged, weeks=6), plots._meter_data(ctx, unflagged, weeks=6),
+                plots._meter_data(ctx, flagged, weeks=2), plots._meter_data(ctx, unflagged, weeks=6)]
+    assert sequence[0].onset_day is not None and sequence[1].onset_day is None
+    assert sequence[2].edges_day[0] > sequence[0].edges_day[0]
+    reused = plots._Plotter(result)
+    for data in sequence:
+        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots._Plotter(result), data))
+
+
+def test_reused_asset_figure_draws_each_site_as_a_fresh_one(result):
+    flagged, unflagged = _asset_ids(result)
+    ctx = plots._Context(result)
+    a, b = plots._asset_data(ctx, flagged), plots._asset_data(ctx, unflagged)
+    assert a.suspect_labels and a.onset_day is not None
+    assert not b.suspect_labels and b.no_suspects_text and b.onset_day is None
+    reused = plots._Plotter(result)
+    for data in (a, b, a):
+        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots._Plotter(result), data))
+
+
+@pytest.mark.parametrize("kind", ["meter", "asset"])
+def test_cached_layout_equals_a_full_draw(result, kind):
+    # The static layer drawn once + the per-site artists on top = a full draw of the figure.
+    flagged = _meter_ids(result)[0] if kind == "meter" else _asset_ids(result)[0]
+    plotter = plots._Plotter(result)
+    data = plotter.data(flagged)
+    fast = _pixels(plotter, data)
+    fig = next(iter(plotter._templates.values())).fig
+    with plots._rc():
+        fig.canvas.draw()
+    full = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    np.testing.assert_array_equal(fast, full)
+
+
+def test_plot_sites_equals_plot_site(result, tmp_path):
+    # The batch (reused figures, sites regrouped by layout) writes the very bytes that
+    # one fresh figure per site writes.
+    flagged = plots._flagged_sites(result)
+    sites = flagged[:2] + [_meter_ids(result)[1], _asset_ids(result)[1], flagged[-1]]
+    written = plots.plot_sites(result, sites, tmp_path / "batch", processes=1)
+    assert list(written) == sites
+    for site in sites:
+        fresh = plots.plot_site(result, site, tmp_path / "fresh" / plots.safe_plot_name(site))
+        assert (tmp_path / "batch" / written[site]).read_bytes() == fresh.read_bytes(), site
+
+
+def test_plot_sites_refuses_an_unknown_id_before_drawing(result, tmp_path):
+    with pytest.raises(InputError, match="no meter or asset 'nope'"):
+        plots.plot_sites(result, [_meter_ids(result)[0], "nope"], tmp_path)
+    assert not tmp_path.joinpath("plots").exists()
+
+
+def test_helper_processes_write_the_same_files(result, tmp_path, monkeypatch):
+    class Jobs(plots.deque):  # helpers take jobs from the right, this process from the left
+        taken_by_helpers = 0
+
+        def pop(self):
+            job = super().pop()
+            Jobs.taken_by_helpers += 1
+            return job
+
+    monkeypatch.setattr(plots, "deque", Jobs)
+    sites = plots._flagged_sites(result) * 3 + [_meter_ids(result)[1]]  # repeats are drawn once
+    local = plots.plot_sites(result, sites, tmp_path / "local", processes=1)
+    assert Jobs.taken_by_helpers == 0
+    shared = plots.plot_sites(result, sites, tmp_path / "shared", processes=2)
+    assert Jobs.taken_by_helpers > 0
+    assert shared == local
+    for rel in local.values():
+        assert (tmp_path / "shared" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("helper", ["cannot start", "exits at once", "fails to draw"])
+def test_a_failing_helper_leaves_its_sites_to_this_process(result, tmp_path, monkeypatch, helper):
+    import subprocess
+    import sys
+
+    def start():
+        if helper == "cannot start":
+            return None
+        code = {"exits at once": "pass",
+                "fails to draw": "import pickle, sys\n"
+                                 "while True:\n"
+                                 "    pickle.load(sys.stdin.buffer)\n"
+                                 "    pickle.dump('RuntimeError: boom', sys.stdout.buffer)\n"
+                                 "    sys.stdout.flush()\n"}[helper]
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+
+    monkeypatch.setattr(plots, "_start_helper", start)
+    sites = plots._flagged_sites(result)[:3]
+    written = plots.plot_sites(result, sites, tmp_path, processes=2)
+    assert set(written) == set(sites)
+    for rel in written.values():
+        _check_png(tmp_path / rel)
+    assert not [f for f in (tmp_path / "plots").iterdir() if f.name.startswith(".")]
+
+
+def test_helper_count():
+    assert plots._helper_count(1) == 0  # never worth a second process
+    assert 0 <= plots._helper_count(10_000) <= plots.MAX_PROCESSES - 1
+
+
+def test_plot_sites_without_sites(result, tmp_path):
+    assert plots.plot_sites(result, [], tmp_path, processes=4) == {}
+
+
+def test_png_bytes_decode_to_the_pixels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
+    plots._write_png(rgb, tmp_path / "x.png", dpi=80)
+    with Image.open(tmp_path / "x.png") as img:
+        assert img.mode == "RGB" and img.size == (5, 7)
+        np.testing.assert_array_equal(np.asarray(img), rgb)
+        assert img.info["dpi"] == pytest.approx((80, 80), abs=0.01)
+
+
+def test_plot_sizes_stay_small(result, tmp_path):
+    # The report embeds every PNG as base64: keep them near 100 KB.
+    written = plots.plot_sites(result, plots._flagged_sites(result), tmp_path, processes=1)
+    sizes = [(tmp_path / rel).stat().st_size for rel in written.values()]
+    assert max(sizes) < 200_000
+
+
+# --- title lines drawn as paths -----------------------------------------------------------------
+
+def _ink(fig):
+    fig.canvas.draw()
+    dark = np.asarray(fig.canvas.buffer_rgba())[..., :3].mean(axis=2) < 128
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    return (rows[0], rows[-1], cols[0], cols[-1]), int(dark.sum())
+
+
+@pytest.mark.parametrize("weight", ["normal", "bold"])
+def test_title_line_looks_like_matplotlib_text(weight):
+    # Same place, same size, same amount of ink as matplotlib's own (unhinted) text.
+    text = "score 0.93 | excess 2.15 kW | since 2026-03-20 | 4,480 kWh | as of 2026-03-30"
+    with plots._rc():
+        fig_text = plots._new_figure((8, 1), None)
+        fig_text.text(0.05, 0.9, text, ha="left", va="top", fontsize=10, fontweight=weight)
+        fig_line = plots._new_figure((8, 1), None)
+        plots._text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
+        (box_text, ink_text), (box_line, ink_line) = _ink(fig_text), _ink(fig_line)
+    assert np.abs(np.subtract(box_text, box_line)).max() <= 2, (box_text, box_line)
+    assert ink_line == pytest.approx(ink_text, rel=0.1)
+
+
+@pytest.mark.parametrize("site_id", HOSTILE)
+def test_title_line_draws_hostile_text(site_id):
+    with plots._rc():
+        fig = plots._new_figure((6, 1), None)
+        line = plots._text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
+        line.set_text(plots._plain(f"Meter {site_id} | not flagged"))
+        assert site_id.replace("\t", "?").replace("\n", "?") in line.get_text()
+        fig.canvas.draw()
