@@ -36,9 +36,9 @@ from statsmodels.stats.multitest import multipletests
 from gridwatch import columns as col
 from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles
 from gridwatch.features import (
+    HourOfDaySums,
     degree_days,
     flat_increment_kw,
-    hourly_increment,
     hourly_spread,
     onset_cell,
     repeated_value_runs,
@@ -251,7 +251,8 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
     # judged on the full days after it.
     candidate = (day_onset >= 0) & (scan.shift >= 0.5 * detection.min_excess_kw)
     settled = (np.arange(n_days)[:, None] < day_onset[None, :] - 1)[grid.day_of_cell]
-    usual_kw, _ = hourly_increment(kw, grid.hour_of_cell, ~settled)
+    hour_sums = HourOfDaySums(kw, grid.hour_of_cell)
+    usual_kw, _ = hour_sums.increment(~settled)
     cell = onset_cell(kw, grid.slots, grid.hour_of_cell, np.where(candidate, day_onset, -1),
                       usual_kw, 0.5 * first_size)
     onset = np.where(cell >= 0, grid.day_of_cell[np.maximum(cell, 0)], day_onset)
@@ -279,12 +280,13 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
     cell_idx = np.arange(n_cells)[:, None]
     post_cell = np.where(cell[None, :] >= 0, cell_idx >= cell[None, :], post_day[grid.day_of_cell])
     full_cell = post_day[grid.day_of_cell]  # post cells on full days only
-    before_kw, after_kw = hourly_increment(kw, grid.hour_of_cell, full_cell)
+    before_kw, after_kw = hour_sums.increment(full_cell)
     with np.errstate(invalid="ignore", divide="ignore"):
         flat = np.clip(flat_increment_kw(before_kw, after_kw) / shift_floor, 0.0, 1.5)
     flat = np.where(n_post_valid >= 3, flat, np.nan)  # too noisy on 1-2 days
     # A rig adds a level, not variance; a thermostat cycling a heater adds both.
-    before_kw, _ = hourly_increment(kw, grid.hour_of_cell, post_cell)
+    before_kw, _ = hour_sums.increment(post_cell)
+    del hour_sums
     with np.errstate(invalid="ignore", divide="ignore"):
         day_level = mean[grid.day_of_cell]
         noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw, day_level)
