@@ -689,13 +689,16 @@ def _fill_values(K, missing, expected_kw, used, grid):
     t, m = np.nonzero(missing)
     if len(t) == 0:
         return np.zeros(0)
-    cols, pos = np.unique(m, return_inverse=True)  # only meters with something to fill
-    slot_kw, slot = _slot_means(K[:, cols], grid)
-    values = slot_kw[slot[t], pos]
+    values = np.full(len(t), np.nan)
     if expected_kw is not None:
         exp = expected_kw.set_axis(expected_kw.columns.astype(str), axis=1).reindex(columns=used)
         exp = exp.to_numpy(dtype=np.float64)[t, m]
-        values = np.where(np.isfinite(exp), np.maximum(exp, 0.0), values)
+        values = np.where(np.isfinite(exp), np.maximum(exp, 0.0), np.nan)
+    need = np.isnan(values)  # no expected consumption: the meter's own slot means
+    if need.any():
+        cols, pos = np.unique(m[need], return_inverse=True)  # only meters that need them
+        slot_kw, slot = _slot_means(K[:, cols], grid)
+        values[need] = slot_kw[slot[t[need]], pos]
     return values
 
 
