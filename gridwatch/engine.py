@@ -94,7 +94,6 @@ class Shared:
     peers: PeerCounts | None = None
     calibration: Calibration | None = None
     balance_calibration: BalanceCalibration | None = None
-    passes: list = field(default_factory=list)
 
 
 def partition_dataset(ds: Dataset, part: Partition | None) -> Dataset:

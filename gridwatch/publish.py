@@ -275,8 +275,8 @@ def run_published(input_dir=None, *, output_dir=None, output_root=None, as_of=No
     from gridwatch.pipeline import run
 
     destination = Destination.for_output(output_dir, output_root or config.output.root)
-    if not destination.is_root:
-        check_replaceable(destination.target(dt.date.today()))  # before hours of work, not after
+    if not destination.is_root:  # OUT_DIR is known now: refuse before hours of work, not after
+        check_replaceable(destination.parent / destination.name)
     with output_lock(destination):
         remove_stale_staging(destination)
         staging = make_staging(destination)
