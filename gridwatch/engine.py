@@ -22,10 +22,15 @@ calibrations come from the partition itself, in one pass.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import pickle
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,22 +232,29 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
     """
     load = ds if callable(ds) else InMemory(ds)
     parts = list(partitions) if partitions else [None]
+    if len(parts) == 1:
+        return [_final_pass(parts[0], load=load, index=index, grid=grid, config=config,
+                            shared=Shared(), cache_dir=None, release=release_readings)]
+    with tempfile.TemporaryDirectory(prefix="gridwatch-partitions-") as cache_dir:
+        return _analyse_partitions(parts, load=load, index=index, grid=grid, config=config,
+                                   map_partitions=map_partitions, cache_dir=cache_dir)
+
+
+def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir):
+    """Three passes for the shared figures, then the results, each gridded partition cached."""
     shared = Shared()
-    common = {"load": load, "index": index, "grid": grid, "config": config}
-    if len(parts) > 1:
-        shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
-        evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
-        shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
-        evidence = [e for e in map_partitions(
-            functools.partial(_balance_evidence_pass, **common, shared=shared), parts)
-            if e is not None]
-        if evidence:
-            b = config.balance
-            shared.balance_calibration = BalanceCalibration.fit(
-                pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
-    release = release_readings and len(parts) == 1
-    return map_partitions(functools.partial(_final_pass, **common, shared=shared, release=release),
-                          parts)
+    common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
+    shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
+    evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
+    shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
+    evidence = [e for e in map_partitions(
+        functools.partial(_balance_evidence_pass, **common, shared=shared), parts)
+        if e is not None]
+    if evidence:
+        b = config.balance
+        shared.balance_calibration = BalanceCalibration.fit(
+            pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
+    return map_partitions(functools.partial(_final_pass, **common, shared=shared), parts)
 
 
 def _sum(counts):
@@ -293,14 +305,40 @@ def _detect(g: _Gridded, grid, config, shared: Shared, *, evidence_only=False):
                                calibration=shared.calibration, **options)
 
 
-def _peer_pass(part, *, load, index, grid, config) -> PeerCounts:
-    g = _grid(load(part), index, grid)
+def _inputs(part, *, load, index, grid, cache_dir, release=False) -> tuple[Dataset, _Gridded]:
+    """The partition's tables and gridded demand: read once, then from the cache of this run.
+
+    The first pass of a partitioned run reads and grids each partition and
+    pickles the result (without the long readings table) into ``cache_dir``;
+    the later passes load it instead of reading the files again. A worker
+    that cannot see ``cache_dir`` (another host) reads again.
+    """
+    path = None
+    if cache_dir is not None and Path(cache_dir).is_dir():
+        key = hashlib.sha1("\0".join(part.meter_ids).encode()).hexdigest()
+        path = Path(cache_dir) / f"{key}.pkl"
+        if path.exists():
+            with path.open("rb") as handle:
+                return pickle.load(handle)
+    sub = load(part)
+    gridded = _grid(sub, index, grid, release=release or path is not None)
+    if path is not None:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            pickle.dump((sub, gridded), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    return sub, gridded
+
+
+def _peer_pass(part, *, load, index, grid, config, cache_dir) -> PeerCounts:
+    _, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
     return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
                           frozen_hours=config.data.frozen_hours)
 
 
-def _evidence_pass(part, *, load, index, grid, config, shared) -> pd.DataFrame:
-    return _detect(_grid(load(part), index, grid), grid, config, shared, evidence_only=True)
+def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.DataFrame:
+    _, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
+    return _detect(g, grid, config, shared, evidence_only=True)
 
 
 def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsumption:
@@ -340,11 +378,11 @@ def _has_upstream(sub: Dataset) -> bool:
     return sub.upstream is not None and not sub.upstream.empty
 
 
-def _balance_evidence_pass(part, *, load, index, grid, config, shared) -> pd.DataFrame | None:
-    sub = load(part)
+def _balance_evidence_pass(part, *, load, index, grid, config, shared,
+                           cache_dir) -> pd.DataFrame | None:
+    sub, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
     if not _has_upstream(sub):
         return None
-    g = _grid(sub, index, grid)
     detection, _ = _detect(g, grid, config, shared)
     expected = _expected(g, detection, index, grid)
     evidence, _ = _balance(sub, g, detection, expected, index, grid, config, shared,
@@ -352,11 +390,11 @@ def _balance_evidence_pass(part, *, load, index, grid, config, shared) -> pd.Dat
     return evidence
 
 
-def _final_pass(part, *, load, index, grid, config, shared, release=False) -> PartitionAnalysis:
+def _final_pass(part, *, load, index, grid, config, shared, cache_dir,
+                release=False) -> PartitionAnalysis:
     timings = {}
     t0 = time.perf_counter()
-    sub = load(part)
-    g = _grid(sub, index, grid, release=release)
+    sub, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir, release=release)
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     issues = IssueLog().extend(g.issues)
