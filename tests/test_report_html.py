@@ -236,13 +236,17 @@ def test_case_store_shape_is_joined(hostile, tmp_path):
     flagged = hostile.flags.loc[hostile.flags[col.FLAGGED] == "true", col.METER_ID].tolist()
     asset = hostile.transformers.loc[hostile.transformers[col.FLAGGED] == "true", col.ASSET_ID].iloc[0]
     cases = pd.DataFrame({"case_id": [flagged[0], asset], "site_kind": ["meter", "asset"],
-                          "status": ["ongoing", "closed"], "first_seen": ["2026-03-01", "2026-03-02"]})
+                          "status": ["ongoing", "closed"], "first_seen": ["2026-03-01", "2026-03-02"],
+                          "flagged": [True, False], "excess_kw": [6.332640133376767, np.nan]})
     text = write_report(hostile, tmp_path, cases=cases).read_text(encoding="utf-8")
     rows = json.loads(re.search(r'id="case-data">(.*?)</script>', text, re.S).group(1))["rows"]
     status = {(r["type"], r["site"]): r["status"] for r in rows}
     assert status[("meter", flagged[0])] == "ongoing"
     assert status[("asset", asset)] == "closed"
     assert "2026-03-02" in text
+    # the site's case rows read like a case file: labels in words, kW rounded, no raw fields
+    assert "first flagged" in text and "load at last flag [kW]" in text and "6.33<" in text
+    assert "6.3326" not in text and "case flagged" not in text and "case first_seen" not in text
 
 
 def test_long_unflagged_tail_is_cut(hostile, tmp_path, monkeypatch):

@@ -382,9 +382,28 @@ def _figure(site: str, images: dict) -> str:
     return f"<img class=\"plot\" src=\"{uri}\" alt=\"plot of {_e(site)}\">"
 
 
+_CASE_FIELDS = {  # what the case history says about a site, in the analyst's words
+    "status": "case status",
+    "excess_kw": "load at last flag [kW]",
+    "first_seen": "first flagged",
+    "last_seen": "last flagged",
+    "n_events": "case events",
+    "note": "case note",
+    "history": "case history",
+}
+
+
 def _case_block(case: dict) -> list:
-    return [(f"case {k}", _e(v)) for k, v in case.items()
-            if k not in ("meter_id", "asset_id", "site_id", "case_id", "site_kind") and v != ""]
+    """(label, html) rows of a site's case; the flag itself is shown above, not repeated."""
+    rows = []
+    for key, label in _CASE_FIELDS.items():
+        value = case.get(key, "")
+        if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if key == "excess_kw":
+            value = f"{float(value):.2f}"
+        rows.append((label, _e(value)))
+    return rows
 
 
 def _reasons(text: str) -> str:
