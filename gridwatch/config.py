@@ -141,6 +141,10 @@ class ReportConfig(_Section):
 
     enabled: bool = Field(True, description="Write report.html (and plots) beside the CSV outputs.")
     plots: bool = Field(True, description="Draw one PNG per flagged meter and asset under plots/.")
+    currency: str = Field(
+        "", max_length=12,
+        description="Currency of tariff_per_kwh (e.g. EUR), shown with the money in report.html.",
+    )
 
 
 class CasesConfig(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -246,6 +247,15 @@ def test_case_store_shape_is_joined(hostile, tmp_path):
     assert "2026-03-02" in text
     # the site's case rows read like a case file: labels in words, kW rounded, no raw fields
     assert "first flagged" in text and "load at last flag [kW]" in text and "6.33<" in text
+
+
+def test_money_carries_the_configured_currency(hostile, tmp_path):
+    assert "Money at stake [" not in write_report(hostile, tmp_path).read_text(encoding="utf-8")
+    priced = dataclasses.replace(hostile, info={**(hostile.info or {}),
+                                                "config": {"report": {"currency": "EUR"}}})
+    text = write_report(priced, tmp_path).read_text(encoding="utf-8")
+    assert "Money at stake [EUR]" in text and "Money [EUR]</button>" in text
+    assert "money [EUR]" in text
     assert "6.3326" not in text and "case flagged" not in text and "case first_seen" not in text
 
 

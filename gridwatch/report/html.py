@@ -110,9 +110,10 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
     rows = _case_rows(result, flags, flagged, transformers, asset_flagged, case_map)
     listed, hidden_count = _limit_rows(rows)
 
+    money = _with_unit("Money", _currency(info))
     parts = [
         _headline(result, flags, flagged, asset_flagged, dq, cases),
-        _case_list(listed, hidden_count),
+        _case_list(listed, hidden_count, money=money),
         _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images),
         _case_history(cases),
         _data_quality(dq),
@@ -288,10 +289,20 @@ def _limit_rows(rows: list[dict]) -> tuple[list[dict], int]:
     return kept, hidden
 
 
-def _case_list(rows: list[dict], hidden_count: int) -> str:
+def _currency(info: dict) -> str:
+    """The currency of the tariffs (``report.currency``), '' when not configured."""
+    return str(((info or {}).get("config") or {}).get("report", {}).get("currency", "") or "")
+
+
+def _with_unit(label: str, unit: str) -> str:
+    return f"{label} [{unit}]" if unit else label
+
+
+def _case_list(rows: list[dict], hidden_count: int, *, money: str = "Money") -> str:
     head = "".join(
         f"<th scope=\"col\" data-key=\"{key}\" class=\"{'num' if numeric else 'txt'}\""
-        f" aria-sort=\"none\"><button type=\"button\">{_e(label)}</button></th>"
+        f" aria-sort=\"none\"><button type=\"button\">{_e(money if key == 'money' else label)}"
+        "</button></th>"
         for key, label, numeric in CASE_COLUMNS
     )
     body = []
@@ -357,7 +368,7 @@ def _headline(result, flags, flagged, asset_flagged, dq, cases) -> str:
         ("Assets flagged", f"{int(asset_flagged.sum()):,}", "transformers / feeders with unmetered load"),
         ("New since last run", new, "" if cases is not None else "no case history given"),
         ("Energy at stake [kWh]", f"{kwh:,.0f}", "sum over flagged meters since onset"),
-        ("Money at stake", f"{money:,.2f}",
+        (_with_unit("Money at stake", _currency(result.info)), f"{money:,.2f}",
          f"{no_tariff:,} flagged meter(s) without a tariff" if no_tariff else "at each meter's tariff"),
         ("Data-quality findings", f"{len(dq):,}", dq_text),
     ]
@@ -427,7 +438,8 @@ def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map
                  ("transformer", tx_html), ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
                  ("excess [kW]", _fmt(r.get(col.EXCESS_KW), 2)),
                  ("energy since onset [kWh]", _fmt(r.get(col.EXCESS_KWH), 0)),
-                 ("money", _fmt(r.get(col.EST_LOSS), 2) or "no tariff"),
+                 (_with_unit("money", _currency(result.info)),
+                  _fmt(r.get(col.EST_LOSS), 2) or "no tariff"),
                  ("score", _fmt(r.get(col.SCORE), 2))]
         pairs += _case_block(case_map.get(("meter", site), {}))
         parts.append(
