@@ -77,9 +77,15 @@ def main(debug):
               help="TOML configuration (default: built-in defaults, see configs/default.toml).")
 @click.option("--log-file", "log_file", default=None, type=click.Path(dir_okay=False),
               help="Append the run's log to this file (default: output.log_file in the config).")
+@click.option("--engine", default=None, type=click.Choice(["memory", "streaming", "dask"]),
+              help="All meters at once, partitions one after another (bounded memory), or "
+                   "partitions on a Dask cluster (default: engine.kind in the config).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="With --engine dask: an existing Dask scheduler (default: a local cluster).")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")
 @_errors_to_exit
-def run(input_dir, output_dir, output_root, as_of, config_path, log_file, quiet):
+def run(input_dir, output_dir, output_root, as_of, config_path, log_file, engine, scheduler,
+        quiet):
     """Analyse a dataset and publish the ranked flags, report and plots.
 
     Outputs appear all at once when the run is complete; a second run on the
@@ -97,6 +103,9 @@ def run(input_dir, output_dir, output_root, as_of, config_path, log_file, quiet)
     from gridwatch.publish import run_published
 
     config = load_config(config_path)
+    overrides = {k: v for k, v in (("kind", engine), ("scheduler", scheduler)) if v is not None}
+    if overrides:
+        config = config.model_copy(update={"engine": config.engine.model_copy(update=overrides)})
     with _logging_to(log_file or config.output.log_file, progress=not quiet and _stderr_is_tty()):
         log = logging.getLogger("gridwatch")
         log.info("gridwatch %s run started (source %s)", __version__, config.source.kind)

@@ -256,6 +256,24 @@ class OutputConfig(_Section):
     log_file: str = Field("", description="Append the run's log to this file (like --log-file).")
 
 
+class EngineConfig(_Section):
+    """How the meters are analysed: all at once, or in partitions of whole transformers."""
+
+    kind: Literal["memory", "streaming", "dask"] = Field(
+        "memory", description="'memory': all meters at once; 'streaming': partitions of whole "
+        "transformers one after another (bounded memory); 'dask': the partitions as tasks of a "
+        "dask.distributed cluster.",
+    )
+    memory_budget_mb: int = Field(
+        2000, ge=1, description="Memory one partition may use [MB]; sets the partition size.",
+    )
+    scheduler: str = Field(
+        "", description="dask: address of an existing scheduler (tcp://HOST:PORT); empty: a "
+        "local cluster on 127.0.0.1.",
+    )
+    workers: int = Field(2, ge=1, le=256, description="dask: workers of the local cluster.")
+
+
 class SuppressedMeter(_Section):
     """A meter known to carry a legitimate steady load."""
 
@@ -276,6 +294,7 @@ class Config(_Section):
     influxdb: InfluxConfig = InfluxConfig()
     sink: SinkConfig = SinkConfig()
     output: OutputConfig = OutputConfig()
+    engine: EngineConfig = EngineConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
 
     def to_dict(self) -> dict:

@@ -90,6 +90,9 @@ class PartitionAnalysis:
     issues: IssueLog
     no_window: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    input_issues: IssueLog = field(default_factory=IssueLog)
+    row_counts: dict = field(default_factory=dict)
+    readings_in_window: int = 0
 
 
 @dataclass
@@ -154,6 +157,7 @@ class PlannedFiles:
 
     def _tables(self):
         if self._open is None:
+            from gridwatch.cleaning import clean_weather
             from gridwatch.sources import files
             from gridwatch.sources.partitioned import open_readings, open_upstream
 
@@ -163,6 +167,8 @@ class PlannedFiles:
             path = files.find_table(self.input_dir, "weather")
             if path is not None:
                 weather, _, _ = files._read_weather(path, timezone=tz)
+                if weather is not None:
+                    weather, _ = clean_weather(weather)  # its issues: once, by the caller
             up_path = files.find_table(self.input_dir, "upstream")
             self._open = {
                 "meters": meters, "weather": weather,
@@ -184,13 +190,33 @@ class PlannedFiles:
             readings = pd.DataFrame({col.METER_ID: pd.Categorical([]),
                                      col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
                                      col.KWH: pd.Series([], dtype=np.float64)})
-        upstream = None
+        upstream, up_rows = None, 0
         if t["upstream"] is not None:
-            upstream, up_issues, _ = t["upstream"].read(part.number)
+            upstream, up_issues, up_rows = t["upstream"].read(part.number)
             issues.extend(up_issues)
-        return clean_dataset(meters.reset_index(drop=True), readings, upstream, t["weather"],
-                             data_config=self.data_config, issues=issues,
-                             rows_in={"readings": rows_in})
+        sub = clean_dataset(meters.reset_index(drop=True), readings, upstream, None,
+                            data_config=self.data_config, issues=issues,
+                            rows_in={"readings": rows_in, "upstream": up_rows})
+        sub.weather = t["weather"]
+        return sub
+
+    def unplanned(self, meters: pd.DataFrame) -> Dataset:
+        """The rows of no partition (unknown meters and assets, blank ids), cleaned: counted once."""
+        from gridwatch.sources import clean_dataset
+        from gridwatch.sources.partitioned import UNPLANNED
+
+        t = self._tables()
+        readings, issues, rows_in = t["readings"].read(UNPLANNED)
+        upstream, up_rows = None, 0
+        if t["upstream"] is not None:
+            upstream, up_issues, up_rows = t["upstream"].read(UNPLANNED)
+            issues.extend(up_issues)
+        if readings is None:
+            readings = pd.DataFrame({col.METER_ID: pd.Categorical([]),
+                                     col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
+                                     col.KWH: pd.Series([], dtype=np.float64)})
+        return clean_dataset(meters.iloc[:0], readings, upstream, None, data_config=self.data_config,
+                             issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
 
 
 def serial_map(func, items) -> list:
@@ -273,6 +299,7 @@ class _Gridded:
     no_window: list
     temperature: np.ndarray | None
     issues: IssueLog
+    readings_in_window: int = 0
 
 
 def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
@@ -281,6 +308,8 @@ def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
                             with_spread=True)
+    ts = sub.readings[col.TIMESTAMP]
+    in_window = int(((ts >= index[0]) & (ts < index[-1] + (index[1] - index[0]))).sum())
     if release:  # the long table is not needed any more; free it before detection
         sub.readings = None
         _release_arrow_memory()
@@ -292,7 +321,8 @@ def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
     issues = IssueLog()
     temperature = meter_temperature(sub.weather, meters, index, grid, issues)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
-                    no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues)
+                    no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
+                    readings_in_window=in_window)
 
 
 def _detect(g: _Gridded, grid, config, shared: Shared, *, evidence_only=False):
@@ -410,7 +440,8 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir,
         timings["balance_s"] = time.perf_counter() - t0
     return PartitionAnalysis(table=detection.table, detection=detection, expected=expected,
                              kw=g.kw, meters=g.meters, balance=balance, issues=issues,
-                             no_window=g.no_window, timings=timings)
+                             no_window=g.no_window, timings=timings, input_issues=sub.issues,
+                             row_counts=sub.row_counts, readings_in_window=g.readings_in_window)
 
 
 def meter_temperature(weather, meters: pd.DataFrame, index, grid: DayGrid, issues: IssueLog):
@@ -495,3 +526,75 @@ def _release_arrow_memory():
         pyarrow.default_memory_pool().release_unused()
     except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
         pass
+
+
+def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) -> PartitionAnalysis:
+    """The partitions' analyses as one, in the order of the inputs (as if analysed at once).
+
+    Parameters
+    ----------
+    analyses : sequence of PartitionAnalysis
+    meter_order : sequence of str
+        Meter ids in the order of the meters table.
+    asset_order : sequence of str
+        Asset ids in the order of the upstream table.
+
+    Returns
+    -------
+    PartitionAnalysis
+        With the analysed meters' columns (and the balanced assets) in input
+        order; issues, counts and timings added up.
+    """
+    position = pd.Series(np.arange(len(meter_order)), index=pd.Index(meter_order).astype(str))
+    ids = np.concatenate([a.kw.columns.astype(str).to_numpy() for a in analyses])
+    order = np.argsort(position.reindex(ids).to_numpy(), kind="stable")
+
+    def cols(arrays):
+        return np.concatenate(arrays, axis=1)[:, order]
+
+    dets = [a.detection for a in analyses]
+    detection = Detection(
+        table=pd.concat([d.table for d in dets]).iloc[order],
+        floor_kw=cols([d.floor_kw for d in dets]), mean_kw=cols([d.mean_kw for d in dets]),
+        expected_floor_kw=cols([d.expected_floor_kw for d in dets]),
+        expected_mean_kw=cols([d.expected_mean_kw for d in dets]),
+        masked=cols([d.masked for d in dets]),
+        onset_cell=np.concatenate([d.onset_cell for d in dets])[order])
+    expected = ExpectedConsumption(
+        weekly_profile_min_days=analyses[0].expected.weekly_profile_min_days)
+    expected.weekly_ = analyses[0].expected.weekly_
+    expected.profile_kw_ = cols([a.expected.profile_kw_ for a in analyses])
+    expected.expected_daily_kw_ = cols([a.expected.expected_daily_kw_ for a in analyses])
+    kw = pd.concat([a.kw for a in analyses], axis=1).iloc[:, order]
+    meters = pd.concat([a.meters for a in analyses]).iloc[order].reset_index(drop=True)
+    issues, inputs = IssueLog(), IssueLog()
+    for a in analyses:
+        issues.extend(a.issues)
+        inputs.extend(a.input_issues)
+    counts = {}
+    for a in analyses:
+        for table, c in a.row_counts.items():
+            total = counts.setdefault(table, {"in": 0, "used": 0})
+            total["in"] += c.get("in", 0)
+            total["used"] += c.get("used", 0)
+    timings = {}
+    for a in analyses:
+        for key, value in a.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    together = combine(analyses, meter_order, asset_order) if len(asset_order) else None
+    balance = None
+    balances = [a.balance for a in analyses if a.balance is not None]
+    if balances and together is not None:
+        asset_pos = pd.Series(np.arange(len(asset_order)), index=pd.Index(asset_order).astype(str))
+        asset_ids = [x for b in balances for x in b.asset_ids]
+        a_order = np.argsort(asset_pos.reindex(asset_ids).to_numpy(), kind="stable")
+        balance = Balance(
+            table=together.balance_table, suspects=together.suspects,
+            **{name: np.concatenate([getattr(b, name) for b in balances], axis=1)[:, a_order]
+               for name in ("delivered_kw", "metered_kw", "loss_kw", "unexplained_kw")},
+            asset_ids=[asset_ids[i] for i in a_order], dates=balances[0].dates)
+    return PartitionAnalysis(
+        table=detection.table, detection=detection, expected=expected, kw=kw, meters=meters,
+        balance=balance, issues=issues, no_window=[m for a in analyses for m in a.no_window],
+        timings=timings, input_issues=inputs, row_counts=counts,
+        readings_in_window=sum(a.readings_in_window for a in analyses))

@@ -184,31 +184,41 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     timings = {}
     started = time.perf_counter()
 
-    t0 = time.perf_counter()
-    ds, as_of_date = read_inputs(input_dir, as_of, config)
-    timings["read_and_clean_s"] = time.perf_counter() - t0
-    log.info("read %d readings of %d meters (as of %s) in %.1f s", len(ds.readings),
-             len(ds.meters), as_of_date, timings["read_and_clean_s"])
-    issues = IssueLog().extend(ds.issues)
-    start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
+    n_partitions = 1
+    if config.engine.kind != "memory":
+        from gridwatch.streaming import analyse_partitioned
 
-    t0 = time.perf_counter()
-    ts = ds.readings[col.TIMESTAMP]
-    inside = (ts >= start) & (ts < end)
-    outside = int((~inside).sum())
-    issues.add("readings.outside_window", "readings", outside, "excluded",
-               detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
-                      f"({config.analysis.history_days} days)", severity="info")
-    n_used = int(inside.sum())
-    if n_used == 0:
-        raise InputError(f"no readings in the analysis window ending {as_of_date}",
-                         file=Path(input_dir) / "readings" if input_dir else None,
-                         hint="check --as-of against the dates in the data")
-    index = analysis_index(start, end, config.analysis.grid_minutes)
-    grid = day_grid(index, tz)
-    timings["window_s"] = time.perf_counter() - t0
+        ds, as_of_date, part, n_partitions = analyse_partitioned(input_dir, as_of, config)
+        grid = day_grid(part.kw.index, tz)
+        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
+        issues = IssueLog().extend(ds.issues)
+        n_used = part.readings_in_window
+        issues.add("readings.outside_window", "readings",
+                   ds.row_counts["readings"]["used"] - n_used, "excluded",
+                   detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
+                          f"({config.analysis.history_days} days)", severity="info")
+    else:
+        t0 = time.perf_counter()
+        ds, as_of_date = read_inputs(input_dir, as_of, config)
+        timings["read_and_clean_s"] = time.perf_counter() - t0
+        log.info("read %d readings of %d meters (as of %s) in %.1f s", len(ds.readings),
+                 len(ds.meters), as_of_date, timings["read_and_clean_s"])
+        issues = IssueLog().extend(ds.issues)
+        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
 
-    (part,) = analyse(ds, index=index, grid=grid, config=config, release_readings=True)
+        t0 = time.perf_counter()
+        ts = ds.readings[col.TIMESTAMP]
+        inside = (ts >= start) & (ts < end)
+        outside = int((~inside).sum())
+        issues.add("readings.outside_window", "readings", outside, "excluded",
+                   detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
+                          f"({config.analysis.history_days} days)", severity="info")
+        n_used = int(inside.sum())
+        _check_window(n_used, as_of_date, input_dir)
+        index = analysis_index(start, end, config.analysis.grid_minutes)
+        grid = day_grid(index, tz)
+        timings["window_s"] = time.perf_counter() - t0
+        (part,) = analyse(ds, index=index, grid=grid, config=config, release_readings=True)
     kw, meters, detection, expected, balance = (part.kw, part.meters, part.detection,
                                                 part.expected, part.balance)
     _record_no_window(ds, part.no_window, issues)
@@ -250,6 +260,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
                    "assets_with_upstream": int(len(transformers)),
                    "assets_flagged": int((transformers[col.FLAGGED] == "true").sum())},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "engine": {"kind": config.engine.kind, "partitions": n_partitions},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
@@ -379,6 +390,13 @@ def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
     table.loc[listed, col.SCORE] = np.fmax(table.loc[listed, col.SCORE].to_numpy(dtype=float),
                                            0.49 * np.clip(evidence[weak], 0, 1))
     return table
+
+
+def _check_window(n_used: int, as_of_date, input_dir) -> None:
+    if n_used == 0:
+        raise InputError(f"no readings in the analysis window ending {as_of_date}",
+                         file=Path(input_dir) / "readings" if input_dir else None,
+                         hint="check --as-of against the dates in the data")
 
 
 def _record_no_window(ds: Dataset, no_window: list, issues: IssueLog) -> None:

@@ -1,0 +1,151 @@
+"""A run in partitions of whole transformers: read, clean and analyse one partition at a time.
+
+:func:`analyse_partitioned` is what ``gridwatch run`` does with
+``engine.kind = "streaming"`` or ``"dask"``: it reads the small tables
+(meters, weather) whole, plans partitions for the memory budget
+(:mod:`gridwatch.partitions`), reads each partition's readings and upstream
+on its own (:class:`gridwatch.engine.PlannedFiles`), counts the rows of no
+partition once, and returns the analysis as if all meters had been analysed
+at once (:func:`gridwatch.engine.merge`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from gridwatch import columns as col
+from gridwatch.cleaning import clean_weather
+from gridwatch.config import Config
+from gridwatch.days import day_grid
+from gridwatch.engine import PlannedFiles, analyse, merge, partitions_of, serial_map
+from gridwatch.errors import ConfigError, InputError
+from gridwatch.issues import IssueLog
+from gridwatch.partitions import bytes_per_meter, plan_partitions
+from gridwatch.resample import analysis_index
+from gridwatch.sources import Dataset, files
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def executor(config: Config):
+    """The ``map_partitions`` of the configured engine (a cluster is closed on exit)."""
+    if config.engine.kind == "dask":
+        from gridwatch.cluster import dask_executor
+
+        with dask_executor(config.engine.scheduler or None,
+                           n_workers=config.engine.workers) as map_partitions:
+            yield map_partitions
+    else:
+        yield serial_map
+
+
+def analyse_partitioned(input_dir, as_of, config: Config):
+    """Analyse a dataset directory partition by partition.
+
+    Returns
+    -------
+    ds : Dataset
+        The small tables and the run's input issues and row counts (no readings).
+    as_of : datetime.date
+    analysis : gridwatch.engine.PartitionAnalysis
+        All partitions merged, in input order.
+    n_partitions : int
+    """
+    from gridwatch.pipeline import parse_as_of, window_bounds
+
+    if config.source.kind != "files":
+        raise ConfigError(f"engine.kind = '{config.engine.kind}' reads files",
+                          hint="use engine.kind = 'memory' with an InfluxDB source")
+    if input_dir is None:
+        raise ConfigError("no input given", hint="pass --input DATASET_DIR")
+    tz = config.data.timezone
+    paths = {name: files.find_table(input_dir, name) for name in col.TABLES}
+    for name in ("meters", "readings"):
+        if paths[name] is None:
+            raise InputError(f"no {name} table", file=input_dir,
+                             hint=f"add {name}.csv or {name}.parquet")
+    issues = IssueLog()
+    meters, log_meters, meters_in = files._read_meters(paths["meters"])
+    issues.extend(log_meters)
+    counts = {"meters": {"in": meters_in, "used": len(meters)},
+              "weather": {"in": 0, "used": 0}}
+    weather = None
+    if paths["weather"] is not None:
+        raw, log_weather, counts["weather"]["in"] = files._read_weather(paths["weather"], timezone=tz)
+        issues.extend(log_weather)
+        if raw is not None:
+            weather, log_clean = clean_weather(raw)
+            issues.extend(log_clean)
+            counts["weather"]["used"] = len(weather)
+    asset_ids = _upstream_asset_ids(paths["upstream"], tz)
+    plan = plan_partitions(
+        meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
+        bytes_per_meter=bytes_per_meter(config.analysis.history_days,
+                                        config.analysis.grid_minutes),
+        upstream_asset_ids=asset_ids)
+    for number, row in plan.oversized.iterrows():  # the run's business, not the data's quality
+        log.warning("partition %d: one asset group of %d meters is larger than "
+                    "engine.memory_budget_mb; it is analysed whole", number, int(row["n_meters"]))
+    parts = partitions_of(plan)
+    log.info("%d meters in %d partitions (budget %d MB)", len(meters), len(parts),
+             config.engine.memory_budget_mb)
+    loader = PlannedFiles(input_dir, plan, config.data)
+    unplanned = loader.unplanned(meters)
+    issues.extend(unplanned.issues)
+
+    with executor(config) as map_partitions:
+        if as_of is None:
+            days = [d for d in map_partitions(_LastFullDay(loader, tz), parts) if d is not None]
+            if not days:
+                raise InputError("no usable readings", file=paths["readings"],
+                                 hint="check the readings table and data_quality.csv")
+            as_of_date = max(days)
+        else:
+            as_of_date = parse_as_of(as_of)
+        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
+        index = analysis_index(start, end, config.analysis.grid_minutes)
+        grid = day_grid(index, tz)
+        analyses = analyse(loader, index=index, grid=grid, config=config, partitions=parts,
+                           map_partitions=map_partitions)
+    asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
+    part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
+    if part.readings_in_window == 0:
+        raise InputError(f"no readings in the analysis window ending {as_of_date}",
+                         file=paths["readings"], hint="check --as-of against the dates in the data")
+    issues.extend(part.input_issues)
+    for table in ("readings", "upstream"):
+        counts[table] = {
+            "in": part.row_counts.get(table, {}).get("in", 0) + unplanned.row_counts[table]["in"],
+            "used": part.row_counts.get(table, {}).get("used", 0)}
+    ds = Dataset(meters=meters, readings=None, interval_minutes=None, upstream=None,
+                 upstream_interval_minutes=None, weather=weather, issues=issues,
+                 row_counts=counts)
+    return ds, as_of_date, part, len(parts)
+
+
+def _upstream_asset_ids(path, timezone: str) -> list:
+    """The asset ids of the upstream table (read whole: assets are few)."""
+    if path is None:
+        return []
+    raw, _, _ = files._read_interval_table(path, table="upstream", id_column=col.ASSET_ID,
+                                           value_column=col.KWH, timezone=timezone,
+                                           required=False)
+    return [] if raw is None else sorted(raw[col.ASSET_ID].astype(str).unique())
+
+
+class _LastFullDay:
+    """The last full day of one partition's readings; the run's is the latest of them."""
+
+    def __init__(self, loader, timezone: str):
+        self.loader = loader
+        self.timezone = timezone
+
+    def __call__(self, part):
+        from gridwatch.pipeline import last_full_day
+
+        sub = self.loader(part)
+        if sub.readings is None or sub.readings.empty:
+            return None
+        return last_full_day(sub.readings, sub.interval_minutes, self.timezone)
