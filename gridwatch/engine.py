@@ -187,9 +187,7 @@ class PlannedFiles:
         meters = t["meters"][t["meters"][col.METER_ID].astype(str).isin(part.meter_ids)]
         readings, issues, rows_in = t["readings"].read(part.number)
         if readings is None:
-            readings = pd.DataFrame({col.METER_ID: pd.Categorical([]),
-                                     col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
-                                     col.KWH: pd.Series([], dtype=np.float64)})
+            readings = _no_readings()
         upstream, up_rows = None, 0
         if t["upstream"] is not None:
             upstream, up_issues, up_rows = t["upstream"].read(part.number)
@@ -212,11 +210,16 @@ class PlannedFiles:
             upstream, up_issues, up_rows = t["upstream"].read(UNPLANNED)
             issues.extend(up_issues)
         if readings is None:
-            readings = pd.DataFrame({col.METER_ID: pd.Categorical([]),
-                                     col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
-                                     col.KWH: pd.Series([], dtype=np.float64)})
+            readings = _no_readings()
         return clean_dataset(meters.iloc[:0], readings, upstream, None, data_config=self.data_config,
                              issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
+
+
+def _no_readings() -> pd.DataFrame:
+    """An empty raw readings frame (a partition whose meters have no rows)."""
+    return pd.DataFrame({col.METER_ID: pd.Categorical([]),
+                         col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
+                         col.KWH: pd.Series([], dtype=np.float64)})
 
 
 def serial_map(func, items) -> list:
