@@ -534,6 +534,9 @@ def _release_arrow_memory():
 def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) -> PartitionAnalysis:
     """The partitions' analyses as one, in the order of the inputs (as if analysed at once).
 
+    Consumes ``analyses``: each partition's arrays are released as soon as
+    they are placed, so the merge needs about one copy of the result, not two.
+
     Parameters
     ----------
     analyses : sequence of PartitionAnalysis
@@ -551,40 +554,36 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
     position = pd.Series(np.arange(len(meter_order)), index=pd.Index(meter_order).astype(str))
     ids = np.concatenate([a.kw.columns.astype(str).to_numpy() for a in analyses])
     order = np.argsort(position.reindex(ids).to_numpy(), kind="stable")
-
-    def cols(arrays):
-        return np.concatenate(arrays, axis=1)[:, order]
-
-    dets = [a.detection for a in analyses]
-    detection = Detection(
-        table=pd.concat([d.table for d in dets]).iloc[order],
-        floor_kw=cols([d.floor_kw for d in dets]), mean_kw=cols([d.mean_kw for d in dets]),
-        expected_floor_kw=cols([d.expected_floor_kw for d in dets]),
-        expected_mean_kw=cols([d.expected_mean_kw for d in dets]),
-        masked=cols([d.masked for d in dets]),
-        onset_cell=np.concatenate([d.onset_cell for d in dets])[order])
-    expected = ExpectedConsumption(
-        weekly_profile_min_days=analyses[0].expected.weekly_profile_min_days)
-    expected.weekly_ = analyses[0].expected.weekly_
-    expected.profile_kw_ = cols([a.expected.profile_kw_ for a in analyses])
-    expected.expected_daily_kw_ = cols([a.expected.expected_daily_kw_ for a in analyses])
-    kw = pd.concat([a.kw for a in analyses], axis=1).iloc[:, order]
-    meters = pd.concat([a.meters for a in analyses]).iloc[order].reset_index(drop=True)
+    place = _Placer([a.kw.shape[1] for a in analyses], order)
+    together = combine(analyses, meter_order, asset_order) if len(asset_order) else None
     issues, inputs = IssueLog(), IssueLog()
+    counts, timings = {}, {}
     for a in analyses:
         issues.extend(a.issues)
         inputs.extend(a.input_issues)
-    counts = {}
-    for a in analyses:
         for table, c in a.row_counts.items():
             total = counts.setdefault(table, {"in": 0, "used": 0})
             total["in"] += c.get("in", 0)
             total["used"] += c.get("used", 0)
-    timings = {}
-    for a in analyses:
         for key, value in a.timings.items():
             timings[key] = timings.get(key, 0.0) + value
-    together = combine(analyses, meter_order, asset_order) if len(asset_order) else None
+
+    index, name = analyses[0].kw.index, analyses[0].kw.columns.name
+    kw = pd.DataFrame(place(analyses, lambda a: a.kw.to_numpy(), "kw"), index=index,
+                      columns=pd.Index(ids[order], name=name))
+    dets = [a.detection for a in analyses]
+    detection = Detection(
+        table=pd.concat([d.table for d in dets]).iloc[order],
+        **{name: place(dets, lambda d, n=name: getattr(d, n), name)
+           for name in ("floor_kw", "mean_kw", "expected_floor_kw", "expected_mean_kw", "masked")},
+        onset_cell=np.concatenate([d.onset_cell for d in dets])[order])
+    exps = [a.expected for a in analyses]
+    expected = ExpectedConsumption(weekly_profile_min_days=exps[0].weekly_profile_min_days)
+    expected.weekly_ = exps[0].weekly_
+    expected.profile_kw_ = place(exps, lambda e: e.profile_kw_, "profile_kw_")
+    expected.expected_daily_kw_ = place(exps, lambda e: e.expected_daily_kw_, "expected_daily_kw_")
+    meters = pd.concat([a.meters for a in analyses]).iloc[order].reset_index(drop=True)
+
     balance = None
     balances = [a.balance for a in analyses if a.balance is not None]
     if balances and together is not None:
@@ -601,3 +600,22 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
         balance=balance, issues=issues, no_window=[m for a in analyses for m in a.no_window],
         timings=timings, input_issues=inputs, row_counts=counts,
         readings_in_window=sum(a.readings_in_window for a in analyses))
+
+
+class _Placer:
+    """Put each partition's columns at their place in the merged array, releasing them."""
+
+    def __init__(self, widths, order):
+        self.bounds = np.concatenate([[0], np.cumsum(widths)])
+        self.target = np.empty(len(order), dtype=np.int64)
+        self.target[order] = np.arange(len(order))  # merged position of each concatenated column
+
+    def __call__(self, owners, get, name):
+        out = None
+        for i, owner in enumerate(owners):
+            part = get(owner)
+            if out is None:
+                out = np.empty((part.shape[0], len(self.target)), dtype=part.dtype)
+            out[:, self.target[self.bounds[i]:self.bounds[i + 1]]] = part
+            setattr(owner, name, None)  # released: the merged array holds it now
+        return out
