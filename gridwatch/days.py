@@ -153,18 +153,53 @@ def by_day_any(mask: np.ndarray, grid: DayGrid, share: float = 0.5) -> np.ndarra
     return n > share * grid.cells_per_day[:, None]
 
 
-def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarray:
-    """Column sums of ``values`` over the rows of each slot (hour of day, hour of week...).
+class SlotOrder:
+    """The rows of a matrix grouped by slot (hour of day, hour of week...), sorted once.
 
-    Rows are added one after another in a fixed order for every column, so a
-    column's sums are the same bits whatever the other columns are: a meter
-    scores the same alone, in a partition or among all meters (a BLAS
-    product's blocking would change the last bits with the number of columns).
+    Sums over the rows of each slot (:meth:`sums`) add the rows one after
+    another in a fixed order for every column, so a column's sums are the
+    same bits whatever the other columns are: a meter scores the same alone,
+    in a partition or among all meters (a BLAS product's blocking would change
+    the last bits with the number of columns). Sort a matrix once
+    (:meth:`sort`) to take several sums of it.
+
+    Parameters
+    ----------
+    slot : numpy.ndarray of int, shape (n_rows,)
+        Slot of each row, ``0 .. n_slots - 1``.
+    n_slots : int
+    """
+
+    def __init__(self, slot: np.ndarray, n_slots: int):
+        self.order = np.argsort(slot, kind="stable")
+        sorted_slot = slot[self.order]
+        self.starts = np.flatnonzero(np.r_[True, sorted_slot[1:] != sorted_slot[:-1]])
+        self.slots = sorted_slot[self.starts]
+        self.n_slots = n_slots
+
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        """The rows of ``values`` (or a mask) in slot order."""
+        return values[self.order]
+
+    def sums(self, sorted_values: np.ndarray) -> np.ndarray:
+        """Column sums per slot of rows already in slot order, ``(n_slots, n_columns)``.
+
+        Values must be finite (fill missing ones with 0 first); a boolean
+        mask gives counts. Slots without rows are 0.
+        """
+        out = np.zeros((self.n_slots, sorted_values.shape[1]))
+        dtype = np.int64 if sorted_values.dtype == bool else np.float64
+        out[self.slots] = np.add.reduceat(sorted_values, self.starts, axis=0, dtype=dtype)
+        return out
+
+
+def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarray:
+    """Column sums of ``values`` over the rows of each slot (see :class:`SlotOrder`).
 
     Parameters
     ----------
     values : numpy.ndarray of shape (n_rows, n_columns)
-        Finite values (fill missing ones with 0 first).
+        Finite values (fill missing ones with 0 first), or a mask to count.
     slot : numpy.ndarray of int, shape (n_rows,)
         Slot of each row, ``0 .. n_slots - 1``.
     n_slots : int
@@ -174,10 +209,5 @@ def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarra
     numpy.ndarray of shape (n_slots, n_columns)
         float64; 0 for slots without rows.
     """
-    order = np.argsort(slot, kind="stable")
-    sorted_slot = slot[order]
-    starts = np.flatnonzero(np.r_[True, sorted_slot[1:] != sorted_slot[:-1]])
-    out = np.zeros((n_slots, values.shape[1]))
-    out[sorted_slot[starts]] = np.add.reduceat(np.asarray(values, dtype=np.float64)[order], starts,
-                                               axis=0)
-    return out
+    slots = SlotOrder(slot, n_slots)
+    return slots.sums(slots.sort(values))

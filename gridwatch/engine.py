@@ -555,11 +555,10 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
     ids = np.concatenate([a.kw.columns.astype(str).to_numpy() for a in analyses])
     order = np.argsort(position.reindex(ids).to_numpy(), kind="stable")
     place = _Placer([a.kw.shape[1] for a in analyses], order)
-    together = combine(analyses, meter_order, asset_order) if len(asset_order) else None
-    issues, inputs = IssueLog(), IssueLog()
+    together = combine(analyses, meter_order, asset_order)
+    inputs = IssueLog()
     counts, timings = {}, {}
     for a in analyses:
-        issues.extend(a.issues)
         inputs.extend(a.input_issues)
         for table, c in a.row_counts.items():
             total = counts.setdefault(table, {"in": 0, "used": 0})
@@ -573,7 +572,7 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
                       columns=pd.Index(ids[order], name=name))
     dets = [a.detection for a in analyses]
     detection = Detection(
-        table=pd.concat([d.table for d in dets]).iloc[order],
+        table=together.table,
         **{name: place(dets, lambda d, n=name: getattr(d, n), name)
            for name in ("floor_kw", "mean_kw", "expected_floor_kw", "expected_mean_kw", "masked")},
         onset_cell=np.concatenate([d.onset_cell for d in dets])[order])
@@ -586,7 +585,7 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
 
     balance = None
     balances = [a.balance for a in analyses if a.balance is not None]
-    if balances and together is not None:
+    if balances:
         asset_pos = pd.Series(np.arange(len(asset_order)), index=pd.Index(asset_order).astype(str))
         asset_ids = [x for b in balances for x in b.asset_ids]
         a_order = np.argsort(asset_pos.reindex(asset_ids).to_numpy(), kind="stable")
@@ -597,7 +596,7 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
             asset_ids=[asset_ids[i] for i in a_order], dates=balances[0].dates)
     return PartitionAnalysis(
         table=detection.table, detection=detection, expected=expected, kw=kw, meters=meters,
-        balance=balance, issues=issues, no_window=[m for a in analyses for m in a.no_window],
+        balance=balance, issues=together.issues, no_window=together.no_window,
         timings=timings, input_issues=inputs, row_counts=counts,
         readings_in_window=sum(a.readings_in_window for a in analyses))
 

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from gridwatch.days import SlotOrder
+
 
 def _run_lengths(flags: np.ndarray) -> np.ndarray:
     """Length of the run of consecutive True values ending at each position, along axis 0."""
@@ -84,10 +86,9 @@ def degree_days(temperature_c: np.ndarray, *, heating_base_c=15.5, cooling_base_
 class HourOfDaySums:
     """Sums of one demand matrix by local hour of day, before and after per-meter onsets.
 
-    Sorts the cells by hour once, so that several splits of the same matrix
-    (:meth:`increment`) cost one pass each. Each meter's sums are added row
-    by row in a fixed order, so they do not depend on the other meters in the
-    matrix (a meter scores the same in any partition).
+    Sorts the cells by hour once (:class:`gridwatch.days.SlotOrder`), so that
+    several splits of the same matrix (:meth:`increment`) cost one pass each;
+    a meter's sums do not depend on the other meters in the matrix.
 
     Parameters
     ----------
@@ -98,22 +99,13 @@ class HourOfDaySums:
     """
 
     def __init__(self, kw: np.ndarray, hour_of_cell: np.ndarray):
-        self.order = np.argsort(hour_of_cell, kind="stable")
-        hours = hour_of_cell[self.order]
-        self.starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
-        self.hours = hours[self.starts]
-        kw = kw[self.order]
+        self.hours = SlotOrder(hour_of_cell, 24)
+        kw = self.hours.sort(kw)
         self.valid = ~np.isnan(kw)
         self.filled = np.where(self.valid, kw, 0.0)
         del kw
-        self.s_all = self._by_hour(self.filled)
-        self.n_all = self._by_hour(self.valid)
-
-    def _by_hour(self, values):
-        out = np.zeros((24, values.shape[1]))
-        dtype = np.int64 if values.dtype == bool else np.float64
-        out[self.hours] = np.add.reduceat(values, self.starts, axis=0, dtype=dtype)
-        return out
+        self.s_all = self.hours.sums(self.filled)
+        self.n_all = self.hours.sums(self.valid)
 
     def increment(self, post: np.ndarray):
         """Mean demand by hour of day before and after an onset, per meter.
@@ -128,9 +120,9 @@ class HourOfDaySums:
         before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
             Mean demand per hour of day [kW]; NaN where no data.
         """
-        sel = self.valid & post[self.order]
-        s_post = self._by_hour(np.where(sel, self.filled, 0.0))
-        n_post = self._by_hour(sel)
+        sel = self.valid & self.hours.sort(post)
+        s_post = self.hours.sums(np.where(sel, self.filled, 0.0))
+        n_post = self.hours.sums(sel)
         out = []
         for total, n in ((self.s_all - s_post, self.n_all - n_post), (s_post, n_post)):
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -153,8 +145,8 @@ def hourly_increment(kw: np.ndarray, hour_of_cell: np.ndarray, post: np.ndarray)
     Returns
     -------
     before_kw, after_kw : numpy.ndarray of shape (24, n_meters)
-        Mean demand per hour of day [kW]; NaN where no data.
-        (:class:`HourOfDaySums` does several splits of one matrix faster.)
+        See :meth:`HourOfDaySums.increment`, which does several splits of one
+        matrix faster.
     """
     return HourOfDaySums(kw, hour_of_cell).increment(post)
 

@@ -193,10 +193,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
         issues = IssueLog().extend(ds.issues)
         n_used = part.readings_in_window
-        issues.add("readings.outside_window", "readings",
-                   ds.row_counts["readings"]["used"] - n_used, "excluded",
-                   detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
-                          f"({config.analysis.history_days} days)", severity="info")
+        _record_outside_window(issues, ds.row_counts["readings"]["used"] - n_used, start,
+                               as_of_date, config)
     else:
         t0 = time.perf_counter()
         ds, as_of_date = read_inputs(input_dir, as_of, config)
@@ -209,10 +207,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         t0 = time.perf_counter()
         ts = ds.readings[col.TIMESTAMP]
         inside = (ts >= start) & (ts < end)
-        outside = int((~inside).sum())
-        issues.add("readings.outside_window", "readings", outside, "excluded",
-                   detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
-                          f"({config.analysis.history_days} days)", severity="info")
+        _record_outside_window(issues, int((~inside).sum()), start, as_of_date, config)
         n_used = int(inside.sum())
         _check_window(n_used, as_of_date, input_dir)
         index = analysis_index(start, end, config.analysis.grid_minutes)
@@ -390,6 +385,12 @@ def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
     table.loc[listed, col.SCORE] = np.fmax(table.loc[listed, col.SCORE].to_numpy(dtype=float),
                                            0.49 * np.clip(evidence[weak], 0, 1))
     return table
+
+
+def _record_outside_window(issues: IssueLog, count: int, start, as_of_date, config: Config):
+    issues.add("readings.outside_window", "readings", count, "excluded",
+               detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
+                      f"({config.analysis.history_days} days)", severity="info")
 
 
 def _check_window(n_used: int, as_of_date, input_dir) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import pyarrow as pa
+
 from gridwatch import columns as col
 from gridwatch.cleaning import clean_weather
 from gridwatch.config import Config
@@ -79,7 +81,7 @@ def analyse_partitioned(input_dir, as_of, config: Config):
             weather, log_clean = clean_weather(raw)
             issues.extend(log_clean)
             counts["weather"]["used"] = len(weather)
-    asset_ids = _upstream_asset_ids(paths["upstream"], tz)
+    asset_ids = _upstream_asset_ids(paths["upstream"])
     plan = plan_partitions(
         meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
         bytes_per_meter=bytes_per_meter(config.analysis.history_days,
@@ -125,14 +127,13 @@ def analyse_partitioned(input_dir, as_of, config: Config):
     return ds, as_of_date, part, len(parts)
 
 
-def _upstream_asset_ids(path, timezone: str) -> list:
-    """The asset ids of the upstream table (read whole: assets are few)."""
+def _upstream_asset_ids(path) -> list:
+    """The asset ids of the upstream table, normalised as the reader does (its id column only)."""
     if path is None:
         return []
-    raw, _, _ = files._read_interval_table(path, table="upstream", id_column=col.ASSET_ID,
-                                           value_column=col.KWH, timezone=timezone,
-                                           required=False)
-    return [] if raw is None else sorted(raw[col.ASSET_ID].astype(str).unique())
+    ids = pa.dictionary(pa.int32(), pa.string())
+    table, _ = files._read(path, [col.ASSET_ID], {col.ASSET_ID: ids}, dictionary=(col.ASSET_ID,))
+    return list(files._ids(table.column(col.ASSET_ID)).categories)
 
 
 class _LastFullDay:
