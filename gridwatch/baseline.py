@@ -114,6 +114,15 @@ class ExpectedConsumption:
         daily = self.expected_daily_kw_[:, cols]
         return np.maximum(daily[grid.day_of_cell] + self.profile_kw_[:, cols][slot], 0.0)
 
+    def select(self, columns) -> ExpectedConsumption:
+        """The fitted model of some meters only (positions, in the order given)."""
+        self._check_fitted()
+        model = type(self)(weekly_profile_min_days=self.weekly_profile_min_days)
+        model.weekly_ = self.weekly_
+        model.profile_kw_ = self.profile_kw_[:, columns]
+        model.expected_daily_kw_ = self.expected_daily_kw_[:, columns]
+        return model
+
     def to_dict(self) -> dict:
         """Plain-data form of the fitted model (lists), for storage."""
         self._check_fitted()

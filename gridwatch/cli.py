@@ -329,7 +329,7 @@ def plot(site_id, input_dir, output_file, as_of, config_path):
     from gridwatch.report.plots import plot_site
 
     config = load_config(config_path)
-    result = run_pipeline(input_dir, None, as_of=as_of, config=config)
+    result = run_pipeline(input_dir, None, as_of=as_of, config=config, keep_sites=[site_id])
     path = plot_site(result, site_id, output_file)
     click.echo(f"wrote {path}")
 

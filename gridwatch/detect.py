@@ -91,6 +91,62 @@ class Detection:
     onset_cell: np.ndarray
 
 
+@dataclass
+class Measurement:
+    """What the detector measured on some meters, before judging significance.
+
+    Made by :func:`measure_visible_load`, finished by :func:`decide_visible_load`;
+    picklable, so a partitioned run can keep it on disk between its passes.
+    Arrays are ``(n_days, n_meters)`` (``run``: ``(n_cells, n_meters)``) or
+    ``(n_meters,)``, in the order of ``meters``.
+
+    Attributes
+    ----------
+    evidence : pandas.DataFrame
+        The figures :meth:`Calibration.fit` takes, one row per meter (index ``meter_id``).
+    issues : IssueLog
+        Data-quality findings of the measurement (stuck registers, zero runs,
+        short histories).
+    """
+
+    evidence: pd.DataFrame
+    issues: IssueLog
+    meters: pd.DataFrame
+    grid: DayGrid
+    detection: object  # gridwatch.config.DetectionConfig
+    has_weather: bool
+    frozen: np.ndarray
+    analysed: np.ndarray
+    base_floor: np.ndarray
+    base_mean: np.ndarray
+    cell: np.ndarray
+    cold_start: np.ndarray
+    day_quiet: np.ndarray
+    flat: np.ndarray
+    floor: np.ndarray
+    floor_cv: np.ndarray
+    floor_level: np.ndarray
+    floor_ratio: np.ndarray
+    level_kw: np.ndarray
+    mean: np.ndarray
+    n_post_valid: np.ndarray
+    noise_ratio: np.ndarray
+    onset: np.ndarray
+    persistence: np.ndarray
+    post_day: np.ndarray
+    pre_temp_corr: np.ndarray
+    present: np.ndarray
+    resid_floor: np.ndarray
+    run: np.ndarray
+    shift_floor: np.ndarray
+    shift_mean: np.ndarray
+    temp_corr: np.ndarray
+    temp_share: np.ndarray
+    unsteadiness: np.ndarray
+    valid_days: np.ndarray
+    variable_kw: np.ndarray
+
+
 class _quiet_nan:
     """Silence numpy's 'All-NaN slice' / 'Mean of empty slice' warnings locally."""
 
@@ -146,28 +202,65 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
     -------
     Detection, IssueLog
     """
-    return _score(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
-                  detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers,
-                  calibration=calibration)
+    measured = measure_visible_load(kw, grid, meters, temperature_c=temperature_c,
+                                    spread_kw=spread_kw, detection=detection, analysis=analysis,
+                                    frozen_hours=frozen_hours, peers=peers)
+    return decide_visible_load(measured, calibration)
+
+
+def measure_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: PeerCounts | None = None,
+                         temperature_c=None, spread_kw=None, detection, analysis,
+                         frozen_hours=24) -> Measurement:
+    """Everything the detector measures on some meters before it judges significance.
+
+    The expensive part of :func:`detect_visible_load`: the floors, the
+    level-shift scans, the shape of each candidate load. A run cut into
+    partitions measures each partition once (with ``peers`` the counts of
+    every meter of the run), concatenates the partitions'
+    :attr:`Measurement.evidence`, fits one :class:`Calibration` and then
+    finishes each partition with :func:`decide_visible_load`.
+
+    Parameters are those of :func:`detect_visible_load`.
+
+    Returns
+    -------
+    Measurement
+        Picklable; ``evidence`` has one row per meter (index ``meter_id``).
+    """
+    return _measure(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
+                    detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers)
 
 
 def detection_evidence(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: PeerCounts,
                        temperature_c=None, spread_kw=None, detection, analysis,
                        frozen_hours=24) -> pd.DataFrame:
-    """The per-meter figures that calibrate significance, for one partition of the meters.
+    """The per-meter figures that calibrate significance (:attr:`Measurement.evidence`).
 
-    Parameters are those of :func:`detect_visible_load`; ``peers`` must be the
-    counts of every meter of the run. Concatenate the frames of all
-    partitions and pass them to :meth:`Calibration.fit`.
+    Concatenate the frames of all partitions and pass them to :meth:`Calibration.fit`.
+    """
+    return measure_visible_load(kw, grid, meters, peers=peers, temperature_c=temperature_c,
+                                spread_kw=spread_kw, detection=detection, analysis=analysis,
+                                frozen_hours=frozen_hours).evidence
+
+
+def decide_visible_load(measured: Measurement,
+                        calibration: Calibration | None = None) -> tuple[Detection, IssueLog]:
+    """Finish a detection: significance, decisions, estimates and reasons.
+
+    Parameters
+    ----------
+    measured : Measurement
+        From :func:`measure_visible_load`.
+    calibration : Calibration, optional
+        Significance calibrated on every meter of the run (default: on the
+        measured meters alone).
 
     Returns
     -------
-    pandas.DataFrame
-        One row per meter (index ``meter_id``).
+    Detection, IssueLog
+        As :func:`detect_visible_load`.
     """
-    return _score(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
-                  detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers,
-                  calibration=None, evidence_only=True)
+    return _decide(measured, calibration)
 
 
 def peer_counts_of(kw, grid: DayGrid, meters: pd.DataFrame, *, analysis, frozen_hours=24) -> PeerCounts:
@@ -188,15 +281,14 @@ def _daily(kw, grid, analysis, frozen_hours):
     return run, kw, day_quiet, floor, mean
 
 
-def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, frozen_hours, peers,
-           calibration, evidence_only=False):
+def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, frozen_hours,
+             peers) -> Measurement:
     kw = np.asarray(kw, dtype=np.float64)
     n_cells, n_meters = kw.shape
     if len(meters) != n_meters:
         raise ValueError(f"meters has {len(meters)} rows but kw has {n_meters} columns")
     ids = meters[col.METER_ID].astype(str).to_numpy()
     issues = IssueLog()
-    hours = grid.cells_per_day * grid.cell_hours
     n_days = grid.n_days
 
     # 1. stuck registers and long zero runs are not load; 2. daily floor and mean
@@ -338,10 +430,44 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
         "shift_se_kw": scan.shift / np.where(np.isfinite(scan.t) & (scan.t > 0), scan.t, np.inf),
         "level_kw": level_kw,
     }, index=pd.Index(ids, name=col.METER_ID))
-    if evidence_only:
-        return evidence
+    return Measurement(
+        evidence=evidence, issues=issues, meters=meters, grid=grid, detection=detection,
+        has_weather=hdd is not None, frozen=frozen.any(axis=0),
+        analysed=analysed, base_floor=base_floor, base_mean=base_mean, cell=cell,
+        cold_start=cold_start, day_quiet=day_quiet, flat=flat, floor=floor, floor_cv=floor_cv,
+        floor_level=floor_level, floor_ratio=floor_ratio, level_kw=level_kw, mean=mean,
+        n_post_valid=n_post_valid, noise_ratio=noise_ratio, onset=onset, persistence=persistence,
+        post_day=post_day, pre_temp_corr=pre_temp_corr, present=present, resid_floor=resid_floor,
+        run=run, shift_floor=shift_floor, shift_mean=shift_mean, temp_corr=temp_corr,
+        temp_share=temp_share, unsteadiness=unsteadiness, valid_days=valid_days,
+        variable_kw=variable_kw,
+    )
+
+
+def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection, IssueLog]:
+    """The detector's decisions, estimates and reasons, given the significance calibration."""
+    detection, grid, meters = m.detection, m.grid, m.meters
+    issues = IssueLog().extend(m.issues)
+    ids = m.evidence.index.to_numpy()
+    n_days = grid.n_days
+    hours = grid.cells_per_day * grid.cell_hours
+    day_idx = np.arange(n_days)
     if calibration is None:
-        calibration = Calibration.fit(evidence, detection)
+        calibration = Calibration.fit(m.evidence, detection)
+    # daily (n_days, n_meters)
+    floor, mean, day_quiet = m.floor, m.mean, m.day_quiet
+    resid_floor, base_floor, base_mean = m.resid_floor, m.base_floor, m.base_mean
+    post_day, present = m.post_day, m.present
+    # per meter
+    analysed, valid_days, n_post_valid = m.analysed, m.valid_days, m.n_post_valid
+    onset, cell = m.onset, m.cell
+    shift_floor, shift_mean, floor_ratio = m.shift_floor, m.shift_mean, m.floor_ratio
+    flat, noise_ratio, unsteadiness = m.flat, m.noise_ratio, m.unsteadiness
+    persistence, temp_corr, temp_share = m.persistence, m.temp_corr, m.temp_share
+    cold_start, pre_temp_corr, level_kw = m.cold_start, m.pre_temp_corr, m.level_kw
+    floor_level, floor_cv, variable_kw = m.floor_level, m.floor_cv, m.variable_kw
+    # (n_cells, n_meters)
+    run = m.run
     cal = calibration.table.reindex(ids)
     p_step, p_pre, p_value, q_value = (cal[name].to_numpy() for name in
                                        ("p_step", "p_pre", "p_value", "q_value"))
@@ -443,8 +569,8 @@ def _score(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, f
         flagged=flagged, step_ok=step_ok, pre_ok=pre_ok, analysed=analysed, dates=dates,
         onset=onset, shift_floor=shift_floor, excess_kw=excess_kw,
         persistence=persistence, n_post=n_post_valid, floor_ratio=floor_ratio, flat=flat,
-        has_weather=hdd is not None, typical_floor=typical_ratio * variable_kw, step_shape=step_shape,
-        step_sig=step_sig, frozen=frozen.any(axis=0),
+        has_weather=m.has_weather, typical_floor=typical_ratio * variable_kw, step_shape=step_shape,
+        step_sig=step_sig, frozen=m.frozen,
         detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
         provisional=provisional, ended_day=ended_day, days_above=days_above, days_valid=days_valid,
         pre_sig=pre_sig, pre_shape=pre_shape, pre_class=pre_class, excess_pre=excess_pre,

@@ -27,6 +27,7 @@ import os
 import pickle
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,12 +44,13 @@ from gridwatch.days import DayGrid, daily_mean
 from gridwatch.detect import (
     Calibration,
     Detection,
-    detect_visible_load,
-    detection_evidence,
+    Measurement,
+    decide_visible_load,
+    measure_visible_load,
     peer_counts_of,
 )
 from gridwatch.issues import IssueLog
-from gridwatch.peers import PeerCounts
+from gridwatch.peers import DemandBands, PeerCounts, demand_bands
 from gridwatch.resample import to_grid, weather_to_grid
 from gridwatch.sources import Dataset
 
@@ -93,6 +95,7 @@ class PartitionAnalysis:
     input_issues: IssueLog = field(default_factory=IssueLog)
     row_counts: dict = field(default_factory=dict)
     readings_in_window: int = 0
+    bands: DemandBands | None = None
 
 
 @dataclass
@@ -146,16 +149,21 @@ class PlannedFiles:
     data_config : gridwatch.config.DataConfig
     """
 
+    _opened_here: dict = {}  # token -> open tables: a worker opens the files once per run
+
     def __init__(self, input_dir, plan, data_config):
         self.input_dir = str(input_dir)
         self.plan = plan
         self.data_config = data_config
+        self.token = uuid.uuid4().hex
         self._open = None
 
     def __getstate__(self):
         return {**self.__dict__, "_open": None}  # open files stay where they were opened
 
     def _tables(self):
+        if self._open is None:
+            self._open = PlannedFiles._opened_here.get(self.token)
         if self._open is None:
             from gridwatch.cleaning import clean_weather
             from gridwatch.sources import files
@@ -177,6 +185,12 @@ class PlannedFiles:
                 "upstream": None if up_path is None else open_upstream(up_path, self.plan,
                                                                        timezone=tz),
             }
+            # Every task of a cluster unpickles its own copy of the loader: the
+            # process keeps the last run's open tables for the next task.
+            for previous in PlannedFiles._opened_here.values():
+                _close_tables(previous)  # a spill of an earlier run is removed
+            PlannedFiles._opened_here.clear()
+            PlannedFiles._opened_here[self.token] = self._open
         return self._open
 
     def __call__(self, part: Partition) -> Dataset:
@@ -215,6 +229,12 @@ class PlannedFiles:
                              issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
 
 
+def _close_tables(tables: dict) -> None:
+    for name in ("readings", "upstream"):
+        if tables.get(name) is not None:
+            tables[name].close()
+
+
 def _no_readings() -> pd.DataFrame:
     """An empty raw readings frame (a partition whose meters have no rows)."""
     return pd.DataFrame({col.METER_ID: pd.Categorical([]),
@@ -229,7 +249,8 @@ def serial_map(func, items) -> list:
 
 def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
             partitions: Sequence[Partition] | None = None,
-            release_readings: bool = False, map_partitions=serial_map) -> list[PartitionAnalysis]:
+            release_readings: bool = False, map_partitions=serial_map,
+            keep=()) -> list[PartitionAnalysis]:
     """Score every meter and balance every asset, all at once or partition by partition.
 
     Parameters
@@ -252,6 +273,10 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
         ``map_partitions(func, partitions)`` runs ``func`` on every partition
         and returns the results in order: here one after another, or as the
         tasks of a cluster (:mod:`gridwatch.cluster`).
+    keep : collection of str, default ()
+        With several partitions, each partition's demand matrices are cut to
+        the meters worth drawing (flagged, suspects) as it finishes; these
+        meters are kept too. With one partition every meter is kept.
 
     Returns
     -------
@@ -266,10 +291,11 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
                             shared=Shared(), cache_dir=None, release=release_readings)]
     with tempfile.TemporaryDirectory(prefix="gridwatch-partitions-") as cache_dir:
         return _analyse_partitions(parts, load=load, index=index, grid=grid, config=config,
-                                   map_partitions=map_partitions, cache_dir=cache_dir)
+                                   map_partitions=map_partitions, cache_dir=cache_dir,
+                                   keep=frozenset(str(k) for k in keep))
 
 
-def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir):
+def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir, keep):
     """Three passes for the shared figures, then the results, each gridded partition cached."""
     shared = Shared()
     common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
@@ -283,7 +309,7 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
         b = config.balance
         shared.balance_calibration = BalanceCalibration.fit(
             pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
-    return map_partitions(functools.partial(_final_pass, **common, shared=shared), parts)
+    return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep), parts)
 
 
 def _sum(counts):
@@ -328,50 +354,92 @@ def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
                     readings_in_window=in_window)
 
 
-def _detect(g: _Gridded, grid, config, shared: Shared, *, evidence_only=False):
-    options = {"temperature_c": g.temperature, "spread_kw": g.spread, "detection": config.detection,
-               "analysis": config.analysis, "frozen_hours": config.data.frozen_hours}
-    kw = g.kw.to_numpy(dtype=np.float64)
-    if evidence_only:
-        return detection_evidence(kw, grid, g.meters, peers=shared.peers, **options)
-    return detect_visible_load(kw, grid, g.meters, peers=shared.peers,
-                               calibration=shared.calibration, **options)
+def _measure(g: _Gridded, grid, config, shared: Shared) -> Measurement:
+    return measure_visible_load(
+        g.kw.to_numpy(dtype=np.float64), grid, g.meters, peers=shared.peers,
+        temperature_c=g.temperature, spread_kw=g.spread, detection=config.detection,
+        analysis=config.analysis, frozen_hours=config.data.frozen_hours)
 
 
-def _inputs(part, *, load, index, grid, cache_dir, release=False) -> tuple[Dataset, _Gridded]:
-    """The partition's tables and gridded demand: read once, then from the cache of this run.
+class _Cache:
+    """One partition's intermediate results, kept on disk between the passes of a run.
 
-    The first pass of a partitioned run reads and grids each partition and
-    pickles the result (without the long readings table) into ``cache_dir``;
-    the later passes load it instead of reading the files again. A worker
-    that cannot see ``cache_dir`` (another host) reads again.
+    Stages: ``"gridded"`` (its tables and demand on the grid, without the
+    long readings table), ``"measured"`` (the detector's measurement) and
+    ``"detected"`` (the detection and expected consumption). A worker that
+    cannot see the directory (another host) gets nothing back and computes
+    again: slower, never different.
     """
-    path = None
-    if cache_dir is not None and Path(cache_dir).is_dir():
-        key = hashlib.sha1("\0".join(part.meter_ids).encode()).hexdigest()
-        path = Path(cache_dir) / f"{key}.pkl"
-        if path.exists():
-            with path.open("rb") as handle:
-                return pickle.load(handle)
-    sub = load(part)
-    gridded = _grid(sub, index, grid, release=release or path is not None)
-    if path is not None:
+
+    def __init__(self, cache_dir, part: Partition | None):
+        self.root = None
+        if cache_dir is not None and part is not None and Path(cache_dir).is_dir():
+            self.root = Path(cache_dir)
+            self.key = hashlib.sha1("\0".join(part.meter_ids).encode()).hexdigest()
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def get(self, stage):
+        if self.root is None:
+            return None
+        path = self.root / f"{self.key}.{stage}.pkl"
+        if not path.exists():
+            return None
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+
+    def put(self, stage, value) -> None:
+        if self.root is None:
+            return
+        path = self.root / f"{self.key}.{stage}.pkl"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as handle:
-            pickle.dump((sub, gridded), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
+
+
+def _inputs(part, *, load, index, grid, cache: _Cache, release=False) -> tuple[Dataset, _Gridded]:
+    """The partition's tables and gridded demand: read once, then from the run's cache."""
+    cached = cache.get("gridded")
+    if cached is not None:
+        return cached
+    sub = load(part)
+    gridded = _grid(sub, index, grid, release=release or cache.enabled)
+    cache.put("gridded", (sub, gridded))
     return sub, gridded
 
 
+def _measured(g: _Gridded, *, grid, config, shared, cache: _Cache) -> Measurement:
+    measured = cache.get("measured")
+    if measured is None:
+        measured = _measure(g, grid, config, shared)
+        cache.put("measured", measured)
+    return measured
+
+
+def _detected(g: _Gridded, *, index, grid, config, shared, cache: _Cache):
+    """The partition's detection, its issues and its expected consumption (decided once)."""
+    detected = cache.get("detected")
+    if detected is None:
+        measured = _measured(g, grid=grid, config=config, shared=shared, cache=cache)
+        detection, issues = decide_visible_load(measured, shared.calibration)
+        detected = (detection, issues, _expected(g, detection, index, grid))
+        cache.put("detected", detected)
+    return detected
+
+
 def _peer_pass(part, *, load, index, grid, config, cache_dir) -> PeerCounts:
-    _, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
+    _, g = _inputs(part, load=load, index=index, grid=grid, cache=_Cache(cache_dir, part))
     return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
                           frozen_hours=config.data.frozen_hours)
 
 
 def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.DataFrame:
-    _, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
-    return _detect(g, grid, config, shared, evidence_only=True)
+    cache = _Cache(cache_dir, part)
+    _, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
+    return _measured(g, grid=grid, config=config, shared=shared, cache=cache).evidence
 
 
 def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsumption:
@@ -413,27 +481,29 @@ def _has_upstream(sub: Dataset) -> bool:
 
 def _balance_evidence_pass(part, *, load, index, grid, config, shared,
                            cache_dir) -> pd.DataFrame | None:
-    sub, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir)
+    cache = _Cache(cache_dir, part)
+    sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
     if not _has_upstream(sub):
         return None
-    detection, _ = _detect(g, grid, config, shared)
-    expected = _expected(g, detection, index, grid)
+    detection, _, expected = _detected(g, index=index, grid=grid, config=config, shared=shared,
+                                       cache=cache)
     evidence, _ = _balance(sub, g, detection, expected, index, grid, config, shared,
                            evidence_only=True)
     return evidence
 
 
-def _final_pass(part, *, load, index, grid, config, shared, cache_dir,
+def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None,
                 release=False) -> PartitionAnalysis:
     timings = {}
     t0 = time.perf_counter()
-    sub, g = _inputs(part, load=load, index=index, grid=grid, cache_dir=cache_dir, release=release)
+    cache = _Cache(cache_dir, part)
+    sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache, release=release)
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     issues = IssueLog().extend(g.issues)
-    detection, det_issues = _detect(g, grid, config, shared)
+    detection, det_issues, expected = _detected(g, index=index, grid=grid, config=config,
+                                                shared=shared, cache=cache)
     issues.extend(det_issues)
-    expected = _expected(g, detection, index, grid)
     timings["detect_s"] = time.perf_counter() - t0
     balance = None
     if _has_upstream(sub):
@@ -441,10 +511,37 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir,
         balance, bal_issues = _balance(sub, g, detection, expected, index, grid, config, shared)
         issues.extend(bal_issues)
         timings["balance_s"] = time.perf_counter() - t0
-    return PartitionAnalysis(table=detection.table, detection=detection, expected=expected,
-                             kw=g.kw, meters=g.meters, balance=balance, issues=issues,
-                             no_window=g.no_window, timings=timings, input_issues=sub.issues,
-                             row_counts=sub.row_counts, readings_in_window=g.readings_in_window)
+    analysis = PartitionAnalysis(
+        table=detection.table, detection=detection, expected=expected, kw=g.kw, meters=g.meters,
+        balance=balance, issues=issues, no_window=g.no_window, timings=timings,
+        input_issues=sub.issues, row_counts=sub.row_counts,
+        readings_in_window=g.readings_in_window,
+        bands=demand_bands(detection.mean_kw, g.meters))
+    return analysis if keep is None else _keep_only(analysis, keep)
+
+
+def _keep_only(a: PartitionAnalysis, keep) -> PartitionAnalysis:
+    """The analysis with the arrays of the meters worth drawing only; every table kept whole.
+
+    Kept: meters flagged by the detector, every suspect of the energy balance,
+    and the ids in ``keep``. The rest of a partitioned run's demand matrices
+    is dropped here, so that the end of the run holds O(flagged), not
+    O(all meters).
+    """
+    ids = a.kw.columns.astype(str)
+    wanted = a.table[col.FLAGGED].to_numpy(dtype=bool) | ids.isin(list(keep))
+    if a.balance is not None and len(a.balance.suspects):
+        wanted = wanted | ids.isin(a.balance.suspects[col.METER_ID].astype(str))
+    pos = np.flatnonzero(wanted)
+    d = a.detection
+    a.detection = Detection(
+        table=d.table, **{name: getattr(d, name)[:, pos] for name in
+                          ("floor_kw", "mean_kw", "expected_floor_kw", "expected_mean_kw", "masked")},
+        onset_cell=d.onset_cell[pos])
+    a.expected = a.expected.select(pos)
+    a.kw = a.kw.iloc[:, pos]
+    a.meters = a.meters.iloc[pos].reset_index(drop=True)
+    return a
 
 
 def meter_temperature(weather, meters: pd.DataFrame, index, grid: DayGrid, issues: IssueLog):
@@ -598,7 +695,8 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
         table=detection.table, detection=detection, expected=expected, kw=kw, meters=meters,
         balance=balance, issues=together.issues, no_window=together.no_window,
         timings=timings, input_issues=inputs, row_counts=counts,
-        readings_in_window=sum(a.readings_in_window for a in analyses))
+        readings_in_window=sum(a.readings_in_window for a in analyses),
+        bands=_sum([a.bands for a in analyses if a.bands is not None]))
 
 
 class _Placer:

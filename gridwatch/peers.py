@@ -169,3 +169,107 @@ def peer_index(meters: pd.DataFrame, counts: PeerCounts, medians: dict | None = 
             out[:, use] = medians[key][:, None] - 1.0
             chosen |= use
     return np.nan_to_num(out)
+
+
+# --- the peer band of the plots -------------------------------------------------------
+BAND_MIN_KW = 1e-3
+"""Daily means below this are counted as zero in :class:`DemandBands` [kW]."""
+
+BAND_MAX_KW = 1e5
+"""... and above this in the top bin [kW]."""
+
+BAND_BINS = 2048
+"""Log-spaced bins between the two: a percentile is exact to about 0.6 %."""
+
+
+def _band_edges() -> np.ndarray:
+    return np.concatenate([[0.0], np.geomspace(BAND_MIN_KW, BAND_MAX_KW, BAND_BINS)])
+
+
+@dataclass
+class DemandBands:
+    """Histograms of the daily mean demand of each customer class; add them across partitions.
+
+    What the investigator's plot draws as the peer band (a class's daily
+    10th-90th percentile), computed from counts so that a run cut into
+    partitions draws the same band without keeping every meter's series.
+
+    Attributes
+    ----------
+    n_days : int
+    counts : dict of str to numpy.ndarray of shape (n_days, BAND_BINS)
+        Meters per day and bin, per customer class (bin 0: below ``BAND_MIN_KW``).
+    members : dict of str to int
+        Meters per class.
+    """
+
+    n_days: int
+    counts: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)
+
+    def __add__(self, other: DemandBands) -> DemandBands:
+        if other.n_days != self.n_days:
+            raise ValueError(f"demand bands over {self.n_days} and {other.n_days} days do not add")
+        counts, members = dict(self.counts), dict(self.members)
+        for key, hist in other.counts.items():
+            counts[key] = counts[key] + hist if key in counts else hist
+            members[key] = members.get(key, 0) + other.members[key]
+        return DemandBands(self.n_days, counts, members)
+
+    def percentiles(self, key: str, q) -> np.ndarray:
+        """Daily percentiles ``q`` (0-100) of the class's daily mean demand, ``(len(q), n_days)`` [kW].
+
+        NaN on days without data (and for a class without meters).
+        """
+        q = np.asarray(q, dtype=np.float64)
+        if key not in self.counts:
+            return np.full((len(q), self.n_days), np.nan)
+        hist = self.counts[key]
+        n = hist.sum(axis=1)
+        cum = np.cumsum(hist, axis=1)
+        edges = _band_edges()
+        out = np.full((len(q), self.n_days), np.nan)
+        days = np.arange(self.n_days)
+        for i, pct in enumerate(q):
+            # the rank numpy's default percentile interpolates at, as a cumulative count
+            target = pct / 100.0 * np.maximum(n - 1, 0) + 0.5
+            b = np.minimum((cum < target[:, None]).sum(axis=1), BAND_BINS - 1)
+            before = np.where(b > 0, cum[days, np.maximum(b - 1, 0)], 0)
+            inside = hist[days, b]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.clip((target - before) / inside, 0.0, 1.0)
+            lo, hi = edges[b], edges[np.minimum(b + 1, BAND_BINS)]
+            # geometric within a log bin (linear in the first, which starts at 0)
+            value = np.where(b == 0, hi * frac, lo * (hi / np.maximum(lo, BAND_MIN_KW)) ** frac)
+            out[i] = np.where(n > 0, value, np.nan)
+        return out
+
+
+def demand_bands(mean_kw: np.ndarray, meters: pd.DataFrame) -> DemandBands:
+    """Count the meters' daily mean demand per customer class (vectorised over all meters).
+
+    Parameters
+    ----------
+    mean_kw : numpy.ndarray of shape (n_days, n_meters)
+        Daily mean demand [kW], NaN on unusable days.
+    meters : pandas.DataFrame
+        One row per column: ``customer_class``.
+
+    Returns
+    -------
+    DemandBands
+    """
+    n_days, _ = mean_kw.shape
+    ok = np.isfinite(mean_kw)
+    edges = _band_edges()
+    values = np.clip(np.where(ok, mean_kw, 0.0), 0.0, BAND_MAX_KW)
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, BAND_BINS - 1)
+    classes = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").to_numpy(dtype=object)
+    codes, uniques = pd.factorize(classes)
+    day = np.broadcast_to(np.arange(n_days)[:, None], mean_kw.shape)
+    cell = (codes[None, :] * n_days + day) * BAND_BINS + bins
+    hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * BAND_BINS)
+    hist = hist.reshape(len(uniques), n_days, BAND_BINS)
+    sizes = np.bincount(codes, minlength=len(uniques))
+    return DemandBands(n_days, {key: hist[g] for g, key in enumerate(uniques)},
+                       {key: int(sizes[g]) for g, key in enumerate(uniques)})

@@ -28,6 +28,7 @@ from gridwatch.engine import analyse
 from gridwatch.errors import ConfigError, InputError
 from gridwatch.issues import IssueLog
 from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
+from gridwatch.peers import DemandBands
 from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, read_dataset
 
@@ -52,7 +53,10 @@ class RunResult:
         Each analysed meter's expected demand per cell, fitted on the cells
         before a flagged onset (``expected.predict(grid)`` [kW]).
     kw : pandas.DataFrame
-        Demand on the analysis grid [kW] (cells x analysed meters).
+        Demand on the analysis grid [kW] (cells x meters). All analysed
+        meters in an all-at-once run; in a partitioned run only the meters
+        worth drawing (flagged, energy-balance suspects, ``keep_sites``), the
+        same columns as ``detection``'s and ``expected``'s arrays and ``meters``.
     grid : DayGrid
     as_of : datetime.date
     info : dict
@@ -63,6 +67,9 @@ class RunResult:
         The analysed meters (same order as the columns of ``kw``).
     cases : pandas.DataFrame or None
         Case status of every flagged site after this run (None without a case store).
+    peer_bands : gridwatch.peers.DemandBands or None
+        Daily mean demand of every analysed meter, counted per customer class
+        (the plots' peer bands).
     """
 
     flags: pd.DataFrame
@@ -78,6 +85,7 @@ class RunResult:
     balance: Balance | None = None
     meters: pd.DataFrame | None = None
     cases: pd.DataFrame | None = None
+    peer_bands: DemandBands | None = None
 
 
 def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
@@ -154,7 +162,8 @@ def read_inputs(input_dir, as_of, config: Config) -> tuple[Dataset, dt.date]:
     return ds, parse_as_of(as_of)
 
 
-def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = None) -> RunResult:
+def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = None,
+        keep_sites=()) -> RunResult:
     """Analyse a dataset directory and write the outputs.
 
     Parameters
@@ -169,6 +178,9 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         Last day analysed (local); default: the last full day in the data.
     config : Config, optional
         Defaults when omitted.
+    keep_sites : collection of str, default ()
+        Meters whose demand a partitioned run keeps for plotting even when
+        not flagged (``gridwatch plot``).
 
     Returns
     -------
@@ -188,7 +200,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     if config.engine.kind != "memory":
         from gridwatch.streaming import analyse_partitioned
 
-        ds, as_of_date, part, n_partitions = analyse_partitioned(input_dir, as_of, config)
+        ds, as_of_date, part, n_partitions = analyse_partitioned(input_dir, as_of, config,
+                                                                     keep=keep_sites)
         grid = day_grid(part.kw.index, tz)
         start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
         issues = IssueLog().extend(ds.issues)
@@ -220,7 +233,8 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     issues.extend(part.issues)
     table = _apply_suppressions(detection.table, config)
     timings.update(part.timings)
-    log.info("detection: %d of %d meters flagged", int(detection.table["flagged"].sum()), kw.shape[1])
+    log.info("detection: %d of %d meters flagged", int(detection.table["flagged"].sum()),
+             len(detection.table))
 
     transformers = empty_transformers()
     if balance is not None:
@@ -259,7 +273,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
-                       balance=balance, meters=meters, cases=cases)
+                       balance=balance, meters=meters, cases=cases, peer_bands=part.bands)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame())

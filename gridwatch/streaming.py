@@ -43,8 +43,11 @@ def executor(config: Config):
         yield serial_map
 
 
-def analyse_partitioned(input_dir, as_of, config: Config):
+def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
     """Analyse a dataset directory partition by partition.
+
+    Each partition keeps the demand of its flagged meters, its suspects and
+    the meters in ``keep`` only (see :func:`gridwatch.engine.analyse`).
 
     Returns
     -------
@@ -110,7 +113,7 @@ def analyse_partitioned(input_dir, as_of, config: Config):
         index = analysis_index(start, end, config.analysis.grid_minutes)
         grid = day_grid(index, tz)
         analyses = analyse(loader, index=index, grid=grid, config=config, partitions=parts,
-                           map_partitions=map_partitions)
+                           map_partitions=map_partitions, keep=keep)
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
     if part.readings_in_window == 0:

@@ -46,3 +46,64 @@ def test_partitioned_engines_publish_the_all_at_once_outputs(dataset, all_at_onc
     assert (out / "report.html").is_file()
     assert ours["engine"] == {"kind": engine, "partitions": ours["engine"]["partitions"]}
     assert ours["engine"]["partitions"] >= 3  # the shared calibrations were put to the test
+
+
+def _results(dataset, **kwargs):
+    from gridwatch.config import load_config
+    from gridwatch.pipeline import run
+
+    config = load_config(dataset / "run.toml")
+    memory = run(dataset, None, as_of=AS_OF, config=config)
+    streaming = run(dataset, None, as_of=AS_OF, config=config.model_copy(
+        update={"engine": config.engine.model_copy(update={"kind": "streaming"})}), **kwargs)
+    return memory, streaming
+
+
+def _drawn(data) -> dict:
+    import numpy as np
+
+    return {k: v for k, v in vars(data).items() if isinstance(v, np.ndarray | str | float | tuple)}
+
+
+def test_a_partitioned_run_keeps_only_what_it_draws_and_draws_it_the_same(dataset):
+    import numpy as np
+
+    from gridwatch.report.plots import _flagged_sites, _Plotter
+
+    memory, streaming = _results(dataset)
+    assert streaming.info["engine"]["partitions"] >= 3
+    kept = set(streaming.kw.columns.astype(str))
+    flagged = set(streaming.detection.table.index[streaming.detection.table["flagged"]])
+    suspects = set(streaming.balance.suspects["meter_id"].astype(str))
+    assert kept == flagged | suspects  # the end of the run is O(flagged), not O(meters)
+    assert len(kept) < 0.5 * memory.kw.shape[1]
+    assert streaming.detection.mean_kw.shape[1] == len(kept) == len(streaming.meters)
+    sites = _flagged_sites(memory)
+    assert sites == _flagged_sites(streaming) and len(sites) >= 3
+    ours, theirs = _Plotter(streaming), _Plotter(memory)
+    for site in sites:  # every plot shows the same numbers (peer bands included)
+        a, b = _drawn(ours.data(site)), _drawn(theirs.data(site))
+        assert a.keys() == b.keys()
+        for key in a:
+            ours_value, theirs_value = a[key], b[key]
+            if not isinstance(ours_value, tuple):
+                ours_value, theirs_value = (ours_value,), (theirs_value,)
+            assert len(ours_value) == len(theirs_value), (site, key)
+            for x, y in zip(ours_value, theirs_value, strict=True):
+                if isinstance(x, np.ndarray | float):
+                    np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=f"{site} {key}")
+                else:
+                    assert x == y, (site, key)
+
+
+def test_a_partitioned_run_keeps_a_site_asked_for(dataset, tmp_path):
+    memory, streaming = _results(dataset, keep_sites=["M000002"])
+    assert not memory.detection.table.loc["M000002", "flagged"]
+    assert "M000002" in set(streaming.kw.columns.astype(str))
+    (tmp_path / "s.toml").write_text((dataset / "run.toml").read_text()
+                                     .replace("[engine]", "[engine]\nkind = 'streaming'"))
+    result = CliRunner().invoke(main, ["plot", "M000002", "--input", str(dataset), "--as-of", AS_OF,
+                                       "--config", str(tmp_path / "s.toml"),
+                                       "-o", str(tmp_path / "m.png")])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "m.png").stat().st_size > 10_000

@@ -57,7 +57,6 @@ import subprocess
 import sys
 import threading
 import unicodedata
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -628,16 +627,30 @@ class _Context:
         return self._classes
 
     def peer_band(self, meter_class):
-        """Daily 10th, 50th and 90th percentile of the class's daily mean demand [kW]."""
+        """Daily 10th, 50th and 90th percentile of the class's daily mean demand [kW], and its size.
+
+        From the run's :class:`gridwatch.peers.DemandBands` (every analysed
+        meter, also in a partitioned run that kept only the flagged ones).
+        """
         if meter_class not in self._bands:
-            classes, _ = self.classes()
-            members = classes == meter_class
-            mean_kw = self.result.detection.mean_kw[:, members]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN days before the data
-                q = np.nanpercentile(mean_kw, [PEER_LOW, 50, PEER_HIGH], axis=1)
-            self._bands[meter_class] = (q, int(members.sum()))
+            bands = self.bands()
+            q = bands.percentiles(meter_class, [PEER_LOW, 50, PEER_HIGH])
+            self._bands[meter_class] = (q, int(bands.members.get(meter_class, 0)))
         return self._bands[meter_class]
+
+    def bands(self):
+        """The run's demand counts per class (counted here for a result without them)."""
+        bands = getattr(self.result, "peer_bands", None)
+        if bands is None:
+            import pandas as pd
+
+            from gridwatch.peers import demand_bands
+
+            classes, _ = self.classes()
+            bands = demand_bands(self.result.detection.mean_kw,
+                                 pd.DataFrame({col.CUSTOMER_CLASS: classes}))
+            self.result.peer_bands = bands
+        return bands
 
     def flag_row(self, meter_id) -> dict:
         import pandas as pd
