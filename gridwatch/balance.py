@@ -480,8 +480,8 @@ def _topology(upstream_kw, meter_kw, meters, issues) -> _Topology:
     members = members[members["_r"] == lowest].drop(columns="_r")
 
     meter_cols = pd.Index(meter_kw.columns.astype(str))
-    has_data = pd.Series(meter_kw.notna().any(axis=0).to_numpy(), index=meter_cols)
-    with_data = members[col.METER_ID].map(has_data).fillna(False).astype(bool).to_numpy()
+    has_data = meter_kw.notna().any(axis=0).to_numpy()
+    with_data = members[col.METER_ID].isin(meter_cols[has_data]).to_numpy()
     n_members = members.groupby(col.ASSET_ID).size()
     n_without = members[~with_data].groupby(col.ASSET_ID).size()
     assets = [a for a in up_ids if a in n_members.index]

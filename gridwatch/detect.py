@@ -321,7 +321,7 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     if temperature_c is not None:
         hdd, cdd = degree_days(np.asarray(temperature_c, dtype=np.float64))
         for dd in (hdd, cdd):
-            if np.nanstd(dd) > 0.5:
+            if dd.size and np.nanstd(dd) > 0.5:
                 covariates.append(dd)
     covariates.append(peer_index(meters, peers if peers is not None else peer_counts(floor, meters)))
     X = np.stack(covariates, axis=2).transpose(1, 0, 2)  # (M, D, p)

@@ -195,38 +195,37 @@ class PlannedFiles:
 
     def __call__(self, part: Partition) -> Dataset:
         """Read and clean one partition's rows."""
-        from gridwatch.sources import clean_dataset
-
         t = self._tables()
         meters = t["meters"][t["meters"][col.METER_ID].astype(str).isin(part.meter_ids)]
-        readings, issues, rows_in = t["readings"].read(part.number)
-        if readings is None:
-            readings = _no_readings()
-        upstream, up_rows = None, 0
-        if t["upstream"] is not None:
-            upstream, up_issues, up_rows = t["upstream"].read(part.number)
-            issues.extend(up_issues)
-        sub = clean_dataset(meters.reset_index(drop=True), readings, upstream, None,
-                            data_config=self.data_config, issues=issues,
-                            rows_in={"readings": rows_in, "upstream": up_rows})
-        sub.weather = t["weather"]
-        return sub
+        return self._clean(meters.reset_index(drop=True), part.number)
 
     def unplanned(self, meters: pd.DataFrame) -> Dataset:
         """The rows of no partition (unknown meters and assets, blank ids), cleaned: counted once."""
-        from gridwatch.sources import clean_dataset
         from gridwatch.sources.partitioned import UNPLANNED
 
+        return self._clean(meters.iloc[:0], UNPLANNED)
+
+    def _clean(self, meters: pd.DataFrame, key) -> Dataset:
+        """Read and clean the rows of one key; ``row_counts`` carry the whole-table check's counts."""
+        from gridwatch.sources import clean_dataset
+        from gridwatch.sources.partitioned import part_counts
+
         t = self._tables()
-        readings, issues, rows_in = t["readings"].read(UNPLANNED)
-        upstream, up_rows = None, 0
-        if t["upstream"] is not None:
-            upstream, up_issues, up_rows = t["upstream"].read(UNPLANNED)
-            issues.extend(up_issues)
+        readings, issues, rows_in = t["readings"].read(key)
+        checks = {"readings": part_counts(readings, issues, table="readings")}
         if readings is None:
             readings = _no_readings()
-        return clean_dataset(meters.iloc[:0], readings, upstream, None, data_config=self.data_config,
-                             issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
+        upstream, up_rows = None, 0
+        if t["upstream"] is not None:
+            upstream, up_issues, up_rows = t["upstream"].read(key)
+            checks["upstream"] = part_counts(upstream, up_issues, table="upstream")
+            issues.extend(up_issues)
+        sub = clean_dataset(meters, readings, upstream, None, data_config=self.data_config,
+                            issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
+        for table, counts in checks.items():
+            sub.row_counts[table].update(counts)
+        sub.weather = t["weather"]
+        return sub
 
 
 def _close_tables(tables: dict) -> None:
@@ -659,8 +658,8 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
         inputs.extend(a.input_issues)
         for table, c in a.row_counts.items():
             total = counts.setdefault(table, {"in": 0, "used": 0})
-            total["in"] += c.get("in", 0)
-            total["used"] += c.get("used", 0)
+            for key, value in c.items():
+                total[key] = total.get(key, 0) + value
         for key, value in a.timings.items():
             timings[key] = timings.get(key, 0.0) + value
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 
 import pyarrow as pa
 
@@ -26,6 +27,7 @@ from gridwatch.issues import IssueLog
 from gridwatch.partitions import bytes_per_meter, plan_partitions
 from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, files
+from gridwatch.sources.partitioned import check_whole_table
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,11 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
                            map_partitions=map_partitions, keep=keep)
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
+    for table in ("readings", "upstream"):  # the full reader's refusals, on the summed parts
+        if paths[table] is not None:
+            total = Counter(part.row_counts.get(table, {})) + Counter(unplanned.row_counts[table])
+            check_whole_table(paths[table], table=table, rows_in=total["in"],
+                              bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
     if part.readings_in_window == 0:
         raise InputError(f"no readings in the analysis window ending {as_of_date}",
                          file=paths["readings"], hint="check --as-of against the dates in the data")

@@ -1,5 +1,7 @@
 """Peer figures counted per partition add up to the figures of all meters at once."""
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,7 +34,7 @@ def test_demand_band_percentiles_match_the_exact_ones(households):
 def test_demand_bands_of_partitions_add_up_to_all_at_once(households):
     mean_kw, meters = households
     cuts = [0, 700, 1900, 3000]
-    parts = [demand_bands(mean_kw[:, a:b], meters.iloc[a:b]) for a, b in zip(cuts, cuts[1:])]
+    parts = [demand_bands(mean_kw[:, a:b], meters.iloc[a:b]) for a, b in pairwise(cuts)]
     together = parts[0] + parts[1] + parts[2]
     whole = demand_bands(mean_kw, meters)
     for cls in whole.counts:

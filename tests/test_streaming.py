@@ -107,3 +107,54 @@ def test_a_partitioned_run_keeps_a_site_asked_for(dataset, tmp_path):
                                        "-o", str(tmp_path / "m.png")])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "m.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("timestamps", "timestamps of the readings table cannot be parsed"),
+    ("kwh", "column 'kwh' of the readings table holds no number"),
+])
+def test_a_partitioned_run_refuses_a_broken_file_as_the_full_read_does(tmp_path, damage, message):
+    import pandas as pd
+
+    path = tmp_path / "data"
+    simulate_dataset(path, n_meters=60, days=20, as_of=AS_OF, seed=2, fmt="csv")
+    readings = pd.read_csv(path / "readings.csv", dtype=str)
+    if damage == "timestamps":  # 15 % unreadable, spread over every partition
+        readings.loc[readings.index % 7 == 0, "timestamp"] = "31/02/2026 25:00"
+    else:
+        readings["kwh"] = readings["kwh"] + " kWh"  # a unit in every cell
+    readings.to_csv(path / "readings.csv", index=False)
+    (path / "run.toml").write_text("[analysis]\nhistory_days = 20\n[engine]\nmemory_budget_mb = 2\n")
+    for engine in ("memory", "streaming"):
+        result = CliRunner().invoke(main, ["run", "--input", str(path), "--output",
+                                           str(tmp_path / engine), "--as-of", AS_OF, "--config",
+                                           str(path / "run.toml"), "--engine", engine, "--quiet"])
+        assert result.exit_code == 3, (engine, result.stderr)
+        assert "readings.csv" in result.stderr
+        if engine == "streaming":
+            assert message in result.stderr
+
+
+def test_a_partition_whose_meters_all_lost_their_values_does_not_sink_the_run(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "data"
+    simulate_dataset(path, n_meters=60, days=20, as_of=AS_OF, seed=2, fmt="csv")
+    meters = pd.read_csv(path / "meters.csv", dtype=str)
+    silent = meters.loc[meters["transformer_id"] == meters["transformer_id"].iloc[0], "meter_id"]
+    readings = pd.read_csv(path / "readings.csv", dtype=str)
+    readings.loc[readings["meter_id"].isin(silent), "kwh"] = ""  # a head-end outage
+    readings.to_csv(path / "readings.csv", index=False)
+    (path / "run.toml").write_text("[analysis]\nhistory_days = 20\n[engine]\nmemory_budget_mb = 2\n"
+                                   "[report]\nplots = false\n[cases]\nenabled = false\n")
+    outs = {}
+    for engine in ("memory", "streaming"):
+        outs[engine] = tmp_path / engine
+        result = CliRunner().invoke(main, ["run", "--input", str(path), "--output",
+                                           str(outs[engine]), "--as-of", AS_OF, "--config",
+                                           str(path / "run.toml"), "--engine", engine, "--quiet"])
+        assert result.exit_code == 0, (engine, result.stderr)
+    for name in FILES:
+        assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
+    assert json.loads((outs["streaming"] / "run.json").read_text())["engine"]["partitions"] >= 3
+    assert set(silent) <= set(pd.read_csv(outs["memory"] / "data_quality.csv")["meter_id"])

@@ -122,8 +122,8 @@ class PartitionedTable:
         Notes
         -----
         The checks that judge the whole file (more than 10 % bad timestamps,
-        no number at all) are not applied to a part; sum the parts' counts
-        to apply them.
+        no number at all) are not applied to a part: sum every part's
+        :func:`part_counts` and pass them to :func:`check_whole_table`.
         """
         if partition not in self.keys:
             raise ValueError(f"no partition {partition}; the plan has {len(self.keys) - 1}")
@@ -302,6 +302,50 @@ class PartitionedTable:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def part_counts(frame: pd.DataFrame | None, issues, *, table: str,
+                value_column: str = col.KWH) -> dict:
+    """What the whole-table checks need from one part of a table (see :func:`check_whole_table`).
+
+    Returns
+    -------
+    dict
+        ``bad_timestamps`` (rows with an id whose timestamp cannot be read)
+        and ``numbers`` (rows whose value is a number).
+    """
+    return {"bad_timestamps": int(issues.total(f"{table}.bad_timestamp")),
+            "numbers": 0 if frame is None else int(frame[value_column].notna().sum())}
+
+
+def check_whole_table(path, *, table: str, value_column: str = col.KWH, rows_in: int,
+                      bad_timestamps: int, numbers: int) -> None:
+    """Refuse a table read in parts as the full reader refuses it whole.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The table's file (named in the error).
+    table, value_column : str
+    rows_in, bad_timestamps, numbers : int
+        Summed over every part (:func:`part_counts`), the rows of no partition included.
+
+    Raises
+    ------
+    InputError
+        More than :data:`~gridwatch.sources.files.MAX_BAD_TIMESTAMP_FRACTION`
+        of the timestamps cannot be read, or no value is a number.
+    """
+    if rows_in == 0:
+        return
+    if bad_timestamps > files.MAX_BAD_TIMESTAMP_FRACTION * rows_in:
+        raise InputError(f"{bad_timestamps} of {rows_in} timestamps of the {table} table cannot "
+                         "be parsed (data_quality.csv lists them per id)", file=path,
+                         column=col.TIMESTAMP, hint=files.ISO_HINT)
+    if numbers == 0:
+        raise InputError(f"column '{value_column}' of the {table} table holds no number",
+                         file=path, column=value_column,
+                         hint="write plain decimal numbers with a '.' decimal point, e.g. 0.25")
 
 
 def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: str,
