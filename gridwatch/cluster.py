@@ -48,6 +48,10 @@ class _Task:
                                   f"{type(exc).__name__}: {exc}") from exc
 
 
+def _apply(task: _Task, numbered):
+    return task(numbered)
+
+
 @contextlib.contextmanager
 def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1):
     """A ``map_partitions`` that runs each partition as a task on a Dask cluster.
@@ -89,12 +93,15 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
             client = stack.enter_context(Client(cluster))
 
         def map_partitions(func, partitions):
-            task = _Task(func)
-            futures = client.map(task, list(enumerate(partitions)), pure=False,
+            items = list(enumerate(partitions))
+            # The function carries the shared figures (calibrations of every meter):
+            # sent to each worker once, not embedded in the graph of every task.
+            task = client.scatter(_Task(func), broadcast=True, hash=False)
+            futures = client.map(_apply, [task] * len(items), items, pure=False,
                                  retries=TASK_RETRIES)
             try:
                 return client.gather(futures)
             finally:
-                client.cancel(futures)
+                client.cancel([*futures, task])
 
         yield map_partitions

@@ -11,9 +11,10 @@ of them first:
 3. the energy balance's calibration (:class:`gridwatch.balance.BalanceCalibration`,
    fitted on every asset's evidence).
 
-So a partitioned run makes three quick passes for these and a final one for
-the results; each meter's and each asset's row is then what the all-at-once
-run gives, every output file identical (``tests/test_engine.py``; internal
+So a partitioned run makes three passes for these and a final one for the
+results (each partition's reading, gridding and detection is done once and
+kept on disk between the passes); each meter's and each asset's row is then
+what the all-at-once run gives, every output file identical (``tests/test_engine.py``; internal
 figures may differ in the last bits where numpy's summation order depends on
 how many columns are summed together). With a single partition the
 calibrations come from the partition itself, in one pass.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import pickle
 import tempfile
@@ -53,6 +55,8 @@ from gridwatch.issues import IssueLog
 from gridwatch.peers import DemandBands, PeerCounts, demand_bands
 from gridwatch.resample import to_grid, weather_to_grid
 from gridwatch.sources import Dataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -295,12 +299,23 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
 
 
 def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir, keep):
-    """Three passes for the shared figures, then the results, each gridded partition cached."""
+    """Three passes for the shared figures, then the results; each partition's work cached.
+
+    1. read, clean and grid each partition (cached); count its peer groups;
+    2. measure the detector's evidence (cached); fit the detector's calibration;
+    3. decide the detection and fit expected consumption (cached); measure
+       the energy balance's evidence; fit the balance's calibration;
+    4. the energy balance and each partition's results.
+    """
     shared = Shared()
     common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
+    n = len(parts)
+    log.info("pass 1 of 4: reading and gridding %d partitions", n)
     shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
+    log.info("pass 2 of 4: the detector's evidence")
     evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
     shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
+    log.info("pass 3 of 4: detection and the energy balance's evidence")
     evidence = [e for e in map_partitions(
         functools.partial(_balance_evidence_pass, **common, shared=shared), parts)
         if e is not None]
@@ -308,6 +323,7 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
         b = config.balance
         shared.balance_calibration = BalanceCalibration.fit(
             pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
+    log.info("pass 4 of 4: energy balance and results")
     return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep), parts)
 
 

@@ -343,7 +343,8 @@ def _write_report(result: RunResult, output_dir, config: Config) -> dict:
     from gridwatch.report.plots import write_plots
 
     plots = write_plots(result, output_dir) if config.report.plots else {}
-    path = write_report(result, output_dir, plots=plots, cases=result.cases)
+    path = write_report(result, output_dir, plots=plots, cases=result.cases,
+                        embed_limit=config.report.embedded_plots)
     return {"report": str(path), "plots": str(Path(output_dir) / "plots")}
 
 

@@ -209,6 +209,22 @@ def test_plots_are_embedded_and_paths_confined(hostile, tmp_path):
     assert png == (tmp_path / "plots" / "a.png").read_bytes()
 
 
+def test_only_the_top_sites_plots_are_embedded_the_others_linked(hostile, tmp_path):
+    flagged = hostile.flags.loc[hostile.flags[col.FLAGGED] == "true", col.METER_ID].tolist()
+    asset = hostile.transformers.loc[hostile.transformers[col.FLAGGED] == "true", col.ASSET_ID].iloc[0]
+    plots = {site: f"plots/{i}.png" for i, site in enumerate([*flagged[:3], asset])}
+    for rel in plots.values():
+        _png(tmp_path / rel)
+    text = write_report(hostile, tmp_path, plots=plots, embed_limit=1).read_text(encoding="utf-8")
+    page = _parse(text)
+    alts = [a["alt"] for t, a in page.tags if t == "img"]
+    assert alts == [f"plot of {flagged[0]}", f"plot of {asset}"]  # the top meter, the first asset
+    hrefs = [a["href"] for t, a in page.tags if t == "a"]
+    assert "plots/1.png" in hrefs and "plots/2.png" in hrefs  # the others: a link to the file
+    assert "plots/0.png" not in hrefs
+    assert text.count("Plot not embedded") == 2
+
+
 def test_case_status_is_joined(hostile, tmp_path):
     flags = hostile.flags
     flagged = flags.loc[flags[col.FLAGGED] == "true", col.METER_ID].tolist()

@@ -2,7 +2,10 @@
 
 The page must open from a file share or as an e-mail attachment, so it
 fetches nothing: styles and the small vanilla script are inline, plots are
-embedded as ``data:image/png;base64`` URIs, and a Content-Security-Policy
+embedded as ``data:image/png;base64`` URIs (those of the top
+``report.embedded_plots`` flagged meters and assets; the other sites link to
+their file under ``plots/``, so that a run flagging thousands of sites still
+gives a page a browser opens), and a Content-Security-Policy
 meta tag forbids every network fetch (``default-src 'none'``) and every
 script other than the page's own (allowed by its SHA-256 hash).
 
@@ -22,6 +25,7 @@ import html
 import json
 import math
 import re
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +61,7 @@ _JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
 
 
 def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
-                 cases: pd.DataFrame | None = None):
+                 cases: pd.DataFrame | None = None, embed_limit: int | None = None):
     """Write ``output_dir/report.html`` for one run, atomically.
 
     Parameters
@@ -80,6 +84,11 @@ def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
         ``suppressed``); any other columns (``outcome``,
         ``note``, dates) are shown in the site's section. Without it, "new
         since the last run" is ``n/a`` and statuses are empty.
+    embed_limit : int, optional
+        Embed the plots of the first ``embed_limit`` flagged meters (in the
+        order of flags.csv, highest rank first) and of the first
+        ``embed_limit`` flagged assets; the other sites' sections link to
+        their file (``config.report.embedded_plots``). Default: embed all.
 
     Returns
     -------
@@ -89,12 +98,12 @@ def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME
-    write_text(path, render_report(result, out, plots=plots, cases=cases))
+    write_text(path, render_report(result, out, plots=plots, cases=cases, embed_limit=embed_limit))
     return path
 
 
 def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
-                  cases: pd.DataFrame | None = None) -> str:
+                  cases: pd.DataFrame | None = None, embed_limit: int | None = None) -> str:
     """The HTML text of :func:`write_report` (same parameters), without writing it."""
     output_dir = Path(output_dir)
     flags = result.flags.reset_index(drop=True)
@@ -102,11 +111,17 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
     info = result.info or {}
     dq = result.issues.to_frame()
     case_map = _case_map(cases)
-    images = _load_images(output_dir, plots or {})
 
     flagged = _is_true(flags[col.FLAGGED]) if len(flags) else np.zeros(0, dtype=bool)
     asset_flagged = (_is_true(transformers[col.FLAGGED]) if len(transformers)
                      else np.zeros(0, dtype=bool))
+    embed = None
+    if embed_limit is not None:
+        embed = {_str(m) for m in flags.loc[flagged, col.METER_ID].head(embed_limit)}
+        if len(transformers):
+            embed |= {_str(a) for a in
+                      transformers.loc[asset_flagged, col.ASSET_ID].head(embed_limit)}
+    images = _load_images(output_dir, plots or {}, embed=embed, limit=embed_limit)
     rows = _case_rows(result, flags, flagged, transformers, asset_flagged, case_map)
     listed, hidden_count = _limit_rows(rows)
 
@@ -212,8 +227,12 @@ def _case_map(cases: pd.DataFrame | None) -> dict:
     return out
 
 
-def _load_images(output_dir: Path, plots: dict) -> dict:
-    """Site id -> base64 data URI of its PNG; paths outside ``output_dir`` are refused."""
+def _load_images(output_dir: Path, plots: dict, *, embed=None, limit=None) -> dict:
+    """Site id -> its plot's HTML: the PNG as a base64 data URI, or a link to the file.
+
+    Sites in ``embed`` (all when None) are embedded; the others get a link.
+    Paths outside ``output_dir``, missing files and non-PNG files are skipped.
+    """
     root = output_dir.resolve()
     images = {}
     for site, rel in plots.items():
@@ -222,10 +241,20 @@ def _load_images(output_dir: Path, plots: dict) -> dict:
         path = (root / str(rel)).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             continue
-        data = path.read_bytes()
+        site = str(site)
+        if embed is not None and site not in embed:
+            href = urllib.parse.quote(path.relative_to(root).as_posix())
+            images[site] = (f"<p class=\"muted\">Plot not embedded (the report embeds the "
+                            f"plots of the top {limit} flagged meters and assets): "
+                            f"<a href=\"{_e(href)}\">open {_e(path.relative_to(root).as_posix())}"
+                            "</a></p>")
+            continue
+        with path.open("rb") as handle:
+            data = handle.read()
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             continue
-        images[str(site)] = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        images[site] = f"<img class=\"plot\" src=\"{uri}\" alt=\"plot of {_e(site)}\">"
     return images
 
 
@@ -387,10 +416,7 @@ def _kv(pairs) -> str:
 
 
 def _figure(site: str, images: dict) -> str:
-    uri = images.get(site)
-    if uri is None:
-        return "<p class=\"muted\">No plot for this site.</p>"
-    return f"<img class=\"plot\" src=\"{uri}\" alt=\"plot of {_e(site)}\">"
+    return images.get(site, "<p class=\"muted\">No plot for this site.</p>")
 
 
 _CASE_FIELDS = {  # what the case history says about a site, in the analyst's words
