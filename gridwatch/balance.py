@@ -153,6 +153,46 @@ class Balance:
     dates: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([]))
 
 
+_MEASURED = (
+    "a_kw", "allowed", "b_kw", "c_kw", "complete", "day_onset", "delivered_day", "loss_day",
+    "mean_delivered", "mean_metered", "metered_day", "min_cells", "n_post", "onset",
+    "persistence", "scan", "size_step", "step_kw", "testable", "unexplained_day", "y",
+)
+"""Names of :attr:`BalanceMeasurement.arrays`."""
+
+
+@dataclass
+class BalanceMeasurement:
+    """What the energy balance measured on some assets, before judging significance.
+
+    Made by :func:`measure_balance`, finished by :func:`decide_balance`;
+    picklable, so a partitioned run keeps it on disk between its passes.
+
+    Attributes
+    ----------
+    evidence : pandas.DataFrame
+        The figures :meth:`BalanceCalibration.fit` takes, one row per balanced
+        asset (index ``asset_id``).
+    issues : IssueLog
+        Data-quality findings of the measurement.
+    options : dict
+        The thresholds :func:`decide_balance` applies.
+    aligned : None
+        When no asset can be balanced.
+    arrays : dict of str to numpy.ndarray
+        Daily ``(n_days, n_assets)``, per-cell ``(n_cells, n_assets)`` and
+        per-asset series of the measurement, by name.
+    """
+
+    evidence: pd.DataFrame
+    issues: IssueLog
+    grid: DayGrid
+    options: dict
+    topo: _Topology
+    aligned: _Aligned | None = None
+    arrays: dict = field(default_factory=dict)
+
+
 class _quiet:
     """Silence numpy's 'All-NaN slice' / 'Mean of empty slice' warnings locally."""
 
@@ -262,20 +302,55 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
     >>> balance, issues = energy_balance(upstream_kw, kw, None, meters, grid)  # doctest: +SKIP
     >>> balance.table.loc[balance.table["flagged"], ["asset_id", "unexplained_kw", "onset"]]  # doctest: +SKIP
     """
+    measured = measure_balance(
+        upstream_kw, meter_kw, expected_kw, meters, grid, min_coverage=min_coverage,
+        fdr_alpha=fdr_alpha, min_unexplained_kw=min_unexplained_kw,
+        max_no_load_share=max_no_load_share, no_load_floor_kw=no_load_floor_kw,
+        min_day_coverage=min_day_coverage, frozen_hours=frozen_hours,
+        min_population=min_population, fixed_z=fixed_z, frozen_mask=frozen_mask)
+    if evidence_only:
+        return measured.evidence, measured.issues
+    return decide_balance(measured, meter_kw, meters, calibration)
+
+
+def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
+                    expected_kw: pd.DataFrame | None, meters: pd.DataFrame, grid: DayGrid, *,
+                    min_coverage: float = 0.8, fdr_alpha: float = 0.01,
+                    min_unexplained_kw: float = 0.5, max_no_load_share: float = 0.03,
+                    no_load_floor_kw: float = 0.2, min_day_coverage: float = 0.5,
+                    frozen_hours: int = 24, min_population: int = 20, fixed_z: float = 6.0,
+                    frozen_mask: np.ndarray | None = None) -> BalanceMeasurement:
+    """Everything the energy balance measures before it judges significance.
+
+    The expensive part of :func:`energy_balance` (parameters as there): the
+    alignment of meters under their assets, the daily series, the loss fit
+    and the onset scan. A run cut into partitions measures each partition
+    once, fits one :class:`BalanceCalibration` on every partition's
+    :attr:`BalanceMeasurement.evidence`, and finishes each partition with
+    :func:`decide_balance`.
+
+    Returns
+    -------
+    BalanceMeasurement
+        Picklable; ``evidence`` has one row per balanced asset (index ``asset_id``).
+    """
     issues = IssueLog()
     _check_frames(upstream_kw, meter_kw, expected_kw, grid)
     topo = _topology(upstream_kw, meter_kw, meters, issues)
+    options = {"fdr_alpha": fdr_alpha, "fixed_z": fixed_z, "max_no_load_share": max_no_load_share,
+               "min_population": min_population, "min_coverage": min_coverage,
+               "min_unexplained_kw": min_unexplained_kw}
     if not topo.balanced:
-        if evidence_only:
-            return pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
-                                index=pd.Index([], name=col.ASSET_ID)), issues
-        return _empty_balance(topo.up_ids, topo.meta, topo.why_not, grid), issues
+        return BalanceMeasurement(
+            evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
+                                  index=pd.Index([], name=col.ASSET_ID)),
+            issues=issues, grid=grid, options=options, topo=topo)
     al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, min_coverage=min_coverage,
                 frozen_hours=frozen_hours, frozen_mask=frozen_mask)
     n_days = grid.n_days
     day_idx = np.arange(n_days)
-    balanced, up_ids, n_without = topo.balanced, topo.up_ids, topo.n_without
-    valid, has_up, coverage, x, resid = al.valid, al.has_up, al.coverage, al.x, al.resid
+    balanced, n_without = topo.balanced, topo.n_without
+    valid, x, resid = al.valid, al.x, al.resid
     cell_h = grid.cell_hours
     nominal = 24 / cell_h
     min_cells = np.full(n_days, max(int(np.ceil(nominal * min_day_coverage)), 1))
@@ -350,8 +425,53 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         "testable": testable, "step_kw": step_kw, "se_step_kw": se_step, "fill_unc_kw": fill_unc,
         "down_kw": down_kw, "se_down_kw": se_down, "fill_down_kw": fill_down,
     }, index=pd.Index(list(balanced), name=col.ASSET_ID))
-    if evidence_only:
-        return evidence, issues
+    return BalanceMeasurement(
+        evidence=evidence, issues=issues, grid=grid, options=options, topo=topo, aligned=al,
+        arrays={"a_kw": a_kw, "allowed": allowed, "b_kw": b_kw, "c_kw": c_kw, "complete": complete,
+                "day_onset": day_onset, "delivered_day": delivered_day, "loss_day": loss_day,
+                "mean_delivered": mean_delivered, "mean_metered": mean_metered,
+                "metered_day": metered_day, "min_cells": min_cells, "n_post": n_post,
+                "onset": onset, "persistence": persistence, "scan": scan, "size_step": size_step,
+                "step_kw": step_kw, "testable": testable, "unexplained_day": unexplained_day,
+                "y": y})
+
+
+def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters: pd.DataFrame,
+                   calibration: BalanceCalibration | None = None) -> tuple[Balance, IssueLog]:
+    """Finish an energy balance: significance, flags, estimates, suspects and reasons.
+
+    Parameters
+    ----------
+    measured : BalanceMeasurement
+        From :func:`measure_balance`.
+    meter_kw, meters : pandas.DataFrame
+        As given to :func:`measure_balance` (the suspects are ranked on them).
+    calibration : BalanceCalibration, optional
+        Significance calibrated on every asset of the run (default: on the
+        measured assets alone).
+
+    Returns
+    -------
+    Balance, IssueLog
+        As :func:`energy_balance`.
+    """
+    m, grid, topo, al = measured, measured.grid, measured.topo, measured.aligned
+    issues = IssueLog().extend(m.issues)
+    if al is None:
+        return _empty_balance(topo.up_ids, topo.meta, topo.why_not, grid), issues
+    fdr_alpha, fixed_z, max_no_load_share, min_population, min_coverage, min_unexplained_kw = (
+        m.options[k] for k in ("fdr_alpha", "fixed_z", "max_no_load_share", "min_population",
+                               "min_coverage", "min_unexplained_kw"))
+    balanced, up_ids, n_without = topo.balanced, topo.up_ids, topo.n_without
+    evidence = m.evidence
+    n_days = grid.n_days
+    day_idx = np.arange(n_days)
+    cell_h = grid.cell_hours
+    (a_kw, allowed, b_kw, c_kw, complete, day_onset, delivered_day, loss_day, mean_delivered,
+     mean_metered, metered_day, min_cells, n_post, onset, persistence, scan, size_step, step_kw,
+     testable, unexplained_day, y) = (
+        m.arrays[name] for name in _MEASURED)
+    valid, has_up, coverage, x = al.valid, al.has_up, al.coverage, al.x
     if calibration is None:
         calibration = BalanceCalibration.fit(evidence, fdr_alpha=fdr_alpha,
                                              max_no_load_share=max_no_load_share,

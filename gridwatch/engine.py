@@ -39,7 +39,13 @@ import numpy as np
 import pandas as pd
 
 from gridwatch import columns as col
-from gridwatch.balance import Balance, BalanceCalibration, energy_balance
+from gridwatch.balance import (
+    Balance,
+    BalanceCalibration,
+    BalanceMeasurement,
+    decide_balance,
+    measure_balance,
+)
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
 from gridwatch.days import DayGrid, daily_mean
@@ -304,8 +310,8 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
     1. read, clean and grid each partition (cached); count its peer groups;
     2. measure the detector's evidence (cached); fit the detector's calibration;
     3. decide the detection and fit expected consumption (cached); measure
-       the energy balance's evidence; fit the balance's calibration;
-    4. the energy balance and each partition's results.
+       the energy balance (cached); fit the balance's calibration;
+    4. decide the energy balance; each partition's results.
     """
     shared = Shared()
     common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
@@ -380,8 +386,9 @@ class _Cache:
     """One partition's intermediate results, kept on disk between the passes of a run.
 
     Stages: ``"gridded"`` (its tables and demand on the grid, without the
-    long readings table), ``"measured"`` (the detector's measurement) and
-    ``"detected"`` (the detection and expected consumption). A worker that
+    long readings table), ``"measured"`` (the detector's measurement),
+    ``"detected"`` (the detection and expected consumption) and
+    ``"balance_measured"`` (the energy balance's measurement). A worker that
     cannot see the directory (another host) gets nothing back and computes
     again: slower, never different.
     """
@@ -464,9 +471,14 @@ def _expected(g: _Gridded, detection: Detection, index, grid) -> ExpectedConsump
                                      np.nan_to_num(detection.expected_mean_kw))
 
 
-def _balance(sub: Dataset, g: _Gridded, detection, expected, index, grid, config, shared, *,
-             evidence_only=False):
-    """Grid the partition's upstream loads and balance its assets against its meters."""
+def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
+                      cache: _Cache) -> BalanceMeasurement:
+    """The energy balance's measurement of the partition's assets (made once, then cached)."""
+    measured = cache.get("balance_measured")
+    if measured is not None:
+        return measured
+    detection, _, expected = _detected(g, index=index, grid=grid, config=config, shared=shared,
+                                       cache=cache)
     up = sub.upstream
     asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
     upstream_kw, _ = to_grid(up, sub.upstream_interval_minutes, meter_ids=asset_ids, index=index,
@@ -480,14 +492,14 @@ def _balance(sub: Dataset, g: _Gridded, detection, expected, index, grid, config
     fill += np.where((onset >= 0) & (cells >= onset), rig_kw, 0.0)
     expected_kw = pd.DataFrame(fill, index=g.kw.index, columns=g.kw.columns)
     b = config.balance
-    return energy_balance(
+    measured = measure_balance(
         upstream_kw, g.kw, expected_kw, sub.meters, grid, min_coverage=b.min_coverage,
         fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
         max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
         min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
-        frozen_mask=detection.masked, calibration=shared.balance_calibration,
-        evidence_only=evidence_only,
-    )
+        frozen_mask=detection.masked)
+    cache.put("balance_measured", measured)
+    return measured
 
 
 def _has_upstream(sub: Dataset) -> bool:
@@ -500,11 +512,8 @@ def _balance_evidence_pass(part, *, load, index, grid, config, shared,
     sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
     if not _has_upstream(sub):
         return None
-    detection, _, expected = _detected(g, index=index, grid=grid, config=config, shared=shared,
-                                       cache=cache)
-    evidence, _ = _balance(sub, g, detection, expected, index, grid, config, shared,
-                           evidence_only=True)
-    return evidence
+    return _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
+                             cache=cache).evidence
 
 
 def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None,
@@ -523,7 +532,10 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
     balance = None
     if _has_upstream(sub):
         t0 = time.perf_counter()
-        balance, bal_issues = _balance(sub, g, detection, expected, index, grid, config, shared)
+        measured = _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
+                                     cache=cache)
+        balance, bal_issues = decide_balance(measured, g.kw, sub.meters,
+                                             shared.balance_calibration)
         issues.extend(bal_issues)
         timings["balance_s"] = time.perf_counter() - t0
     analysis = PartitionAnalysis(
