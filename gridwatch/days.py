@@ -8,10 +8,14 @@ grid cell to its local day once, and the reducers here work on whole
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from gridwatch import columns as col
+from gridwatch.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -211,3 +215,39 @@ def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarra
     """
     slots = SlotOrder(slot, n_slots)
     return slots.sums(slots.sort(values))
+
+
+# --- the analysis window ---------------------------------------------------------------
+def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
+    """The last local day fully covered by the data: the default ``--as-of``.
+
+    Parameters
+    ----------
+    readings : pandas.DataFrame
+        Canonical readings (``meter_id``, ``timestamp`` UTC).
+    interval_minutes : pandas.Series
+        Interval length per meter [min].
+    timezone : str
+
+    Returns
+    -------
+    datetime.date
+    """
+    if readings.empty:
+        raise InputError("no usable readings", file="readings",
+                         hint="check the readings table and data_quality.csv")
+    # The latest reading of each meter, plus that meter's interval.
+    last = readings.groupby(col.METER_ID, observed=True, sort=False)[col.TIMESTAMP].max()
+    step = interval_minutes.reindex(last.index.astype(str)).fillna(0.0).to_numpy(dtype="float64")
+    last_end = (last + pd.to_timedelta(step, unit="min")).max().tz_convert(timezone)
+    midnight = last_end.normalize()
+    return (midnight - pd.Timedelta(days=1)).date()
+
+
+def window_bounds(as_of: dt.date, history_days: int, timezone: str):
+    """UTC start (inclusive) and end (exclusive) of the analysis window."""
+    first = pd.Timestamp(as_of) - pd.Timedelta(days=history_days - 1)
+    start = first.tz_localize(timezone, nonexistent="shift_forward", ambiguous=False)
+    end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(
+        timezone, nonexistent="shift_forward", ambiguous=False)
+    return start.tz_convert("UTC"), end.tz_convert("UTC")

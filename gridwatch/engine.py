@@ -48,7 +48,7 @@ from gridwatch.balance import (
 )
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
-from gridwatch.days import DayGrid, daily_mean
+from gridwatch.days import DayGrid, daily_mean, day_grid, last_full_day, window_bounds
 from gridwatch.detect import (
     Calibration,
     Detection,
@@ -57,9 +57,10 @@ from gridwatch.detect import (
     measure_visible_load,
     peer_counts_of,
 )
+from gridwatch.errors import InputError
 from gridwatch.issues import IssueLog
 from gridwatch.peers import DemandBands, PeerCounts, demand_bands
-from gridwatch.resample import to_grid, weather_to_grid
+from gridwatch.resample import analysis_index, to_grid, weather_to_grid
 from gridwatch.sources import Dataset
 
 log = logging.getLogger(__name__)
@@ -256,10 +257,10 @@ def serial_map(func, items) -> list:
     return [func(item) for item in items]
 
 
-def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
+def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config: Config,
             partitions: Sequence[Partition] | None = None,
             release_readings: bool = False, map_partitions=serial_map,
-            keep=()) -> list[PartitionAnalysis]:
+            keep=(), window: Window | None = None) -> list[PartitionAnalysis]:
     """Score every meter and balance every asset, all at once or partition by partition.
 
     Parameters
@@ -269,9 +270,11 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
         loader: ``ds(part)`` returns the cleaned :class:`Dataset` of one
         partition (``ds(None)``: all of it), e.g. reading it from files on a
         worker.
-    index : pandas.DatetimeIndex
-        The analysis grid (UTC cell starts).
-    grid : DayGrid
+    index : pandas.DatetimeIndex or None
+        The analysis grid (UTC cell starts). None, with several partitions
+        and a ``window``: the as-of day is the latest last full day of the
+        partitions, found while they are read (see Notes).
+    grid : DayGrid or None
         Its local days.
     config : Config
     partitions : sequence of Partition, optional
@@ -286,25 +289,43 @@ def analyse(ds, *, index: pd.DatetimeIndex, grid: DayGrid, config: Config,
         With several partitions, each partition's demand matrices are cut to
         the meters worth drawing (flagged, suspects) as it finishes; these
         meters are kept too. With one partition every meter is kept.
+    window : Window, optional
+        The analysis grid of an as-of day, for ``index=None``.
 
     Returns
     -------
     list of PartitionAnalysis
         One per partition, in order. Rows of a meter or asset equal those of
         the all-at-once analysis.
+
+    Raises
+    ------
+    InputError
+        With ``index=None``, when no partition has a usable reading.
+
+    Notes
+    -----
+    Without an as-of day, each partition is gridded in the first pass on
+    the window of its own last full day; the run's as-of is the latest of
+    them (the full read's default), and the partitions whose own day
+    differs, usually none, are read again on the run's window. A separate
+    pass to find the day would read every partition twice.
     """
     load = ds if callable(ds) else InMemory(ds)
     parts = list(partitions) if partitions else [None]
+    if index is None and (window is None or len(parts) == 1):
+        raise ValueError("index=None needs a window and several partitions")
     if len(parts) == 1:
         return [_final_pass(parts[0], load=load, index=index, grid=grid, config=config,
                             shared=Shared(), cache_dir=None, release=release_readings)]
     with tempfile.TemporaryDirectory(prefix="gridwatch-partitions-") as cache_dir:
         return _analyse_partitions(parts, load=load, index=index, grid=grid, config=config,
                                    map_partitions=map_partitions, cache_dir=cache_dir,
-                                   keep=frozenset(str(k) for k in keep))
+                                   keep=frozenset(str(k) for k in keep), window=window)
 
 
-def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir, keep):
+def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir, keep,
+                        window):
     """Three passes for the shared figures, then the results; each partition's work cached.
 
     1. read, clean and grid each partition (cached); count its peer groups;
@@ -314,10 +335,15 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
     4. decide the energy balance; each partition's results.
     """
     shared = Shared()
-    common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
     n = len(parts)
     log.info("pass 1 of 4: reading and gridding %d partitions", n)
-    shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
+    if index is None:
+        index, grid, shared.peers = _first_pass_by_own_day(
+            parts, load=load, config=config, map_partitions=map_partitions, cache_dir=cache_dir,
+            window=window)
+    common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
+    if shared.peers is None:
+        shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
     log.info("pass 2 of 4: the detector's evidence")
     evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
     shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
@@ -333,11 +359,53 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
     return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep), parts)
 
 
+def _first_pass_by_own_day(parts, *, load, config, map_partitions, cache_dir, window):
+    """Pass 1 without an as-of day: its index, grid and the peer counts of every partition."""
+    firsts = map_partitions(functools.partial(_own_day_pass, load=load, config=config,
+                                              cache_dir=cache_dir, window=window), parts)
+    days = [day for day, _ in firsts if day is not None]
+    if not days:
+        raise InputError("no usable readings", file="readings",
+                         hint="check the readings table and data_quality.csv")
+    as_of = max(days)
+    index, grid = window(as_of)
+    again = [part for part, (day, _) in zip(parts, firsts, strict=True) if day != as_of]
+    if again:
+        log.info("as of %s; %d partitions end earlier and are gridded again", as_of, len(again))
+    counts = [c for day, c in firsts if day == as_of]
+    counts += map_partitions(functools.partial(_peer_pass, load=load, index=index, grid=grid,
+                                               config=config, cache_dir=cache_dir), again)
+    return index, grid, _sum(counts)
+
+
 def _sum(counts):
     total = None
     for c in counts:
         total = c if total is None else total + c
     return total
+
+
+@dataclass(frozen=True)
+class Window:
+    """The analysis grid ending on an as-of day: ``Window(...)(as_of) -> (index, grid)``.
+
+    Attributes
+    ----------
+    history_days, grid_minutes : int
+        ``analysis.history_days`` and ``analysis.grid_minutes``.
+    timezone : str
+        ``data.timezone``: the local days.
+    """
+
+    history_days: int
+    grid_minutes: int
+    timezone: str
+
+    def __call__(self, as_of) -> tuple[pd.DatetimeIndex, DayGrid]:
+        """The UTC grid of the window ending on ``as_of`` (a date), and its local days."""
+        start, end = window_bounds(as_of, self.history_days, self.timezone)
+        index = analysis_index(start, end, self.grid_minutes)
+        return index, day_grid(index, self.timezone)
 
 
 # --- one partition -------------------------------------------------------------------
@@ -393,11 +461,12 @@ class _Cache:
     again: slower, never different.
     """
 
-    def __init__(self, cache_dir, part: Partition | None):
+    def __init__(self, cache_dir, part: Partition | None, index: pd.DatetimeIndex):
         self.root = None
         if cache_dir is not None and part is not None and Path(cache_dir).is_dir():
             self.root = Path(cache_dir)
-            self.key = hashlib.sha1("\0".join(part.meter_ids).encode()).hexdigest()
+            window = f"{index[0].isoformat()}/{len(index)}"  # a partition gridded on another day's
+            self.key = hashlib.sha1("\0".join([window, *part.meter_ids]).encode()).hexdigest()
 
     @property
     def enabled(self) -> bool:
@@ -453,13 +522,30 @@ def _detected(g: _Gridded, *, index, grid, config, shared, cache: _Cache):
 
 
 def _peer_pass(part, *, load, index, grid, config, cache_dir) -> PeerCounts:
-    _, g = _inputs(part, load=load, index=index, grid=grid, cache=_Cache(cache_dir, part))
+    _, g = _inputs(part, load=load, index=index, grid=grid, cache=_Cache(cache_dir, part, index))
     return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
                           frozen_hours=config.data.frozen_hours)
 
 
+def _own_day_pass(part, *, load, config, cache_dir, window):
+    """Read a partition, grid it on the window of its own last full day: ``(day, peer counts)``.
+
+    ``(None, None)`` for a partition without readings.
+    """
+    sub = load(part)
+    if sub.readings is None or sub.readings.empty:
+        return None, None
+    day = last_full_day(sub.readings, sub.interval_minutes, config.data.timezone)
+    index, grid = window(day)
+    cache = _Cache(cache_dir, part, index)
+    g = _grid(sub, index, grid, release=cache.enabled)
+    cache.put("gridded", (sub, g))
+    return day, peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters,
+                               analysis=config.analysis, frozen_hours=config.data.frozen_hours)
+
+
 def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.DataFrame:
-    cache = _Cache(cache_dir, part)
+    cache = _Cache(cache_dir, part, index)
     _, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
     return _measured(g, grid=grid, config=config, shared=shared, cache=cache).evidence
 
@@ -508,7 +594,7 @@ def _has_upstream(sub: Dataset) -> bool:
 
 def _balance_evidence_pass(part, *, load, index, grid, config, shared,
                            cache_dir) -> pd.DataFrame | None:
-    cache = _Cache(cache_dir, part)
+    cache = _Cache(cache_dir, part, index)
     sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
     if not _has_upstream(sub):
         return None
@@ -520,7 +606,7 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
                 release=False) -> PartitionAnalysis:
     timings = {}
     t0 = time.perf_counter()
-    cache = _Cache(cache_dir, part)
+    cache = _Cache(cache_dir, part, index)
     sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache, release=release)
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()

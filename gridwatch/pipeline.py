@@ -22,7 +22,7 @@ from gridwatch.atomic import write_json
 from gridwatch.balance import Balance
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
-from gridwatch.days import DayGrid, day_grid
+from gridwatch.days import DayGrid, day_grid, last_full_day, window_bounds
 from gridwatch.detect import Detection
 from gridwatch.engine import analyse
 from gridwatch.errors import ConfigError, InputError
@@ -86,41 +86,6 @@ class RunResult:
     meters: pd.DataFrame | None = None
     cases: pd.DataFrame | None = None
     peer_bands: DemandBands | None = None
-
-
-def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
-    """The last local day fully covered by the data: the default ``--as-of``.
-
-    Parameters
-    ----------
-    readings : pandas.DataFrame
-        Canonical readings (``meter_id``, ``timestamp`` UTC).
-    interval_minutes : pandas.Series
-        Interval length per meter [min].
-    timezone : str
-
-    Returns
-    -------
-    datetime.date
-    """
-    if readings.empty:
-        raise InputError("no usable readings", file="readings",
-                         hint="check the readings table and data_quality.csv")
-    # The latest reading of each meter, plus that meter's interval.
-    last = readings.groupby(col.METER_ID, observed=True, sort=False)[col.TIMESTAMP].max()
-    step = interval_minutes.reindex(last.index.astype(str)).fillna(0.0).to_numpy(dtype="float64")
-    last_end = (last + pd.to_timedelta(step, unit="min")).max().tz_convert(timezone)
-    midnight = last_end.normalize()
-    return (midnight - pd.Timedelta(days=1)).date()
-
-
-def window_bounds(as_of: dt.date, history_days: int, timezone: str):
-    """UTC start (inclusive) and end (exclusive) of the analysis window."""
-    first = pd.Timestamp(as_of) - pd.Timedelta(days=history_days - 1)
-    start = first.tz_localize(timezone, nonexistent="shift_forward", ambiguous=False)
-    end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(
-        timezone, nonexistent="shift_forward", ambiguous=False)
-    return start.tz_convert("UTC"), end.tz_convert("UTC")
 
 
 def parse_as_of(as_of) -> dt.date:

@@ -21,11 +21,10 @@ from gridwatch import columns as col
 from gridwatch.cleaning import clean_weather
 from gridwatch.config import Config
 from gridwatch.days import day_grid
-from gridwatch.engine import PlannedFiles, analyse, merge, partitions_of, serial_map
+from gridwatch.engine import PlannedFiles, Window, analyse, merge, partitions_of, serial_map
 from gridwatch.errors import ConfigError, InputError
 from gridwatch.issues import IssueLog
 from gridwatch.partitions import bytes_per_meter, plan_partitions
-from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, files
 from gridwatch.sources.partitioned import check_whole_table
 
@@ -60,7 +59,7 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
         All partitions merged, in input order.
     n_partitions : int
     """
-    from gridwatch.pipeline import parse_as_of, window_bounds
+    from gridwatch.pipeline import parse_as_of
 
     if config.source.kind != "files":
         raise ConfigError(f"engine.kind = '{config.engine.kind}' reads files",
@@ -102,20 +101,20 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
     unplanned = loader.unplanned(meters)
     issues.extend(unplanned.issues)
 
+    window = Window(config.analysis.history_days, config.analysis.grid_minutes, tz)
+    index = grid = None  # the default as-of: found while the partitions are read
+    if as_of is not None:
+        index, grid = window(parse_as_of(as_of))
     with executor(config) as map_partitions:
-        if as_of is None:
-            days = [d for d in map_partitions(_LastFullDay(loader, tz), parts) if d is not None]
-            if not days:
-                raise InputError("no usable readings", file=paths["readings"],
-                                 hint="check the readings table and data_quality.csv")
-            as_of_date = max(days)
-        else:
-            as_of_date = parse_as_of(as_of)
-        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
-        index = analysis_index(start, end, config.analysis.grid_minutes)
-        grid = day_grid(index, tz)
-        analyses = analyse(loader, index=index, grid=grid, config=config, partitions=parts,
-                           map_partitions=map_partitions, keep=keep)
+        try:
+            analyses = analyse(loader, index=index, grid=grid, config=config, partitions=parts,
+                               map_partitions=map_partitions, keep=keep, window=window)
+        except InputError as exc:
+            if exc.file != "readings":
+                raise
+            raise InputError("no usable readings", file=paths["readings"],
+                             hint="check the readings table and data_quality.csv") from None
+    as_of_date = day_grid(analyses[0].kw.index, tz).dates[-1].date()
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
     for table in ("readings", "upstream"):  # the full reader's refusals, on the summed parts
@@ -144,19 +143,3 @@ def _upstream_asset_ids(path) -> list:
     ids = pa.dictionary(pa.int32(), pa.string())
     table, _ = files._read(path, [col.ASSET_ID], {col.ASSET_ID: ids}, dictionary=(col.ASSET_ID,))
     return list(files._ids(table.column(col.ASSET_ID)).categories)
-
-
-class _LastFullDay:
-    """The last full day of one partition's readings; the run's is the latest of them."""
-
-    def __init__(self, loader, timezone: str):
-        self.loader = loader
-        self.timezone = timezone
-
-    def __call__(self, part):
-        from gridwatch.pipeline import last_full_day
-
-        sub = self.loader(part)
-        if sub.readings is None or sub.readings.empty:
-            return None
-        return last_full_day(sub.readings, sub.interval_minutes, self.timezone)

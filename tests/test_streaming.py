@@ -158,3 +158,34 @@ def test_a_partition_whose_meters_all_lost_their_values_does_not_sink_the_run(tm
         assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
     assert json.loads((outs["streaming"] / "run.json").read_text())["engine"]["partitions"] >= 3
     assert set(silent) <= set(pd.read_csv(outs["memory"] / "data_quality.csv")["meter_id"])
+
+
+def test_partitions_that_end_earlier_are_gridded_on_the_runs_window(tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    path = tmp_path / "data"
+    simulate_dataset(path, n_meters=80, days=20, as_of=AS_OF, seed=4, fmt="csv")
+    meters = pd.read_csv(path / "meters.csv", dtype=str)
+    transformers = sorted(meters["transformer_id"].unique())
+    late = meters.loc[meters["transformer_id"].isin(transformers[::2]), "meter_id"]
+    readings = pd.read_csv(path / "readings.csv", dtype=str)
+    cut = pd.to_datetime(readings["timestamp"], utc=True) >= pd.Timestamp("2026-03-29", tz="UTC")
+    readings[~(readings["meter_id"].isin(late) & cut)].to_csv(path / "readings.csv", index=False)
+    (path / "run.toml").write_text("[analysis]\nhistory_days = 20\n[engine]\nmemory_budget_mb = 2\n"
+                                   "[report]\nplots = false\n[cases]\nenabled = false\n")
+    outs = {}
+    for engine in ("memory", "streaming"):
+        outs[engine] = tmp_path / engine
+        with caplog.at_level(logging.INFO, logger="gridwatch.engine"):
+            result = CliRunner().invoke(main, ["run", "--input", str(path), "--output",
+                                               str(outs[engine]), "--config",
+                                               str(path / "run.toml"), "--engine", engine,
+                                               "--quiet"])
+        assert result.exit_code == 0, (engine, result.stderr)
+    assert "gridded again" in caplog.text  # some partitions' own last day was earlier
+    for name in FILES:
+        assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
+    ours, theirs = (json.loads((outs[e] / "run.json").read_text()) for e in ("streaming", "memory"))
+    assert ours["as_of"] == theirs["as_of"] and ours["counts"] == theirs["counts"]
