@@ -21,21 +21,24 @@ It prints readings per second, peak memory and the ratios, and checks that
 the three give the same flags.
 
 Measured at 10,000 meters x 90 days hourly (21.6 M readings), budget 600 MB,
-2 cores, quiet machine (2026-11-29), each partition read and gridded once and
-cached for the later passes:
+2 cores (2026-11-29, after the detector and the balance were split into a
+measurement made once per partition and cached, and the partitions' results
+cut to the sites worth drawing):
 
 =========  ==========  ======  =========  =======  =====================
 mode       partitions  time s  M rows/s   peak MB  vs all at once
 =========  ==========  ======  =========  =======  =====================
-memory              1    15.4       1.40     2,353
-streaming           6    18.5       1.17       905  x1.20 time, x0.38 mem
-dask                6    19.3       1.12     2,385  x1.25 time (x1.05 vs
+memory              1    17.7       1.22     2,311
+streaming           6    10.1       2.15       876  x0.57 time, x0.38 mem
+dask                6     9.4       2.29     2,049  x0.53 time (x0.94 vs
                                                     streaming), same flags
 =========  ==========  ======  =========  =======  =====================
 
-(Without the cache, every pass re-read its partition: streaming took 29.0 s.)
-The detector still runs three times per partition (evidence, balance
-evidence, results).
+(Earlier the same day, before those changes: memory 15.4 s, streaming 18.5 s,
+Dask 19.3 s; all at once varies 13.8-17.7 s between runs on this machine.)
+Partitions of a few thousand meters are faster than one matrix of 10,000:
+their arrays stay in cache. For `gridwatch run` end to end at 100,000
+meters, see bench/bench_scale.py.
 """
 
 from __future__ import annotations
