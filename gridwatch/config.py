@@ -146,7 +146,7 @@ class ReportConfig(_Section):
         description="Currency of tariff_per_kwh (e.g. EUR), shown with the money in report.html.",
     )
     embedded_plots: int = Field(
-        200, ge=0, description="report.html embeds the plots of the N highest-ranked flagged "
+        100, ge=0, description="report.html embeds the plots of the N highest-ranked flagged "
         "meters and of the N first flagged assets; the others are linked (every plot is in "
         "plots/). Keeps the report openable at 100,000 meters.",
     )

@@ -71,7 +71,10 @@ DPI = 80
 METER_FIGSIZE = (11.0, 8.0)  # [inch] at DPI -> 880 x 640 px
 ASSET_FIGSIZE = (11.0, 7.5)
 MAX_SUSPECTS = 5
+SUSPECT_COLORS = ("C0", "C2", "C4", "C8", "C9")  # no red or orange: those are the unexplained
+# load (crimson) and the modelled losses (orange) in the panel above
 PEER_LOW, PEER_HIGH = 10, 90  # percentiles of the peer band
+LEGEND_HEADROOM = 1.4  # y-range over the data's range on the suspects panel: its top holds the legend
 #: zlib level of the PNGs: on these flat-coloured plots level 1 is about twice as
 #: fast as the default (6), for files about 10 % larger.
 PNG_COMPRESS_LEVEL = 1
@@ -998,9 +1001,11 @@ def _asset_data(ctx: _Context, asset_id: str) -> _AssetData:
     values = np.concatenate(series) if series else np.array([])
     values = values[np.isfinite(values)]
     if values.size:
-        # what autoscaling (5 % margins) then a floor at 0 would give
+        # what autoscaling (5 % margins) then a floor at 0 would give, plus a band
+        # at the top for the legend's row, which must not hide a suspect's line
         v_lo, v_hi = float(values.min()), float(values.max())
-        ylim_suspects = (0.0, v_hi + 0.05 * (v_hi - v_lo) if v_hi > v_lo else max(v_hi * 1.05, 0.1))
+        top = v_hi + 0.05 * (v_hi - v_lo) if v_hi > v_lo else max(v_hi * 1.05, 0.1)
+        ylim_suspects = (0.0, top * LEGEND_HEADROOM)
     if series:
         suspects_title = f"Daily mean demand of the top {len(series)} suspect meter(s) under {_tx(asset_id)}"
         no_suspects = ""
@@ -1474,8 +1479,8 @@ class _AssetFigure:
         axu.tick_params(labelbottom=False)
 
         # (3) suspects (colours in rank order, as the default colour cycle gives them)
-        self.suspects = [axs.plot([], [], color=f"C{i}", lw=1.3, visible=False, **marker)[0]
-                         for i in range(MAX_SUSPECTS)]
+        self.suspects = [axs.plot([], [], color=color, lw=1.3, visible=False, **marker)[0]
+                         for color in SUSPECT_COLORS]
         self.onset_s = axs.axvline(0.0, color="crimson", lw=1.6, ls="--", visible=False)
         self.no_suspects = axs.text(0.5, 0.5, "", transform=axs.transAxes, ha="center",
                                     va="center", color="0.4", visible=False)
