@@ -93,6 +93,32 @@ def test_shuffled_rows_give_the_sorted_result():
     assert log.total("readings.out_of_order") > 0
 
 
+def test_a_few_late_rows_in_a_grouped_file_sort_like_a_full_sort():
+    # The usual export: grouped by meter, a few rows re-sent late (some repeating a
+    # timestamp with a correction). Only those meters are re-sorted; the result must
+    # be a full stable sort of every row, the last row in file order winning.
+    rng = np.random.default_rng(11)
+    rows = [row for m in range(40) for row in regular(f"M{m:02d}", "2024-01-01", rng.random(48))]
+    frame = make_readings(rows)
+    for m in (3, 17, 39):  # move a block of each of these meters' rows later in its block
+        block = np.flatnonzero(frame["meter_id"].astype(str) == f"M{m:02d}")
+        moved = block[5:9]
+        order = np.concatenate([block[:5], block[9:20], moved, block[20:]])
+        frame.iloc[block] = frame.iloc[order].to_numpy()
+    resent = frame.iloc[[100, 700]].assign(kwh=[5.0, 6.0])  # corrections, late in the file
+    frame = pd.concat([frame.iloc[:1000], resent, frame.iloc[1000:]], ignore_index=True)
+    frame["meter_id"] = pd.Categorical(frame["meter_id"].astype(str))
+    out, _, log = clean(frame, make_meters(*[f"M{m:02d}" for m in range(40)]))
+    expected = (frame.assign(meter_id=frame["meter_id"].astype(str))
+                .sort_values(["meter_id", "timestamp"], kind="stable")
+                .drop_duplicates(["meter_id", "timestamp"], keep="last"))
+    assert out["meter_id"].astype(str).tolist() == expected["meter_id"].tolist()
+    assert out["timestamp"].tolist() == expected["timestamp"].tolist()
+    np.testing.assert_array_equal(out["kwh"].to_numpy(), expected["kwh"].to_numpy())
+    assert log.total("readings.out_of_order") > 0
+    assert log.total("readings.conflicting_duplicate") == 2
+
+
 def test_identical_duplicates_are_dropped():
     rows = regular("A", "2024-01-01", [1, 2, 3])
     frame = make_readings([*rows[:2], rows[1], rows[2]])
