@@ -132,7 +132,7 @@ def peer_counts(floor_kw: np.ndarray, meters: pd.DataFrame) -> PeerCounts:
         sizes = np.bincount(codes, minlength=len(uniques))
         cell = (codes[None, :] * n_days + day) * N_BINS + bins
         hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * N_BINS)
-        hist = hist.reshape(len(uniques), n_days, N_BINS)
+        hist = hist.astype(np.int32).reshape(len(uniques), n_days, N_BINS)  # half the bytes to send
         for g, key in enumerate(uniques):
             result.counts[key] = hist[g]
             result.members[key] = int(sizes[g])
@@ -269,7 +269,7 @@ def demand_bands(mean_kw: np.ndarray, meters: pd.DataFrame) -> DemandBands:
     day = np.broadcast_to(np.arange(n_days)[:, None], mean_kw.shape)
     cell = (codes[None, :] * n_days + day) * BAND_BINS + bins
     hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * BAND_BINS)
-    hist = hist.reshape(len(uniques), n_days, BAND_BINS)
+    hist = hist.astype(np.int32).reshape(len(uniques), n_days, BAND_BINS)
     sizes = np.bincount(codes, minlength=len(uniques))
     return DemandBands(n_days, {key: hist[g] for g, key in enumerate(uniques)},
                        {key: int(sizes[g]) for g, key in enumerate(uniques)})
