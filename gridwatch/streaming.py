@@ -45,7 +45,7 @@ def executor(config: Config):
 
 
 def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
-    """Analyse a dataset directory partition by partition.
+    """Analyse a dataset directory, or an InfluxDB source, partition by partition.
 
     Each partition keeps the demand of its flagged meters, its suspects and
     the meters in ``keep`` only (see :func:`gridwatch.engine.analyse`).
@@ -59,50 +59,37 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
         All partitions merged, in input order.
     n_partitions : int
     """
-    from gridwatch.pipeline import parse_as_of
+    from gridwatch.pipeline import parse_as_of, yesterday
 
-    if config.source.kind != "files":
-        raise ConfigError(f"engine.kind = '{config.engine.kind}' reads files",
-                          hint="use engine.kind = 'memory' with an InfluxDB source")
-    if input_dir is None:
-        raise ConfigError("no input given", hint="pass --input DATASET_DIR")
     tz = config.data.timezone
-    paths = {name: files.find_table(input_dir, name) for name in col.TABLES}
-    for name in ("meters", "readings"):
-        if paths[name] is None:
-            raise InputError(f"no {name} table", file=input_dir,
-                             hint=f"add {name}.csv or {name}.parquet")
-    issues = IssueLog()
-    meters, log_meters, meters_in = files._read_meters(paths["meters"])
-    issues.extend(log_meters)
-    counts = {"meters": {"in": meters_in, "used": len(meters)},
-              "weather": {"in": 0, "used": 0}}
-    weather = None
-    if paths["weather"] is not None:
-        raw, log_weather, counts["weather"]["in"] = files._read_weather(paths["weather"], timezone=tz)
-        issues.extend(log_weather)
-        if raw is not None:
-            weather, log_clean = clean_weather(raw)
-            issues.extend(log_clean)
-            counts["weather"]["used"] = len(weather)
-    asset_ids = _upstream_asset_ids(paths["upstream"])
+    window = Window(config.analysis.history_days, config.analysis.grid_minutes, tz)
+    if config.source.kind == "influxdb":
+        if input_dir is not None:
+            raise ConfigError("--input names a directory but source.kind is 'influxdb'",
+                              hint="drop --input, or set source.kind = 'files'")
+        as_of = yesterday(tz) if as_of is None else parse_as_of(as_of)  # a live source
+        source = _InfluxSource(config, window(as_of)[0])
+    else:
+        if input_dir is None:
+            raise ConfigError("no input given", hint="pass --input DATASET_DIR")
+        source = _FileSource(input_dir, config)
+    meters = source.meters
     plan = plan_partitions(
         meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
         bytes_per_meter=bytes_per_meter(config.analysis.history_days,
                                         config.analysis.grid_minutes),
-        upstream_asset_ids=asset_ids)
+        upstream_asset_ids=source.upstream_asset_ids())
     for number, row in plan.oversized.iterrows():  # the run's business, not the data's quality
         log.warning("partition %d: one asset group of %d meters is larger than "
                     "engine.memory_budget_mb; it is analysed whole", number, int(row["n_meters"]))
     parts = partitions_of(plan)
     log.info("%d meters in %d partitions (budget %d MB)", len(meters), len(parts),
              config.engine.memory_budget_mb)
-    loader = PlannedFiles(input_dir, plan, config.data)
+    loader = source.loader(plan)
     unplanned = loader.unplanned(meters)
-    issues.extend(unplanned.issues)
+    issues = IssueLog().extend(source.issues).extend(unplanned.issues)
 
-    window = Window(config.analysis.history_days, config.analysis.grid_minutes, tz)
-    index = grid = None  # the default as-of: found while the partitions are read
+    index = grid = None  # the default as-of of files: found while the partitions are read
     if as_of is not None:
         index, grid = window(parse_as_of(as_of))
     with executor(config) as map_partitions:
@@ -112,28 +99,110 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
         except InputError as exc:
             if exc.file != "readings":
                 raise
-            raise InputError("no usable readings", file=paths["readings"],
-                             hint="check the readings table and data_quality.csv") from None
+            raise source.no_readings() from None
     as_of_date = day_grid(analyses[0].kw.index, tz).dates[-1].date()
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
-    for table in ("readings", "upstream"):  # the full reader's refusals, on the summed parts
-        if paths[table] is not None:
-            total = Counter(part.row_counts.get(table, {})) + Counter(unplanned.row_counts[table])
-            check_whole_table(paths[table], table=table, rows_in=total["in"],
-                              bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
+    totals = {table: Counter(part.row_counts.get(table, {})) + Counter(unplanned.row_counts[table])
+              for table in ("readings", "upstream")}
+    source.check(totals, issues)
     if part.readings_in_window == 0:
         raise InputError(f"no readings in the analysis window ending {as_of_date}",
-                         file=paths["readings"], hint="check --as-of against the dates in the data")
+                         file=source.readings_name, hint="check --as-of against the dates in the data")
     issues.extend(part.input_issues)
-    for table in ("readings", "upstream"):
-        counts[table] = {
-            "in": part.row_counts.get(table, {}).get("in", 0) + unplanned.row_counts[table]["in"],
-            "used": part.row_counts.get(table, {}).get("used", 0)}
+    counts = {**source.counts,
+              **{table: {"in": totals[table]["in"], "used": part.row_counts.get(table, {}).get(
+                  "used", 0)} for table in ("readings", "upstream")}}
     ds = Dataset(meters=meters, readings=None, interval_minutes=None, upstream=None,
-                 upstream_interval_minutes=None, weather=weather, issues=issues,
+                 upstream_interval_minutes=None, weather=source.weather, issues=issues,
                  row_counts=counts)
     return ds, as_of_date, part, len(parts)
+
+
+class _FileSource:
+    """A dataset directory: its small tables read whole, its long ones by partition."""
+
+    def __init__(self, input_dir, config: Config):
+        tz = config.data.timezone
+        self.input_dir, self.config = input_dir, config
+        self.paths = paths = {name: files.find_table(input_dir, name) for name in col.TABLES}
+        for name in ("meters", "readings"):
+            if paths[name] is None:
+                raise InputError(f"no {name} table", file=input_dir,
+                                 hint=f"add {name}.csv or {name}.parquet")
+        self.readings_name = paths["readings"]
+        self.issues = IssueLog()
+        self.meters, log_meters, meters_in = files._read_meters(paths["meters"])
+        self.issues.extend(log_meters)
+        self.counts = {"meters": {"in": meters_in, "used": len(self.meters)},
+                       "weather": {"in": 0, "used": 0}}
+        self.weather = None
+        if paths["weather"] is not None:
+            raw, log_weather, self.counts["weather"]["in"] = files._read_weather(
+                paths["weather"], timezone=tz)
+            self.issues.extend(log_weather)
+            if raw is not None:
+                self.weather, log_clean = clean_weather(raw)
+                self.issues.extend(log_clean)
+                self.counts["weather"]["used"] = len(self.weather)
+
+    def upstream_asset_ids(self) -> list:
+        return _upstream_asset_ids(self.paths["upstream"])
+
+    def loader(self, plan) -> PlannedFiles:
+        return PlannedFiles(self.input_dir, plan, self.config.data)
+
+    def check(self, totals: dict, issues: IssueLog) -> None:
+        """The full reader's refusals of a whole file, on the summed parts."""
+        for table in ("readings", "upstream"):
+            if self.paths[table] is not None:
+                total = totals[table]
+                check_whole_table(self.paths[table], table=table, rows_in=total["in"],
+                                  bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
+
+    def no_readings(self) -> InputError:
+        return InputError("no usable readings", file=self.paths["readings"],
+                          hint="check the readings table and data_quality.csv")
+
+
+class _InfluxSource:
+    """An InfluxDB source: meters and weather read once, each partition's series by its ids."""
+
+    def __init__(self, config: Config, index):
+        from gridwatch.influx.source import InfluxTables
+
+        self.config = config
+        self.start, self.end = index[0], index[-1] + (index[1] - index[0])
+        self.tables = tables = InfluxTables(config, start=self.start, end=self.end)
+        self.readings_name = f"measurement '{config.influxdb.readings.measurement}'"
+        self.meters = tables.meters
+        if tables.upstream_ids is not None:  # the notes in the order of the full read
+            tables.note_upstream(tables.issues, found=bool(tables.upstream_asset_ids()))
+        raw = tables.read_weather()
+        self.issues = IssueLog().extend(tables.issues)
+        self.counts = {"meters": {"in": tables.rows_in["meters"], "used": len(self.meters)},
+                       "weather": {"in": tables.rows_in["weather"], "used": 0}}
+        self.weather = None
+        if raw is not None:
+            self.weather, log_clean = clean_weather(raw)
+            self.issues.extend(log_clean)
+            self.counts["weather"]["used"] = len(self.weather)
+
+    def upstream_asset_ids(self) -> list:
+        return self.tables.upstream_asset_ids()
+
+    def loader(self, plan):
+        from gridwatch.influx.source import InfluxPartitions
+
+        return InfluxPartitions(self.config, start=self.start, end=self.end, tables=self.tables,
+                                weather=self.weather)
+
+    def check(self, totals: dict, issues: IssueLog) -> None:
+        if totals["readings"]["in"] == 0:
+            raise self.no_readings()
+
+    def no_readings(self) -> InputError:
+        return self.tables.no_readings()
 
 
 def _upstream_asset_ids(path) -> list:

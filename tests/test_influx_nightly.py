@@ -93,3 +93,23 @@ def test_the_server_going_away_mid_run_is_exit_4_and_publishes_nothing(influxdb_
     assert os.readlink(root / "latest") == AS_OF_1
     assert (root / "latest" / "flags.csv").read_bytes() == before
     assert not (root / AS_OF_2).exists() and not list(root.glob(".staging-*"))
+
+
+@pytest.mark.parametrize("engine", ["streaming", "dask"])
+def test_partitions_read_from_influxdb_by_their_ids_give_the_all_at_once_outputs(
+        influxdb_server, dataset, ingested, tmp_path, engine):
+    config = _config(tmp_path, dataset, influxdb_server.url, ingested)
+    with open(config, "a") as handle:
+        handle.write("[engine]\nmemory_budget_mb = 1\n[cases]\nenabled = false\n")
+    outs = {}
+    for kind in ("memory", engine):
+        outs[kind] = tmp_path / kind
+        result = CliRunner().invoke(main, ["run", "--config", config, "--output", str(outs[kind]),
+                                           "--as-of", AS_OF_2, "--engine", kind, "--quiet"])
+        assert result.exit_code == 0, result.stderr
+    for name in ("flags.csv", "transformers.csv", "data_quality.csv"):
+        assert (outs[engine] / name).read_text() == (outs["memory"] / name).read_text(), name
+    ours, theirs = (json.loads((outs[k] / "run.json").read_text()) for k in (engine, "memory"))
+    assert ours["counts"] == theirs["counts"]
+    assert ours["engine"]["partitions"] >= 2  # two feeders with upstream data: two partitions
+    assert "true" in (outs[engine] / "flags.csv").read_text()

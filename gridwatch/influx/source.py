@@ -12,7 +12,9 @@ at once; the frames are the ones the file readers give
 
 from __future__ import annotations
 
+import functools
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -62,58 +64,200 @@ def read_influx_dataset(config, *, start: pd.Timestamp, end: pd.Timestamp) -> Da
         When the server cannot be reached or keeps failing (after the
         configured retries).
     """
-    influx = config.influxdb
-    _check_units(influx)
-    backend = connect(influx)
-    start_ns, end_ns = _ns(start), _ns(end)
-    issues = IssueLog()
-    rows_in = dict.fromkeys(col.TABLES, 0)
-    backend.check_database()
-
-    backend.check_measurement(influx.readings, start_ns, end_ns)
-    if config.source.meters_file:
-        meters, log, rows_in["meters"] = _read_meters(config.source.meters_file)
-    else:
-        meters, log, rows_in["meters"] = meters_from_tags(backend, influx.readings, start_ns, end_ns)
-    issues.extend(log)
-
-    known_meters = set(meters[col.METER_ID])
-    readings = read_table(backend, influx.readings, start_ns=start_ns, end_ns=end_ns,
-                          value_column=col.KWH, id_column=col.METER_ID, config=influx,
-                          keep_ids=known_meters)
+    source = InfluxTables(config, start=start, end=end)
+    readings, upstream, rows_in = source.read(set(source.meters[col.METER_ID]),
+                                              source.named_assets())
     if readings is None:
-        raise InputError(
-            f"no readings of meters in the meters table in measurement "
-            f"'{influx.readings.measurement}' (field '{influx.readings.field}') of "
-            f"{backend.where} between {start.isoformat()} and {end.isoformat()}",
-            hint="check --as-of and analysis.history_days against the data, and "
-                 "[influxdb.readings] id_tag against the meters' ids")
-    rows_in["readings"] = len(readings)
+        raise source.no_readings()
+    if source.upstream_ids is not None:
+        source.note_upstream(source.issues, found=upstream is not None)
+    weather = source.read_weather()
+    return clean_dataset(source.meters, readings, upstream, weather, data_config=config.data,
+                         issues=IssueLog().extend(source.issues),
+                         rows_in={**source.rows_in, **rows_in})
 
-    upstream = weather = None
-    if influx.upstream.measurement:
-        backend.check_measurement(influx.upstream, start_ns, end_ns)
-        assets = set(pd.concat([meters[c] for c in (col.TRANSFORMER_ID, col.FEEDER_ID,
-                                                     col.SUBSTATION_ID)]).dropna())
-        upstream = read_table(backend, influx.upstream, start_ns=start_ns, end_ns=end_ns,
-                              value_column=col.KWH, id_column=col.ASSET_ID, config=influx,
-                              keep_ids=assets)
-        _note_empty(issues, upstream, "upstream", influx.upstream.measurement)
-        rows_in["upstream"] = 0 if upstream is None else len(upstream)
-    if influx.weather.measurement:
-        backend.check_measurement(influx.weather, start_ns, end_ns)
-        weather = read_table(backend, influx.weather, start_ns=start_ns, end_ns=end_ns,
-                             value_column=col.TEMPERATURE_C, id_column=col.REGION, config=influx)
-        _note_empty(issues, weather, "weather", influx.weather.measurement)
+
+class InfluxTables:
+    """An InfluxDB source opened for one analysis window.
+
+    Connects, checks the database and the measurements, and reads what is
+    small once: the meters table (a file, or the tags of the readings'
+    series), the ids in the readings and upstream measurements, and the
+    weather (raw: the caller cleans it). :meth:`read` then reads the
+    interval data of some meters and assets, in chunks of
+    ``ids_per_query`` ids and ``days_per_query`` days: all of them for an
+    all-at-once run, one partition's for a partitioned one
+    (:class:`InfluxPartitions`).
+
+    Raises
+    ------
+    As :func:`read_influx_dataset`.
+    """
+
+    def __init__(self, config, *, start: pd.Timestamp, end: pd.Timestamp):
+        influx = config.influxdb
+        _check_units(influx)
+        self.config, self.start, self.end = config, start, end
+        self.backend = backend = connect(influx)
+        self.start_ns, self.end_ns = start_ns, end_ns = _ns(start), _ns(end)
+        self.issues = IssueLog()
+        self.rows_in = dict.fromkeys(col.TABLES, 0)
+        backend.check_database()
+
+        backend.check_measurement(influx.readings, start_ns, end_ns)
+        if config.source.meters_file:
+            self.meters, log, self.rows_in["meters"] = _read_meters(config.source.meters_file)
+        else:
+            self.meters, log, self.rows_in["meters"] = meters_from_tags(
+                backend, influx.readings, start_ns, end_ns)
+        self.issues.extend(log)
+        self.reading_ids = sorted(backend.tag_values(influx.readings, start_ns, end_ns))
+
+    @functools.cached_property
+    def upstream_ids(self) -> list | None:
+        """The ids in the upstream measurement (None when none is configured)."""
+        spec = self.config.influxdb.upstream
+        if not spec.measurement:
+            return None
+        self.backend.check_measurement(spec, self.start_ns, self.end_ns)
+        return sorted(self.backend.tag_values(spec, self.start_ns, self.end_ns))
+
+    def read_weather(self) -> pd.DataFrame | None:
+        """The raw weather of the window (None without a weather measurement or points)."""
+        influx = self.config.influxdb
+        if not influx.weather.measurement:
+            return None
+        self.backend.check_measurement(influx.weather, self.start_ns, self.end_ns)
+        weather = read_table(self.backend, influx.weather, start_ns=self.start_ns,
+                             end_ns=self.end_ns, value_column=col.TEMPERATURE_C,
+                             id_column=col.REGION, config=influx)
+        _note_empty(self.issues, weather, "weather", influx.weather.measurement)
         if weather is not None:
             weather[col.REGION] = weather[col.REGION].astype("str")
-            rows_in["weather"] = len(weather)
-    return clean_dataset(meters, readings, upstream, weather, data_config=config.data,
-                         issues=issues, rows_in=rows_in)
+            self.rows_in["weather"] = len(weather)
+        return weather
+
+    def named_assets(self) -> set:
+        """The transformer, feeder and substation ids the meters table names."""
+        return set(pd.concat([self.meters[c] for c in (col.TRANSFORMER_ID, col.FEEDER_ID,
+                                                       col.SUBSTATION_ID)]).dropna())
+
+    def upstream_asset_ids(self) -> list:
+        """Assets named by the meters table that have upstream series (for the partition plan)."""
+        if self.upstream_ids is None:
+            return []
+        named = self.named_assets()
+        return sorted({i.strip() for i in self.upstream_ids if i.strip() in named})
+
+    def read(self, meter_ids, asset_ids):
+        """The raw readings and upstream frames of these meters and assets, and their row counts.
+
+        Returns
+        -------
+        readings, upstream : pandas.DataFrame or None
+            As the file readers give them; None when no point was found (or
+            no upstream measurement is configured).
+        rows_in : dict
+            ``{"readings": n, "upstream": n}``.
+        """
+        influx = self.config.influxdb
+        window = {"start_ns": self.start_ns, "end_ns": self.end_ns, "config": influx}
+        meter_ids, asset_ids = set(meter_ids), set(asset_ids)
+        readings = read_table(self.backend, influx.readings, value_column=col.KWH,
+                              id_column=col.METER_ID, **window,
+                              ids=[i for i in self.reading_ids if i.strip() in meter_ids])
+        upstream = None
+        if self.upstream_ids is not None:
+            upstream = read_table(self.backend, influx.upstream, value_column=col.KWH,
+                                  id_column=col.ASSET_ID, **window,
+                                  ids=[i for i in self.upstream_ids if i.strip() in asset_ids])
+        return readings, upstream, {"readings": 0 if readings is None else len(readings),
+                                    "upstream": 0 if upstream is None else len(upstream)}
+
+    def note_upstream(self, issues: IssueLog, *, found: bool) -> None:
+        """Say so in ``issues`` when the upstream measurement has no point of a named asset."""
+        if not found:
+            _note_empty(issues, None, "upstream", self.config.influxdb.upstream.measurement)
+
+    def no_readings(self) -> InputError:
+        """The error of a window without a reading of a known meter."""
+        influx = self.config.influxdb
+        return InputError(
+            f"no readings of meters in the meters table in measurement "
+            f"'{influx.readings.measurement}' (field '{influx.readings.field}') of "
+            f"{self.backend.where} between {self.start.isoformat()} and {self.end.isoformat()}",
+            hint="check --as-of and analysis.history_days against the data, and "
+                 "[influxdb.readings] id_tag against the meters' ids")
+
+
+class InfluxPartitions:
+    """Partitions of an InfluxDB source read one at a time, by their meters' and assets' ids.
+
+    The loader of a partitioned run (:func:`gridwatch.engine.analyse`): each
+    call reads one partition's series and cleans them with the rules of the
+    full read. Picklable: a Dask worker connects on first use and keeps the
+    connection, the meters table and the weather for the run's later tasks.
+
+    Parameters
+    ----------
+    config : gridwatch.config.Config
+    start, end : pandas.Timestamp
+        The analysis window, tz-aware UTC; ``end`` exclusive.
+    """
+
+    _opened_here: dict = {}  # token -> (InfluxTables, cleaned weather), one run per process
+
+    def __init__(self, config, *, start, end, tables: InfluxTables | None = None, weather=None):
+        self.config, self.start, self.end = config, start, end
+        self.token = uuid.uuid4().hex
+        if tables is not None:  # the client's own connection and cleaned weather: not again
+            InfluxPartitions._opened_here = {self.token: (tables, weather)}
+
+    def _tables(self):
+        opened = InfluxPartitions._opened_here.get(self.token)
+        if opened is None:
+            tables = InfluxTables(self.config, start=self.start, end=self.end)
+            opened = (tables, _clean_weather(tables.read_weather()))
+            InfluxPartitions._opened_here = {self.token: opened}
+        return opened
+
+    def __call__(self, part) -> Dataset:
+        """Read and clean one partition's readings and upstream loads."""
+        tables, weather = self._tables()
+        meters = tables.meters[tables.meters[col.METER_ID].astype(str).isin(part.meter_ids)]
+        readings, upstream, rows_in = tables.read(part.meter_ids, part.asset_ids)
+        if readings is None:
+            readings = _no_readings()
+        sub = clean_dataset(meters.reset_index(drop=True), readings, upstream, None,
+                            data_config=self.config.data, issues=IssueLog(), rows_in=rows_in)
+        sub.weather = weather
+        return sub
+
+    def unplanned(self, meters: pd.DataFrame) -> Dataset:
+        """Nothing: like the full read, only the meters table's meters are read."""
+        return clean_dataset(meters.iloc[:0], _no_readings(), None, None,
+                             data_config=self.config.data, issues=IssueLog(),
+                             rows_in={"readings": 0, "upstream": 0})
+
+
+def _no_readings() -> pd.DataFrame:
+    return pd.DataFrame({col.METER_ID: pd.Categorical([]),
+                         col.TIMESTAMP: pd.Series([], dtype=TIMESTAMP_DTYPE),
+                         col.KWH: pd.Series([], dtype=np.float64)})
+
+
+def _clean_weather(weather):
+    """The weather cleaned once per process (its issues are the client's to report)."""
+    if weather is None:
+        return None
+    from gridwatch.cleaning import clean_weather
+
+    cleaned, _ = clean_weather(weather)
+    return cleaned
 
 
 def read_table(backend, spec, *, start_ns: int, end_ns: int, value_column: str, id_column: str,
-               config, keep_ids=None) -> pd.DataFrame | None:
+               config, keep_ids=None, ids=None) -> pd.DataFrame | None:
     """Read one interval table in chunks of ids and days.
 
     Parameters
@@ -130,6 +274,9 @@ def read_table(backend, spec, *, start_ns: int, end_ns: int, value_column: str, 
         ``ids_per_query`` and ``days_per_query``.
     keep_ids : set of str, optional
         Read only these ids (the meters table's meters, the assets it names).
+    ids : list of str, optional
+        The measurement's ids to read, as stored (default: all its ids, by a
+        tag-values query).
 
     Returns
     -------
@@ -138,7 +285,8 @@ def read_table(backend, spec, *, start_ns: int, end_ns: int, value_column: str, 
         (``datetime64[us, UTC]``), ``value_column`` (float64, converted to kWh
         for energy and power units); None when no point was found.
     """
-    ids = sorted(backend.tag_values(spec, start_ns, end_ns))
+    if ids is None:
+        ids = sorted(backend.tag_values(spec, start_ns, end_ns))
     if keep_ids is not None:
         ids = [i for i in ids if i.strip() in keep_ids]
     if not ids:
