@@ -15,11 +15,15 @@ Run: ``.venv/bin/python bench/bench_influx.py [--meters 1000] [--days 90]``
    (JSON, a Python loop over the rows), into the same raw long frame.
 5. Prints them and the ratios (raw reader against the naive read: like for
    like).
+6. ``gridwatch run`` from the server (report off), all at once and
+   ``--engine streaming`` (partitions read by their meters' ids, budget
+   ``--budget-mb``): time, peak memory and whether flags.csv is the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -120,6 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--budget-mb", type=int, default=50,
+                        help="engine.memory_budget_mb of the partitioned run")
     parser.add_argument("--chunks", default="500x7,100x30",
                         help="ids_per_query x days_per_query of each reader run (500x7: defaults)")
     args = parser.parse_args()
@@ -147,6 +153,8 @@ def main() -> None:
             raw[name] = child(RAW, server.url, "bench", meters, args.days, ids, days)
             cleaned[name] = child(OURS, server.url, "bench", meters, args.days, ids, days)
         naive = child(NAIVE, server.url, "bench", meters, args.days)
+        runs = {engine: gridwatch_run(server.url, meters, engine, args.budget_mb, Path(tmp))
+                for engine in ("memory", "streaming")}
 
     rows = [(f"reader, {k}", v) for k, v in raw.items()]
     rows += [("naive: one query per meter", naive)]
@@ -161,6 +169,54 @@ def main() -> None:
         print(f"ratio, reader with {name} / one query per meter: "
               f"{naive['elapsed_s'] / r['elapsed_s']:.2f}x the speed, "
               f"{r['peak_mb'] / naive['peak_mb']:.2f}x the peak memory")
+    whole, parts = runs["memory"], runs["streaming"]
+    for engine, r in runs.items():
+        print(f"gridwatch run from InfluxDB, engine {engine:9s} {r['partitions']:3d} partitions "
+              f"{r['elapsed_s']:6.1f} s, peak {r['peak_mb']:5.0f} MB")
+    print(f"streaming / all at once: x{parts['elapsed_s'] / whole['elapsed_s']:.2f} the time, "
+          f"x{parts['peak_mb'] / whole['peak_mb']:.2f} the peak memory, "
+          + ("same flags.csv" if parts["flags"] == whole["flags"] else "FLAGS DIFFER"))
+
+
+def gridwatch_run(url: str, meters: Path, engine: str, budget_mb: int, tmp: Path) -> dict:
+    """``gridwatch run`` from the server in a child process: time, peak RSS of its tree, flags."""
+    import threading
+
+    import psutil
+
+    config = tmp / f"run_{engine}.toml"
+    config.write_text(
+        f'[data]\ntimezone = "Europe/London"\n[report]\nenabled = false\n'
+        f'[cases]\nenabled = false\n[source]\nkind = "influxdb"\nmeters_file = "{meters}"\n'
+        f'[influxdb]\nurl = "{url}"\ndatabase = "bench"\n'
+        f'[influxdb.upstream]\nmeasurement = ""\n[influxdb.weather]\nmeasurement = ""\n'
+        f"[engine]\nmemory_budget_mb = {budget_mb}\n")
+    out = tmp / f"out_{engine}"
+    started = time.perf_counter()
+    proc = psutil.Popen([sys.executable, "-m", "gridwatch", "run", "--config", str(config),
+                         "--output", str(out), "--as-of", AS_OF, "--engine", engine, "--quiet"],
+                        stderr=subprocess.PIPE, text=True)
+    peak, stop = 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, sum(p.memory_info().rss
+                                     for p in [proc, *proc.children(recursive=True)]))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"gridwatch run --engine {engine} failed: {stderr}")
+    info = json.loads((out / "run.json").read_text())
+    return {"elapsed_s": elapsed, "peak_mb": peak / 2**20, "partitions": info["engine"]["partitions"],
+            "flags": (out / "flags.csv").read_bytes()}
 
 
 if __name__ == "__main__":
