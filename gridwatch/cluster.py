@@ -104,4 +104,10 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
             finally:
                 client.cancel([*futures, task])
 
-        yield map_partitions
+        try:
+            yield map_partitions
+        finally:  # a worker that could not see the client's spill made its own: remove it
+            with contextlib.suppress(Exception):
+                from gridwatch.engine import close_opened
+
+                client.run(close_opened)

@@ -150,8 +150,10 @@ class PlannedFiles:
     Only the partition's rows are read (Parquet row groups of its meters, or
     its part of a one-off spill for CSV: :mod:`gridwatch.sources.partitioned`)
     and cleaned with the rules of the full read; the meters and weather
-    tables are small and read whole. Picklable: a Dask worker opens the files
-    itself on first use.
+    tables are small and read whole. Picklable: a copy sent to a Dask worker
+    reads the client's spill when the worker sees it (same host or shared
+    disk) and opens the files itself otherwise. :meth:`close` removes the
+    spill at the end of the run; only the process that made it removes it.
 
     Parameters
     ----------
@@ -160,7 +162,7 @@ class PlannedFiles:
     data_config : gridwatch.config.DataConfig
     """
 
-    _opened_here: dict = {}  # token -> open tables: a worker opens the files once per run
+    _opened_here: dict = {}  # token -> tables this process opened itself (its own spill)
 
     def __init__(self, input_dir, plan, data_config):
         self.input_dir = str(input_dir)
@@ -169,40 +171,51 @@ class PlannedFiles:
         self.token = uuid.uuid4().hex
         self._open = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_open": None}  # open files stay where they were opened
-
     def _tables(self):
+        """The open tables: this loader's, or (on a worker that cannot see them) its own."""
+        if self._open is not None and all(t.readable_here() for t in _long_tables(self._open)):
+            return self._open  # opened here, or sent by the client with a spill this host sees
+        self._open = PlannedFiles._opened_here.get(self.token)
         if self._open is None:
-            self._open = PlannedFiles._opened_here.get(self.token)
-        if self._open is None:
-            from gridwatch.cleaning import clean_weather
-            from gridwatch.sources import files
-            from gridwatch.sources.partitioned import open_readings, open_upstream
-
-            tz = self.data_config.timezone
-            meters, _, _ = files._read_meters(files.find_table(self.input_dir, "meters"))
-            weather = None
-            path = files.find_table(self.input_dir, "weather")
-            if path is not None:
-                weather, _, _ = files._read_weather(path, timezone=tz)
-                if weather is not None:
-                    weather, _ = clean_weather(weather)  # its issues: once, by the caller
-            up_path = files.find_table(self.input_dir, "upstream")
-            self._open = {
-                "meters": meters, "weather": weather,
-                "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
-                                          timezone=tz),
-                "upstream": None if up_path is None else open_upstream(up_path, self.plan,
-                                                                       timezone=tz),
-            }
-            # Every task of a cluster unpickles its own copy of the loader: the
-            # process keeps the last run's open tables for the next task.
-            for previous in PlannedFiles._opened_here.values():
-                _close_tables(previous)  # a spill of an earlier run is removed
-            PlannedFiles._opened_here.clear()
+            self._open = self._open_tables()
+            close_opened()  # one run's tables per process: an earlier run's spill is removed
             PlannedFiles._opened_here[self.token] = self._open
         return self._open
+
+    def _open_tables(self) -> dict:
+        from gridwatch.cleaning import clean_weather
+        from gridwatch.sources import files
+        from gridwatch.sources.partitioned import open_readings, open_upstream
+
+        tz = self.data_config.timezone
+        meters, _, _ = files._read_meters(files.find_table(self.input_dir, "meters"))
+        weather = None
+        path = files.find_table(self.input_dir, "weather")
+        if path is not None:
+            weather, _, _ = files._read_weather(path, timezone=tz)
+            if weather is not None:
+                weather, _ = clean_weather(weather)  # its issues: once, by the caller
+        up_path = files.find_table(self.input_dir, "upstream")
+        return {
+            "meters": meters, "weather": weather,
+            "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
+                                      timezone=tz),
+            "upstream": None if up_path is None else open_upstream(up_path, self.plan,
+                                                                   timezone=tz),
+        }
+
+    def close(self) -> None:
+        """Close the files and remove the spill this process made (at the end of a run)."""
+        if self._open is not None:
+            _close_tables(self._open)
+            self._open = None
+        PlannedFiles._opened_here.pop(self.token, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __call__(self, part: Partition) -> Dataset:
         """Read and clean one partition's rows."""
@@ -239,10 +252,20 @@ class PlannedFiles:
         return sub
 
 
+def _long_tables(tables: dict) -> list:
+    return [tables[name] for name in ("readings", "upstream") if tables.get(name) is not None]
+
+
 def _close_tables(tables: dict) -> None:
-    for name in ("readings", "upstream"):
-        if tables.get(name) is not None:
-            tables[name].close()
+    for table in _long_tables(tables):
+        table.close()
+
+
+def close_opened() -> None:
+    """Close the tables this process opened for a run, removing their spills (worker teardown)."""
+    for tables in PlannedFiles._opened_here.values():
+        _close_tables(tables)
+    PlannedFiles._opened_here.clear()
 
 
 def _no_readings() -> pd.DataFrame:

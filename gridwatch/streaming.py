@@ -85,21 +85,21 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
     parts = partitions_of(plan)
     log.info("%d meters in %d partitions (budget %d MB)", len(meters), len(parts),
              config.engine.memory_budget_mb)
-    loader = source.loader(plan)
-    unplanned = loader.unplanned(meters)
-    issues = IssueLog().extend(source.issues).extend(unplanned.issues)
-
     index = grid = None  # the default as-of of files: found while the partitions are read
     if as_of is not None:
         index, grid = window(parse_as_of(as_of))
-    with executor(config) as map_partitions:
-        try:
-            analyses = analyse(loader, index=index, grid=grid, config=config, partitions=parts,
-                               map_partitions=map_partitions, keep=keep, window=window)
-        except InputError as exc:
-            if exc.file != "readings":
-                raise
-            raise source.no_readings() from None
+    with contextlib.closing(source.loader(plan)) as loader:  # a CSV's spill is removed at the end
+        unplanned = loader.unplanned(meters)
+        issues = IssueLog().extend(source.issues).extend(unplanned.issues)
+        with executor(config) as map_partitions:
+            try:
+                analyses = analyse(loader, index=index, grid=grid, config=config,
+                                   partitions=parts, map_partitions=map_partitions, keep=keep,
+                                   window=window)
+            except InputError as exc:
+                if exc.file != "readings":
+                    raise
+                raise source.no_readings() from None
     as_of_date = day_grid(analyses[0].kw.index, tz).dates[-1].date()
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)

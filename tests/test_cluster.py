@@ -23,8 +23,9 @@ def test_a_local_cluster_gives_the_in_process_outputs(dataset, cluster_map):  # 
     assert len(parts) >= 3
     options = {"index": index, "grid": grid, "config": config}
     # the workers read their own partitions from the files: no data travel from here
-    on_cluster = _csv_outputs(analyse(loader, partitions=parts, map_partitions=cluster_map,
-                                      **options), ds)
+    with loader:
+        on_cluster = _csv_outputs(analyse(loader, partitions=parts, map_partitions=cluster_map,
+                                          **options), ds)
     assert on_cluster == _csv_outputs(analyse(ds, **options), ds)
     assert "true" in on_cluster[0]
 

@@ -90,5 +90,6 @@ def test_partitions_streamed_from_the_files_give_the_in_memory_outputs(dataset):
     loader, parts = _planned(path, config, ds, meters_per_partition=60)
     assert len(parts) >= 5
     options = {"index": index, "grid": grid, "config": config}
-    streamed = _csv_outputs(analyse(loader, partitions=parts, **options), ds)
+    with loader:
+        streamed = _csv_outputs(analyse(loader, partitions=parts, **options), ds)
     assert streamed == _csv_outputs(analyse(ds, **options), ds)

@@ -48,6 +48,20 @@ def test_partitioned_engines_publish_the_all_at_once_outputs(dataset, all_at_onc
     assert ours["engine"]["partitions"] >= 3  # the shared calibrations were put to the test
 
 
+@pytest.mark.parametrize("engine", ["streaming", "dask"])
+def test_a_partitioned_run_leaves_no_spill_or_cache_behind(dataset, engine, tmp_path,
+                                                          monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # here and in the cluster's workers
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    _run(dataset, tmp_path / "out", "--engine", engine)
+    left = [p.name for p in scratch.iterdir() if p.name.startswith("gridwatch-")]
+    assert left == []  # neither a CSV's spill (client's or a worker's) nor the passes' cache
+
+
 def _results(dataset, **kwargs):
     from gridwatch.config import load_config
     from gridwatch.pipeline import run

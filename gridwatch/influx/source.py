@@ -233,6 +233,10 @@ class InfluxPartitions:
         sub.weather = weather
         return sub
 
+    def close(self) -> None:
+        """Forget this run's connection in this process."""
+        InfluxPartitions._opened_here.pop(self.token, None)
+
     def unplanned(self, meters: pd.DataFrame) -> Dataset:
         """Nothing: like the full read, only the meters table's meters are read."""
         return clean_dataset(meters.iloc[:0], _no_readings(), None, None,

@@ -288,14 +288,25 @@ class PartitionedTable:
         return np.concatenate(out) if out else np.empty(0, np.int64)
 
     # --- lifetime --------------------------------------------------------------------------
+    def __getstate__(self):
+        # A copy (sent to a worker) reads the same spill but does not own it: only
+        # the process that spilled removes the directory.
+        return {**self.__dict__, "_pf": None, "_owns_spill": False}
+
+    def readable_here(self) -> bool:
+        """Whether this process sees the table's files (a worker on another host may not)."""
+        if self.strategy == "spill":
+            return self._spill_dir is not None and self._spill_dir.is_dir()
+        return self.path.exists()
+
     def close(self) -> None:
-        """Close the file and remove the spill directory, if any."""
+        """Close the file and remove the spill directory this process made, if any."""
         if self._pf is not None:
             self._pf.close()
             self._pf = None
-        if self._spill_dir is not None:
+        if self._spill_dir is not None and getattr(self, "_owns_spill", True):
             shutil.rmtree(self._spill_dir, ignore_errors=True)
-            self._spill_dir = None
+        self._spill_dir = None
 
     def __enter__(self):
         return self
