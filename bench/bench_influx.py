@@ -23,7 +23,6 @@ Run: ``.venv/bin/python bench/bench_influx.py [--meters 1000] [--days 90]``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -36,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_core import make_dataset  # noqa: E402
+from bench.process_tree import run_measured  # noqa: E402
 from tests.influxdb_server import influx_config, start_influxd  # noqa: E402
 
 AS_OF = "2026-03-31"
@@ -180,10 +180,6 @@ def main() -> None:
 
 def gridwatch_run(url: str, meters: Path, engine: str, budget_mb: int, tmp: Path) -> dict:
     """``gridwatch run`` from the server in a child process: time, peak RSS of its tree, flags."""
-    import threading
-
-    import psutil
-
     config = tmp / f"run_{engine}.toml"
     config.write_text(
         f'[data]\ntimezone = "Europe/London"\n[report]\nenabled = false\n'
@@ -192,32 +188,10 @@ def gridwatch_run(url: str, meters: Path, engine: str, budget_mb: int, tmp: Path
         f'[influxdb.upstream]\nmeasurement = ""\n[influxdb.weather]\nmeasurement = ""\n'
         f"[engine]\nmemory_budget_mb = {budget_mb}\n")
     out = tmp / f"out_{engine}"
-    started = time.perf_counter()
-    proc = psutil.Popen([sys.executable, "-m", "gridwatch", "run", "--config", str(config),
-                         "--output", str(out), "--as-of", AS_OF, "--engine", engine, "--quiet"],
-                        stderr=subprocess.PIPE, text=True)
-    peak, stop = 0, threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak = max(peak, sum(p.memory_info().rss
-                                     for p in [proc, *proc.children(recursive=True)]))
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, stderr = proc.communicate()
-    elapsed = time.perf_counter() - started
-    stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"gridwatch run --engine {engine} failed: {stderr}")
+    run = run_measured([sys.executable, "-m", "gridwatch", "run", "--config", str(config),
+                        "--output", str(out), "--as-of", AS_OF, "--engine", engine, "--quiet"])
+    if run.returncode != 0:
+        raise SystemExit(f"gridwatch run --engine {engine} failed: {run.stderr}")
     info = json.loads((out / "run.json").read_text())
-    return {"elapsed_s": elapsed, "peak_mb": peak / 2**20, "partitions": info["engine"]["partitions"],
-            "flags": (out / "flags.csv").read_bytes()}
-
-
-if __name__ == "__main__":
-    main()
+    return {"elapsed_s": run.elapsed_s, "peak_mb": run.peak_mb,
+            "partitions": info["engine"]["partitions"], "flags": (out / "flags.csv").read_bytes()}

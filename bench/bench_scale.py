@@ -51,14 +51,14 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-
-import psutil
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.process_tree import run_measured  # noqa: E402
+
 TARGET_READINGS_PER_S = 3e6
 TARGET_PEAK_MB = 4096
 
@@ -69,16 +69,6 @@ def ensure_dataset(path: Path, n_meters: int) -> Path:
         subprocess.run([sys.executable, "-m", "gridwatch", "simulate", str(path), "--meters",
                         str(n_meters), "--days", "90", "--seed", "0"], check=True)
     return path
-
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def run_once(data: Path, engine: str, budget_mb: int, report: bool, workdir: Path) -> dict:
@@ -92,28 +82,12 @@ def run_once(data: Path, engine: str, budget_mb: int, report: bool, workdir: Pat
     out = workdir / f"out_{data.name}_{engine}"
     command = [sys.executable, "-m", "gridwatch", "run", "--input", str(data), "--output", str(out),
                "--config", str(config), "--engine", engine, "--quiet"]  # as-of: as cron, the default
-    peak = 0
-    started = time.perf_counter()
-    proc = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stop = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _tree_rss(proc))
-            stop.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, stderr = proc.communicate()
-    elapsed = time.perf_counter() - started
-    stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{stderr}")
+    run = run_measured(command)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({run.returncode}):\n{run.stderr}")
     info = json.loads((out / "run.json").read_text())
     return {
-        "data": data.name, "engine": engine, "elapsed_s": elapsed, "peak_mb": peak / 2**20,
+        "data": data.name, "engine": engine, "elapsed_s": run.elapsed_s, "peak_mb": run.peak_mb,
         "readings": info["counts"]["readings"]["in"], "meters": info["counts"]["meters"]["in"],
         "partitions": info["engine"]["partitions"], "timings": info["timings_s"],
         "flags": (out / "flags.csv").read_bytes(), "transformers": (out / "transformers.csv").read_bytes(),

@@ -62,13 +62,17 @@ def normalised_floor(floor_kw: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class PeerCounts:
-    """Histograms of the normalised daily floor per peer group; add them across partitions.
+class DailyHistograms:
+    """Per-group histograms of one daily figure of the meters, added across partitions.
+
+    The counts of a run cut into partitions are the sum of the partitions'
+    counts, so every figure read from them is the same whichever way the
+    meters were split.
 
     Attributes
     ----------
     n_days : int
-    counts : dict of str to numpy.ndarray of shape (n_days, N_BINS)
+    counts : dict of str to numpy.ndarray of shape (n_days, n_bins)
         Meters per day and bin, per group key.
     members : dict of str to int
         Meters per group key (with data or not on a given day).
@@ -78,31 +82,61 @@ class PeerCounts:
     counts: dict = field(default_factory=dict)
     members: dict = field(default_factory=dict)
 
-    def __add__(self, other: PeerCounts) -> PeerCounts:
-        if other.n_days != self.n_days:
-            raise ValueError(f"peer counts over {self.n_days} and {other.n_days} days do not add")
-        counts = dict(self.counts)
-        members = dict(self.members)
+    def __add__(self, other):
+        if type(other) is not type(self) or other.n_days != self.n_days:
+            raise ValueError(f"{type(self).__name__} over {self.n_days} days and "
+                             f"{type(other).__name__} over {other.n_days} days do not add")
+        counts, members = dict(self.counts), dict(self.members)
         for key, hist in other.counts.items():
             counts[key] = counts[key] + hist if key in counts else hist
             members[key] = members.get(key, 0) + other.members[key]
-        return PeerCounts(self.n_days, counts, members)
+        return type(self)(self.n_days, counts, members)
+
+    def _locate(self, key: str, rank: np.ndarray):
+        """Where cumulative count ``rank`` falls on each day.
+
+        Returns the bin holding it, the share of that bin below it, and the
+        day's count.
+        """
+        hist = self.counts[key]
+        n_bins = hist.shape[1]
+        n = hist.sum(axis=1)
+        cum = np.cumsum(hist, axis=1)
+        b = np.minimum((cum < rank[:, None]).sum(axis=1), n_bins - 1)
+        days = np.arange(self.n_days)
+        before = np.where(b > 0, cum[days, np.maximum(b - 1, 0)], 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip((rank - before) / hist[days, b], 0.0, 1.0)
+        return b, frac, n
+
+
+def _count(bins: np.ndarray, ok: np.ndarray, keys: np.ndarray, n_bins: int) -> tuple[dict, dict]:
+    """Histograms ``(n_days, n_bins)`` of ``bins`` per key of each meter, and the keys' sizes.
+
+    ``bins`` and ``ok`` are ``(n_days, n_meters)``; ``keys`` one group key per meter.
+    """
+    n_days = bins.shape[0]
+    codes, uniques = pd.factorize(keys)
+    day = np.broadcast_to(np.arange(n_days)[:, None], bins.shape)
+    cell = (codes[None, :] * n_days + day) * n_bins + bins
+    hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * n_bins)
+    hist = hist.astype(np.int32).reshape(len(uniques), n_days, n_bins)  # half the bytes to send
+    sizes = np.bincount(codes, minlength=len(uniques))
+    return ({key: hist[g] for g, key in enumerate(uniques)},
+            {key: int(sizes[g]) for g, key in enumerate(uniques)})
+
+
+@dataclass
+class PeerCounts(DailyHistograms):
+    """Histograms of the normalised daily floor per peer group (``N_BINS`` on [0, ``NORM_MAX``))."""
 
     def medians(self) -> dict:
         """The daily median normalised floor of each group, ``{key: (n_days,)}`` (NaN: no data)."""
-        edges = np.linspace(0.0, NORM_MAX, N_BINS + 1)
+        width = NORM_MAX / N_BINS
         out = {}
         for key, hist in self.counts.items():
-            n = hist.sum(axis=1)
-            cum = np.cumsum(hist, axis=1)
-            half = n / 2.0
-            b = np.minimum((cum < half[:, None]).sum(axis=1), N_BINS - 1)  # bin holding the middle
-            days = np.arange(self.n_days)
-            before = np.where(b > 0, cum[days, np.maximum(b - 1, 0)], 0)
-            inside = hist[days, b]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.clip((half - before) / inside, 0.0, 1.0)
-            out[key] = np.where(n > 0, edges[b] + frac * (edges[1] - edges[0]), np.nan)
+            b, frac, n = self._locate(key, hist.sum(axis=1) / 2.0)
+            out[key] = np.where(n > 0, b * width + frac * width, np.nan)
         return out
 
 
@@ -120,22 +154,16 @@ def peer_counts(floor_kw: np.ndarray, meters: pd.DataFrame) -> PeerCounts:
     -------
     PeerCounts
     """
-    n_days, n_meters = floor_kw.shape
+    n_days, _ = floor_kw.shape
     norm = normalised_floor(floor_kw)
     ok = ~np.isnan(norm)
     bins = np.clip((np.nan_to_num(norm) * (N_BINS / NORM_MAX)).astype(np.int64), 0, N_BINS - 1)
-    day = np.broadcast_to(np.arange(n_days)[:, None], norm.shape)
     keys = peer_keys(meters)
     result = PeerCounts(n_days)
     for level in range(_LEVELS):  # three passes over the array, not one per meter
-        codes, uniques = pd.factorize(keys[:, level])
-        sizes = np.bincount(codes, minlength=len(uniques))
-        cell = (codes[None, :] * n_days + day) * N_BINS + bins
-        hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * N_BINS)
-        hist = hist.astype(np.int32).reshape(len(uniques), n_days, N_BINS)  # half the bytes to send
-        for g, key in enumerate(uniques):
-            result.counts[key] = hist[g]
-            result.members[key] = int(sizes[g])
+        counts, members = _count(bins, ok, keys[:, level], N_BINS)
+        result.counts.update(counts)
+        result.members.update(members)
     return result
 
 
@@ -187,34 +215,14 @@ def _band_edges() -> np.ndarray:
 
 
 @dataclass
-class DemandBands:
-    """Histograms of the daily mean demand of each customer class; add them across partitions.
+class DemandBands(DailyHistograms):
+    """Histograms of the daily mean demand of each customer class (``BAND_BINS`` log bins).
 
     What the investigator's plot draws as the peer band (a class's daily
     10th-90th percentile), computed from counts so that a run cut into
     partitions draws the same band without keeping every meter's series.
-
-    Attributes
-    ----------
-    n_days : int
-    counts : dict of str to numpy.ndarray of shape (n_days, BAND_BINS)
-        Meters per day and bin, per customer class (bin 0: below ``BAND_MIN_KW``).
-    members : dict of str to int
-        Meters per class.
+    Bin 0 holds daily means below ``BAND_MIN_KW``.
     """
-
-    n_days: int
-    counts: dict = field(default_factory=dict)
-    members: dict = field(default_factory=dict)
-
-    def __add__(self, other: DemandBands) -> DemandBands:
-        if other.n_days != self.n_days:
-            raise ValueError(f"demand bands over {self.n_days} and {other.n_days} days do not add")
-        counts, members = dict(self.counts), dict(self.members)
-        for key, hist in other.counts.items():
-            counts[key] = counts[key] + hist if key in counts else hist
-            members[key] = members.get(key, 0) + other.members[key]
-        return DemandBands(self.n_days, counts, members)
 
     def percentiles(self, key: str, q) -> np.ndarray:
         """Daily percentiles ``q`` (0-100) of the class's daily mean demand, ``(len(q), n_days)`` [kW].
@@ -222,22 +230,14 @@ class DemandBands:
         NaN on days without data (and for a class without meters).
         """
         q = np.asarray(q, dtype=np.float64)
-        if key not in self.counts:
-            return np.full((len(q), self.n_days), np.nan)
-        hist = self.counts[key]
-        n = hist.sum(axis=1)
-        cum = np.cumsum(hist, axis=1)
-        edges = _band_edges()
         out = np.full((len(q), self.n_days), np.nan)
-        days = np.arange(self.n_days)
+        if key not in self.counts:
+            return out
+        edges = _band_edges()
+        n = self.counts[key].sum(axis=1)
         for i, pct in enumerate(q):
             # the rank numpy's default percentile interpolates at, as a cumulative count
-            target = pct / 100.0 * np.maximum(n - 1, 0) + 0.5
-            b = np.minimum((cum < target[:, None]).sum(axis=1), BAND_BINS - 1)
-            before = np.where(b > 0, cum[days, np.maximum(b - 1, 0)], 0)
-            inside = hist[days, b]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.clip((target - before) / inside, 0.0, 1.0)
+            b, frac, _ = self._locate(key, pct / 100.0 * np.maximum(n - 1, 0) + 0.5)
             lo, hi = edges[b], edges[np.minimum(b + 1, BAND_BINS)]
             # geometric within a log bin (linear in the first, which starts at 0)
             value = np.where(b == 0, hi * frac, lo * (hi / np.maximum(lo, BAND_MIN_KW)) ** frac)
@@ -261,15 +261,7 @@ def demand_bands(mean_kw: np.ndarray, meters: pd.DataFrame) -> DemandBands:
     """
     n_days, _ = mean_kw.shape
     ok = np.isfinite(mean_kw)
-    edges = _band_edges()
     values = np.clip(np.where(ok, mean_kw, 0.0), 0.0, BAND_MAX_KW)
-    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, BAND_BINS - 1)
+    bins = np.clip(np.searchsorted(_band_edges(), values, side="right") - 1, 0, BAND_BINS - 1)
     classes = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").to_numpy(dtype=object)
-    codes, uniques = pd.factorize(classes)
-    day = np.broadcast_to(np.arange(n_days)[:, None], mean_kw.shape)
-    cell = (codes[None, :] * n_days + day) * BAND_BINS + bins
-    hist = np.bincount(cell[ok], minlength=len(uniques) * n_days * BAND_BINS)
-    hist = hist.astype(np.int32).reshape(len(uniques), n_days, BAND_BINS)
-    sizes = np.bincount(codes, minlength=len(uniques))
-    return DemandBands(n_days, {key: hist[g] for g, key in enumerate(uniques)},
-                       {key: int(sizes[g]) for g, key in enumerate(uniques)})
+    return DemandBands(n_days, *_count(bins, ok, classes, BAND_BINS))
