@@ -195,3 +195,7 @@ def gridwatch_run(url: str, meters: Path, engine: str, budget_mb: int, tmp: Path
     info = json.loads((out / "run.json").read_text())
     return {"elapsed_s": run.elapsed_s, "peak_mb": run.peak_mb,
             "partitions": info["engine"]["partitions"], "flags": (out / "flags.csv").read_bytes()}
+
+
+if __name__ == "__main__":
+    main()
