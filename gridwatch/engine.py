@@ -144,6 +144,16 @@ class InMemory:
         return partition_dataset(self.ds, part)
 
 
+class _Read:
+    """A loader for a partition already read: ``load(part)`` returns it."""
+
+    def __init__(self, sub: Dataset):
+        self.sub = sub
+
+    def __call__(self, part) -> Dataset:
+        return self.sub
+
+
 class PlannedFiles:
     """Partitions of a dataset directory read one at a time with the plan's readers.
 
@@ -336,8 +346,16 @@ def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config:
     """
     load = ds if callable(ds) else InMemory(ds)
     parts = list(partitions) if partitions else [None]
-    if index is None and (window is None or len(parts) == 1):
-        raise ValueError("index=None needs a window and several partitions")
+    if index is None and window is None:
+        raise ValueError("index=None needs a window")
+    if index is None and len(parts) == 1:  # read once: the day, then the analysis
+        sub = load(parts[0])
+        if sub.readings is None or sub.readings.empty:
+            raise InputError("no usable readings", file="readings",
+                             hint="check the readings table and data_quality.csv")
+        index, grid = window(last_full_day(sub.readings, sub.interval_minutes,
+                                           config.data.timezone))
+        load = _Read(sub)
     if len(parts) == 1:
         return [_final_pass(parts[0], load=load, index=index, grid=grid, config=config,
                             shared=Shared(), cache_dir=None, release=release_readings)]

@@ -203,3 +203,22 @@ def test_partitions_that_end_earlier_are_gridded_on_the_runs_window(tmp_path, ca
         assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
     ours, theirs = (json.loads((outs[e] / "run.json").read_text()) for e in ("streaming", "memory"))
     assert ours["as_of"] == theirs["as_of"] and ours["counts"] == theirs["counts"]
+
+
+def test_a_dataset_within_one_partition_finds_its_as_of_too(tmp_path):
+    path = tmp_path / "data"
+    simulate_dataset(path, n_meters=40, days=20, as_of=AS_OF, seed=5)
+    (path / "run.toml").write_text("[analysis]\nhistory_days = 20\n[report]\nplots = false\n"
+                                   "[cases]\nenabled = false\n")  # default budget: 1 partition
+    outs = {}
+    for engine in ("memory", "streaming"):
+        outs[engine] = tmp_path / engine
+        result = CliRunner().invoke(main, ["run", "--input", str(path), "--output",
+                                           str(outs[engine]), "--config",
+                                           str(path / "run.toml"), "--engine", engine, "--quiet"])
+        assert result.exit_code == 0, (engine, result.stderr)
+    ours, theirs = (json.loads((outs[e] / "run.json").read_text()) for e in ("streaming", "memory"))
+    assert ours["engine"]["partitions"] == 1
+    assert ours["as_of"] == theirs["as_of"]  # the last full day, found by the same rule
+    for name in FILES:
+        assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
