@@ -27,7 +27,8 @@ plots as much as the analysis).
 The outputs of every run of one dataset are compared (flags.csv,
 transformers.csv): a partitioned run must publish what the others publish.
 
-Measured (2026-11-29, 2 cores, budget 1000 MB, report off):
+Measured (2026-11-29, 2 cores, budget 1000 MB, report off; the first of
+three runs, the others in docs/scale.md: Dask 83.2-90.3 s at 100k):
 
 =========  =========  ==========  =======  ========  =========
 meters     engine     partitions  time s   M rows/s  peak MB
