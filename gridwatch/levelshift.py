@@ -65,6 +65,11 @@ def _solve(a, b):
     return np.linalg.solve(a + ridge, b)
 
 
+def _suffix_sums(a: np.ndarray) -> np.ndarray:
+    """Sums over the last axis from each position to the end."""
+    return np.flip(np.cumsum(np.flip(a, axis=-1), axis=-1), axis=-1)
+
+
 def scan_level_shift(y, X, *, min_pre=5, min_post=1, first_candidate=None, chunk=2048):
     """Find the best upward level shift in every column of ``y``.
 
@@ -94,7 +99,6 @@ def scan_level_shift(y, X, *, min_pre=5, min_post=1, first_candidate=None, chunk
                          f"got {X.shape}")
     first = min_pre if first_candidate is None else first_candidate
     candidates = np.arange(max(first, 1), n_days)
-    steps = (np.arange(n_days)[:, None] >= candidates[None, :]).astype(np.float64)  # (D, K)
 
     onset = np.full(n_meters, -1, dtype=np.int64)
     shift = np.full(n_meters, np.nan)
@@ -119,10 +123,16 @@ def scan_level_shift(y, X, *, min_pre=5, min_post=1, first_candidate=None, chunk
         A = XtW @ Xc  # (m, p, p)
         beta0 = _solve(A, (XtW @ yc[:, :, None]))[:, :, 0]  # (m, p)
         r = (yc - np.einsum("mdp,mp->md", Xc, beta0)) * w  # residual without step
-        H = _solve(A, XtW @ steps)  # (m, p, K)
-        s_res = (steps[None] - Xc @ H) * w[:, :, None]  # (m, D, K)
-        num = np.einsum("md,mdk->mk", r, s_res)
-        den = np.einsum("mdk,mdk->mk", s_res, s_res)
+        # The step of candidate k is 1 from day k on, so its products with the
+        # days are suffix sums: X'W s_k, r's_k and s_k'W s_k without the
+        # (m, D, K) residual-step array (the same algebra, K times less work).
+        G = _suffix_sums(XtW)[:, :, candidates]  # (m, p, K) = X'W s_k
+        H = _solve(A, G)  # (m, p, K)
+        # r'(s_k - X H_k) and |W (s_k - X H_k)|^2, expanded (r is already weighted)
+        q = np.einsum("mdp,md->mp", Xc, r)  # X'W r
+        num = _suffix_sums(r)[:, candidates] - np.einsum("mp,mpk->mk", q, H)
+        n_after = _suffix_sums(w)[:, candidates]
+        den = n_after - 2.0 * np.einsum("mpk,mpk->mk", G, H) + np.einsum("mpk,mpk->mk", H, A @ H)
 
         cum = np.cumsum(w, axis=1)
         valid_before = np.concatenate([np.zeros((hi - lo, 1)), cum[:, :-1]], axis=1)[:, candidates]

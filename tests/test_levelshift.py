@@ -74,3 +74,32 @@ def test_shift_at_a_given_onset():
 def test_wrong_design_shape_is_refused():
     with pytest.raises(ValueError, match="X must have shape"):
         scan_level_shift(np.ones((10, 3)), np.ones((3, 9, 1)))
+
+
+def test_the_scan_is_the_best_of_one_least_squares_fit_per_candidate_onset():
+    # The scan computes every candidate's fit from suffix sums; here each candidate
+    # is fitted on its own (lstsq with the step column) and the best one picked.
+    rng = np.random.default_rng(4)
+    n_days, n_meters, min_pre, min_post = 30, 12, 5, 2
+    temperature = rng.normal(10, 4, (n_days, n_meters))
+    y = 1.0 + 0.05 * temperature + 0.1 * rng.standard_normal((n_days, n_meters))
+    y[18:, :6] += np.linspace(0.4, 1.5, 6)
+    y[rng.random(y.shape) < 0.15] = np.nan
+    X = _design(n_meters, n_days, temperature)
+    result = scan_level_shift(y, X, min_pre=min_pre, min_post=min_post)
+    for m in range(n_meters):
+        ok = ~np.isnan(y[:, m])
+        best = (-np.inf, None)
+        for k in range(min_pre, n_days):
+            step = (np.arange(n_days) >= k) * 1.0
+            if ok[:k].sum() < min_pre or ok[k:].sum() < min_post:
+                continue
+            design = np.column_stack([X[m][ok], step[ok]])
+            beta, ssr, *_ = np.linalg.lstsq(design, y[ok, m], rcond=None)
+            if beta[-1] > 0 and -ssr[0] > best[0]:
+                best = (-ssr[0], k, beta[-1])
+        if best[1] is None:
+            assert result.onset[m] == -1
+            continue
+        assert result.onset[m] == best[1], m
+        np.testing.assert_allclose(result.shift[m], best[2], rtol=1e-9)
