@@ -145,7 +145,7 @@ def main():
           f"{best['meters']:,} meter runs, {per_meter_s * 1e3:.2f} ms per meter plus {fixed_s:.0f} s "
           f"fixed; partitions are independent, so time grows with meters and peak memory "
           f"stays that of a partition (about {best['peak_mb']:.0f} MB); disk: the dataset "
-          f"(~5 KB per meter as Parquet) and the run's temporary cache (~62 KB per meter).")
+          f"(~5 KB per meter as Parquet) and the run's temporary cache (~56 KB per meter).")
 
 
 if __name__ == "__main__":

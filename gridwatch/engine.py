@@ -459,18 +459,24 @@ class _Gridded:
     temperature: np.ndarray | None
     issues: IssueLog
     readings_in_window: int = 0
+    upstream_kw: pd.DataFrame | None = None  # the assets' delivered demand, when given
 
 
 def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
-    """The partition's demand on the grid, its meters with data, and their temperature."""
+    """The partition's demand and its assets' on the grid, its meters with data, their temperature."""
     meter_ids = pd.Index(sub.meters[col.METER_ID].astype(str))
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
                             with_spread=True)
     ts = sub.readings[col.TIMESTAMP]
     in_window = int(((ts >= index[0]) & (ts < index[-1] + (index[1] - index[0]))).sum())
-    if release:  # the long table is not needed any more; free it before detection
-        sub.readings = None
+    upstream_kw = None
+    if sub.upstream is not None and not sub.upstream.empty:
+        asset_ids = pd.Index(pd.unique(sub.upstream[col.ASSET_ID].astype(str)))
+        upstream_kw, _ = to_grid(sub.upstream, sub.upstream_interval_minutes, meter_ids=asset_ids,
+                                 index=index, id_column=col.ASSET_ID)
+    if release:  # the long tables are not needed any more; free them before detection
+        sub.readings = sub.upstream = None
         _release_arrow_memory()
     has_data = kw.notna().any(axis=0).to_numpy()
     meters = sub.meters[has_data].reset_index(drop=True)
@@ -481,7 +487,7 @@ def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
     temperature = meter_temperature(sub.weather, meters, index, grid, issues)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
-                    readings_in_window=in_window)
+                    readings_in_window=in_window, upstream_kw=upstream_kw)
 
 
 def _measure(g: _Gridded, grid, config, shared: Shared) -> Measurement:
@@ -606,10 +612,6 @@ def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
         return measured
     detection, _, expected = _detected(g, index=index, grid=grid, config=config, shared=shared,
                                        cache=cache)
-    up = sub.upstream
-    asset_ids = pd.Index(pd.unique(up[col.ASSET_ID].astype(str)))
-    upstream_kw, _ = to_grid(up, sub.upstream_interval_minutes, meter_ids=asset_ids, index=index,
-                             id_column=col.ASSET_ID)
     # Gaps in a meter are filled with what it would draw, visible rigs included
     # (a rig left out of the fill would look like energy the meters miss).
     fill = expected.predict(grid)
@@ -620,7 +622,7 @@ def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
     expected_kw = pd.DataFrame(fill, index=g.kw.index, columns=g.kw.columns)
     b = config.balance
     measured = measure_balance(
-        upstream_kw, g.kw, expected_kw, sub.meters, grid, min_coverage=b.min_coverage,
+        g.upstream_kw, g.kw, expected_kw, sub.meters, grid, min_coverage=b.min_coverage,
         fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
         max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
         min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
@@ -629,15 +631,15 @@ def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
     return measured
 
 
-def _has_upstream(sub: Dataset) -> bool:
-    return sub.upstream is not None and not sub.upstream.empty
+def _has_upstream(g: _Gridded) -> bool:
+    return g.upstream_kw is not None
 
 
 def _balance_evidence_pass(part, *, load, index, grid, config, shared,
                            cache_dir) -> pd.DataFrame | None:
     cache = _Cache(cache_dir, part, index)
     sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
-    if not _has_upstream(sub):
+    if not _has_upstream(g):
         return None
     return _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
                              cache=cache).evidence
@@ -657,7 +659,7 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
     issues.extend(det_issues)
     timings["detect_s"] = time.perf_counter() - t0
     balance = None
-    if _has_upstream(sub):
+    if _has_upstream(g):
         t0 = time.perf_counter()
         measured = _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
                                      cache=cache)
