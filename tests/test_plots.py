@@ -246,12 +246,19 @@ def test_helper_processes_write_the_same_files(result, tmp_path, monkeypatch):
             Jobs.taken_by_helpers += 1
             return job
 
+    from gridwatch.report import helpers
+
+    drawn_by_helpers = []  # PNGs a helper process answered with (not redrawn here)
+    write_bytes = helpers._write_bytes
+    monkeypatch.setattr(helpers, "_write_bytes",
+                        lambda data, path: (drawn_by_helpers.append(path), write_bytes(data, path)))
     monkeypatch.setattr(plots, "deque", Jobs)
     sites = plots._flagged_sites(result) * 3 + [_meter_ids(result)[1]]  # repeats are drawn once
     local = plots.plot_sites(result, sites, tmp_path / "local", processes=1)
-    assert Jobs.taken_by_helpers == 0
+    assert Jobs.taken_by_helpers == 0 and drawn_by_helpers == []
     shared = plots.plot_sites(result, sites, tmp_path / "shared", processes=2)
     assert Jobs.taken_by_helpers > 0
+    assert len(drawn_by_helpers) > 0  # a helper drew them: a broken one would leave them here
     assert shared == local
     for rel in local.values():
         assert (tmp_path / "shared" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
