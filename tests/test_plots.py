@@ -8,7 +8,7 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.errors import InputError
 from gridwatch.pipeline import run
-from gridwatch.report import plots
+from gridwatch.report import figures, helpers, plots
 from gridwatch.simulate import simulate_dataset
 
 HOSTILE = ["../../etc/passwd", "a/b", "a_b", "a\\b", "<script>x</script>", ".hidden", "..",
@@ -129,7 +129,7 @@ def test_safe_plot_name_hostile_ids(tmp_path):
 @pytest.mark.parametrize("site_id", HOSTILE)
 def test_hostile_text_renders(site_id, tmp_path):
     # An id with '$' must not be parsed as mathtext (it would raise at draw time).
-    fig = plots._new_figure((3, 1), None)
+    fig = figures._new_figure((3, 1), None)
     fig.suptitle(f"Meter {plots._tx(site_id)}")
     plots.save_plot(fig, tmp_path / plots.safe_plot_name(site_id))
     assert len(list(tmp_path.iterdir())) == 1
@@ -246,12 +246,19 @@ def test_helper_processes_write_the_same_files(result, tmp_path, monkeypatch):
             Jobs.taken_by_helpers += 1
             return job
 
+    from gridwatch.report import helpers
+
+    drawn_by_helpers = []  # PNGs a helper process answered with (not redrawn here)
+    write_bytes = helpers._write_bytes
+    monkeypatch.setattr(helpers, "_write_bytes",
+                        lambda data, path: (drawn_by_helpers.append(path), write_bytes(data, path)))
     monkeypatch.setattr(plots, "deque", Jobs)
     sites = plots._flagged_sites(result) * 3 + [_meter_ids(result)[1]]  # repeats are drawn once
     local = plots.plot_sites(result, sites, tmp_path / "local", processes=1)
-    assert Jobs.taken_by_helpers == 0
+    assert Jobs.taken_by_helpers == 0 and drawn_by_helpers == []
     shared = plots.plot_sites(result, sites, tmp_path / "shared", processes=2)
     assert Jobs.taken_by_helpers > 0
+    assert len(drawn_by_helpers) > 0  # a helper drew them: a broken one would leave them here
     assert shared == local
     for rel in local.values():
         assert (tmp_path / "shared" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
@@ -274,7 +281,7 @@ def test_a_failing_helper_leaves_its_sites_to_this_process(result, tmp_path, mon
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
 
-    monkeypatch.setattr(plots, "_start_helper", start)
+    monkeypatch.setattr(helpers, "_start_helper", start)
     sites = plots._flagged_sites(result)[:3]
     written = plots.plot_sites(result, sites, tmp_path, processes=2)
     assert set(written) == set(sites)
@@ -285,7 +292,7 @@ def test_a_failing_helper_leaves_its_sites_to_this_process(result, tmp_path, mon
 
 def test_helper_count():
     assert plots._helper_count(1) == 0  # never worth a second process
-    assert 0 <= plots._helper_count(10_000) <= plots.MAX_PROCESSES - 1
+    assert 0 <= plots._helper_count(10_000) <= helpers.MAX_PROCESSES - 1
 
 
 def test_plot_sites_without_sites(result, tmp_path):
@@ -325,10 +332,10 @@ def test_title_line_looks_like_matplotlib_text(weight):
     # Same place, same size, same amount of ink as matplotlib's own (unhinted) text.
     text = "score 0.93 | excess 2.15 kW | since 2026-03-20 | 4,480 kWh | as of 2026-03-30"
     with plots._rc():
-        fig_text = plots._new_figure((8, 1), None)
+        fig_text = figures._new_figure((8, 1), None)
         fig_text.text(0.05, 0.9, text, ha="left", va="top", fontsize=10, fontweight=weight)
-        fig_line = plots._new_figure((8, 1), None)
-        plots._text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
+        fig_line = figures._new_figure((8, 1), None)
+        figures._text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
         (box_text, ink_text), (box_line, ink_line) = _ink(fig_text), _ink(fig_line)
     assert np.abs(np.subtract(box_text, box_line)).max() <= 2, (box_text, box_line)
     assert ink_line == pytest.approx(ink_text, rel=0.1)
@@ -337,8 +344,8 @@ def test_title_line_looks_like_matplotlib_text(weight):
 @pytest.mark.parametrize("site_id", HOSTILE)
 def test_title_line_draws_hostile_text(site_id):
     with plots._rc():
-        fig = plots._new_figure((6, 1), None)
-        line = plots._text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
+        fig = figures._new_figure((6, 1), None)
+        line = figures._text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
         line.set_text(plots._plain(f"Meter {site_id} | not flagged"))
         assert site_id.replace("\t", "?").replace("\n", "?") in line.get_text()
         fig.canvas.draw()
