@@ -4,9 +4,10 @@
 ``engine.kind = "streaming"`` or ``"dask"``: it reads the small tables
 (meters, weather) whole, plans partitions for the memory budget
 (:mod:`gridwatch.partitions`), reads each partition's readings and upstream
-on its own (:class:`gridwatch.engine.PlannedFiles`), counts the rows of no
-partition once, and returns the analysis as if all meters had been analysed
-at once (:func:`gridwatch.engine.merge`).
+on its own (from files: :class:`gridwatch.engine.PlannedFiles`; from
+InfluxDB, by the partition's ids: :class:`gridwatch.influx.source.InfluxPartitions`),
+counts the rows of no partition once, and returns the analysis as if all
+meters had been analysed at once (:func:`gridwatch.engine.merge`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
     totals = {table: Counter(part.row_counts.get(table, {})) + Counter(unplanned.row_counts[table])
               for table in ("readings", "upstream")}
-    source.check(totals, issues)
+    source.check(totals)
     if part.readings_in_window == 0:
         raise InputError(f"no readings in the analysis window ending {as_of_date}",
                          file=source.readings_name, hint="check --as-of against the dates in the data")
@@ -152,7 +153,7 @@ class _FileSource:
     def loader(self, plan) -> PlannedFiles:
         return PlannedFiles(self.input_dir, plan, self.config.data)
 
-    def check(self, totals: dict, issues: IssueLog) -> None:
+    def check(self, totals: dict) -> None:
         """The full reader's refusals of a whole file, on the summed parts."""
         for table in ("readings", "upstream"):
             if self.paths[table] is not None:
@@ -197,7 +198,8 @@ class _InfluxSource:
         return InfluxPartitions(self.config, start=self.start, end=self.end, tables=self.tables,
                                 weather=self.weather)
 
-    def check(self, totals: dict, issues: IssueLog) -> None:
+    def check(self, totals: dict) -> None:
+        """Refused as the full read is: no reading of a known meter in the window."""
         if totals["readings"]["in"] == 0:
             raise self.no_readings()
 
