@@ -241,14 +241,14 @@ class PlannedFiles:
 
     def _clean(self, meters: pd.DataFrame, key) -> Dataset:
         """Read and clean the rows of one key; ``row_counts`` carry the whole-table check's counts."""
-        from gridwatch.sources import clean_dataset
+        from gridwatch.sources import clean_dataset, empty_readings
         from gridwatch.sources.partitioned import part_counts
 
         t = self._tables()
         readings, issues, rows_in = t["readings"].read(key)
         checks = {"readings": part_counts(readings, issues, table="readings")}
         if readings is None:
-            readings = _no_readings()
+            readings = empty_readings()
         upstream, up_rows = None, 0
         if t["upstream"] is not None:
             upstream, up_issues, up_rows = t["upstream"].read(key)
@@ -276,13 +276,6 @@ def close_opened() -> None:
     for tables in PlannedFiles._opened_here.values():
         _close_tables(tables)
     PlannedFiles._opened_here.clear()
-
-
-def _no_readings() -> pd.DataFrame:
-    """An empty raw readings frame (a partition whose meters have no rows)."""
-    return pd.DataFrame({col.METER_ID: pd.Categorical([]),
-                         col.TIMESTAMP: pd.Series([], dtype="datetime64[us, UTC]"),
-                         col.KWH: pd.Series([], dtype=np.float64)})
 
 
 def serial_map(func, items) -> list:

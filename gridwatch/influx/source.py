@@ -27,7 +27,7 @@ from gridwatch.errors import ConfigError, InputError
 from gridwatch.influx.backend import connect
 from gridwatch.influx.results import Points
 from gridwatch.issues import IssueLog
-from gridwatch.sources import Dataset, clean_dataset
+from gridwatch.sources import Dataset, clean_dataset, empty_readings
 from gridwatch.sources.files import TIMESTAMP_DTYPE, _read_meters
 
 _NS_PER_US = 1000
@@ -227,7 +227,7 @@ class InfluxPartitions:
         meters = tables.meters[tables.meters[col.METER_ID].astype(str).isin(part.meter_ids)]
         readings, upstream, rows_in = tables.read(part.meter_ids, part.asset_ids)
         if readings is None:
-            readings = _no_readings()
+            readings = empty_readings()
         sub = clean_dataset(meters.reset_index(drop=True), readings, upstream, None,
                             data_config=self.config.data, issues=IssueLog(), rows_in=rows_in)
         sub.weather = weather
@@ -239,15 +239,9 @@ class InfluxPartitions:
 
     def unplanned(self, meters: pd.DataFrame) -> Dataset:
         """Nothing: like the full read, only the meters table's meters are read."""
-        return clean_dataset(meters.iloc[:0], _no_readings(), None, None,
+        return clean_dataset(meters.iloc[:0], empty_readings(), None, None,
                              data_config=self.config.data, issues=IssueLog(),
                              rows_in={"readings": 0, "upstream": 0})
-
-
-def _no_readings() -> pd.DataFrame:
-    return pd.DataFrame({col.METER_ID: pd.Categorical([]),
-                         col.TIMESTAMP: pd.Series([], dtype=TIMESTAMP_DTYPE),
-                         col.KWH: pd.Series([], dtype=np.float64)})
 
 
 def _clean_weather(weather):

@@ -316,11 +316,7 @@ class _MeterFigure:
                                      color="tab:green", alpha=0.18, lw=0)
         (self.demand,) = ax.plot([], [], color="tab:blue", lw=0.7)
         (self.expected,) = ax.plot([], [], color="black", lw=1.0, alpha=0.8)
-        self.onset = ax.axvline(0.0, color="crimson", lw=1.6, ls="--", zorder=5, visible=False)
-        self.onset_note = ax.annotate(
-            "", xy=(0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
-            textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
-            fontweight="bold", visible=False)
+        self.onset, self.onset_note = _onset_marker(ax)
         ax.set_ylabel("demand [kW]")
         _fixed_y_axis(ax, left_pt=36, nbins=6)
         ax.set_xlabel("local date")
@@ -424,6 +420,16 @@ class _MeterFigure:
         return self.layers.render()
 
 
+def _onset_marker(ax):
+    """The dashed onset line of a time panel and its label at the top, both hidden until set."""
+    line = ax.axvline(0.0, color="crimson", lw=1.6, ls="--", zorder=5, visible=False)
+    note = ax.annotate(
+        "", xy=(0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+        textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
+        fontweight="bold", visible=False)
+    return line, note
+
+
 def _fixed_y_axis(ax, *, left_pt=None, right_pt=None, nbins=4) -> None:
     """At most ``nbins`` + 1 round y ticks, and the y label at a fixed distance from the axes [pt].
 
@@ -466,11 +472,7 @@ class _AssetFigure:
         (self.delivered,) = ax.plot([], [], color="black", lw=1.6, **marker)
         (self.metered,) = ax.plot([], [], color="tab:blue", lw=1.4, **marker)
         (self.accounted,) = ax.plot([], [], color="tab:blue", lw=1.0, ls=":")
-        self.onset = ax.axvline(0.0, color="crimson", lw=1.6, ls="--", zorder=5, visible=False)
-        self.onset_note = ax.annotate(
-            "", xy=(0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
-            textcoords="offset points", ha="left", va="top", color="crimson", fontsize=9,
-            fontweight="bold", visible=False)
+        self.onset, self.onset_note = _onset_marker(ax)
         ax.set_ylabel("daily mean [kW]")
         _fixed_y_axis(ax, left_pt=36, nbins=6)
         ax.set_title("Power delivered into the asset against what its customer meters record "

@@ -25,8 +25,8 @@ from gridwatch.sources.files import (
     read_weather,
 )
 
-__all__ = ["Dataset", "clean_dataset", "find_table", "read_dataset", "read_meters", "read_readings",
-           "read_upstream", "read_weather"]
+__all__ = ["Dataset", "clean_dataset", "empty_readings", "find_table", "read_dataset",
+           "read_meters", "read_readings", "read_upstream", "read_weather"]
 
 
 @dataclass
@@ -129,6 +129,13 @@ def read_dataset(input_dir, *, data_config) -> Dataset:
         issues.extend(log)
     return clean_dataset(meters, readings, upstream, weather, data_config=data_config,
                          issues=issues, rows_in=rows_in)
+
+
+def empty_readings() -> pd.DataFrame:
+    """A raw readings frame without rows: what a reader gives for a partition of silent meters."""
+    return pd.DataFrame({col.METER_ID: pd.Categorical([]),
+                         col.TIMESTAMP: pd.Series([], dtype=files.TIMESTAMP_DTYPE),
+                         col.KWH: pd.Series([], dtype=np.float64)})
 
 
 def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: IssueLog,
