@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 
+from gridwatch import allocator
 from gridwatch.errors import GridwatchError
 
 TASK_RETRIES = 1
@@ -53,7 +54,8 @@ def _apply(task: _Task, numbered):
 
 
 @contextlib.contextmanager
-def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1):
+def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1,
+                  reuse_freed_memory: bool = True):
     """A ``map_partitions`` that runs each partition as a task on a Dask cluster.
 
     Parameters
@@ -64,6 +66,10 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
         on exit.
     n_workers, threads_per_worker : int
         Size of the local cluster.
+    reuse_freed_memory : bool, default True
+        Start the local cluster's workers with the allocator settings of
+        :func:`gridwatch.allocator.reuse_freed_memory`. An existing cluster's
+        workers are left as they are.
 
     Yields
     ------
@@ -84,9 +90,11 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
         else:
             # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which
             # makes the analysis's allocation-heavy numpy/pandas code about 1.5x
-            # slower (measured; see docs/scale.md): keep glibc's own default.
+            # slower (measured; see docs/scale.md): keep glibc's own default, or
+            # keep freed memory in the worker altogether.
+            environ = allocator.ENVIRON if reuse_freed_memory else {"MALLOC_TRIM_THRESHOLD_": None}
             stack.enter_context(dask.config.set(
-                {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
+                {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}))
             cluster = stack.enter_context(LocalCluster(
                 n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
                 host="127.0.0.1", dashboard_address=None))

@@ -38,8 +38,8 @@ def executor(config: Config):
     if config.engine.kind == "dask":
         from gridwatch.cluster import dask_executor
 
-        with dask_executor(config.engine.scheduler or None,
-                           n_workers=config.engine.workers) as map_partitions:
+        with dask_executor(config.engine.scheduler or None, n_workers=config.engine.workers,
+                           reuse_freed_memory=config.engine.reuse_freed_memory) as map_partitions:
             yield map_partitions
     else:
         yield serial_map

@@ -27,6 +27,20 @@ def test_run_writes_flags_and_says_so(simulated, tmp_path):
     assert (tmp_path / "flags.csv").exists() and (tmp_path / "run.json").exists()
 
 
+@pytest.mark.parametrize("setting", ["", "reuse_freed_memory = false"])
+def test_run_keeps_freed_memory_unless_configured_not_to(simulated, tmp_path, monkeypatch, setting):
+    import gridwatch.allocator
+
+    calls = []
+    monkeypatch.setattr(gridwatch.allocator, "reuse_freed_memory", lambda: calls.append(1))
+    config = tmp_path / "config.toml"
+    config.write_text(f"[engine]\n{setting}\n")
+    result = CliRunner().invoke(main, ["run", "--input", str(simulated), "--output",
+                                       str(tmp_path / "out"), "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert calls == ([] if setting else [1])
+
+
 def test_quiet_run_prints_nothing(simulated, tmp_path):
     result = CliRunner().invoke(main, ["run", "--input", str(simulated), "--output", str(tmp_path),
                                        "--quiet"])

@@ -1,7 +1,10 @@
 """The partitions of a run as tasks of a real Dask cluster (2 workers on 127.0.0.1)."""
 
+import os
+
 import pytest
 
+from gridwatch import allocator
 from gridwatch.cluster import PartitionFailed, dask_executor
 from gridwatch.engine import PlannedFiles, analyse
 from gridwatch.sources import read_dataset
@@ -28,6 +31,14 @@ def test_a_local_cluster_gives_the_in_process_outputs(dataset, cluster_map):  # 
                                           **options), ds)
     assert on_cluster == _csv_outputs(analyse(ds, **options), ds)
     assert "true" in on_cluster[0]
+
+
+def _allocator_environ(_):
+    return {name: os.environ.get(name) for name in allocator.ENVIRON}
+
+
+def test_the_local_workers_keep_freed_memory_for_the_next_partition(cluster_map):
+    assert cluster_map(_allocator_environ, [0, 1, 2]) == [allocator.ENVIRON] * 3
 
 
 class _Broken(PlannedFiles):

@@ -1,0 +1,60 @@
+"""How a run's processes get their memory: keep what numpy frees, for the next partition.
+
+Every partition allocates and frees the same few large arrays (tens to
+hundreds of MB). By default glibc's malloc gives each of them fresh pages
+from the kernel (``mmap``) and hands them back on free, so every partition
+pays a page fault per page touched again: on this project's 2-core VM that
+was a quarter of a 100,000-meter run (``docs/scale.md``). With
+:func:`reuse_freed_memory` large blocks come from the heap and freed memory
+stays in the process, so the next partition reuses pages already mapped.
+
+The price is that a process holds its high-water mark until it exits, which
+the memory budget already allows for: the peak is what it was, only held
+for longer (in a Dask run the workers' peaks no longer need to coincide to
+add up).
+
+Only glibc (Linux) is affected; elsewhere these are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+LARGE_BYTES = 2**31 - 1
+"""Threshold for both settings [bytes]: no block is that large, so none is mmapped or trimmed."""
+
+ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(LARGE_BYTES), "MALLOC_TRIM_THRESHOLD_": str(LARGE_BYTES)}
+"""The same settings for a process about to start (read by glibc at its first allocation)."""
+
+
+@functools.cache
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
+    except OSError:  # pragma: no cover - no C library by that name
+        return None
+
+
+def reuse_freed_memory() -> bool:
+    """Keep large freed blocks in this process for reuse (glibc ``mallopt``).
+
+    Returns
+    -------
+    bool
+        True when both settings took effect; False on another C library.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(LARGE_BYTES))
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(LARGE_BYTES))
+    return bool(ok)
