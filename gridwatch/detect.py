@@ -210,7 +210,7 @@ def detect_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, temperature_
 
 def measure_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: PeerCounts | None = None,
                          temperature_c=None, spread_kw=None, detection, analysis,
-                         frozen_hours=24) -> Measurement:
+                         frozen_hours=24, daily: DailyFigures | None = None) -> Measurement:
     """Everything the detector measures on some meters before it judges significance.
 
     The expensive part of :func:`detect_visible_load`: the floors, the
@@ -220,7 +220,9 @@ def measure_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: Peer
     :attr:`Measurement.evidence`, fits one :class:`Calibration` and then
     finishes each partition with :func:`decide_visible_load`.
 
-    Parameters are those of :func:`detect_visible_load`.
+    Parameters are those of :func:`detect_visible_load`, and ``daily``: the
+    meters' :func:`daily_figures` when already computed (same ``kw``, grid
+    and settings), so that a partitioned run computes them once.
 
     Returns
     -------
@@ -228,7 +230,8 @@ def measure_visible_load(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: Peer
         Picklable; ``evidence`` has one row per meter (index ``meter_id``).
     """
     return _measure(kw, grid, meters, temperature_c=temperature_c, spread_kw=spread_kw,
-                    detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers)
+                    detection=detection, analysis=analysis, frozen_hours=frozen_hours, peers=peers,
+                    daily=daily)
 
 
 def detection_evidence(kw, grid: DayGrid, meters: pd.DataFrame, *, peers: PeerCounts,
@@ -263,26 +266,72 @@ def decide_visible_load(measured: Measurement,
     return _decide(measured, calibration)
 
 
-def peer_counts_of(kw, grid: DayGrid, meters: pd.DataFrame, *, analysis, frozen_hours=24) -> PeerCounts:
-    """Peer-group counts of one partition's daily floors (first pass of a partitioned run)."""
-    daily = _daily(np.asarray(kw, dtype=np.float64), grid, analysis, frozen_hours)
-    return peer_counts(daily[3], meters)
+@dataclass
+class DailyFigures:
+    """The day-by-day figures of some meters that the detector and the peer groups start from.
+
+    Attributes
+    ----------
+    masked : numpy.ndarray of bool, shape (n_cells, n_meters)
+        Cells in runs of one repeated value for ``frozen_hours`` or more
+        (stuck registers, zero runs): not load, left out of the figures below.
+    quiet_kw, floor_kw, mean_kw : numpy.ndarray, shape (n_days, n_meters)
+        Each day's quietest cells (:data:`QUIET_QUANTILE`), floor
+        (:data:`FLOOR_QUANTILE`) and mean demand [kW]; NaN on days with too
+        few cells.
+    """
+
+    masked: np.ndarray
+    quiet_kw: np.ndarray
+    floor_kw: np.ndarray
+    mean_kw: np.ndarray
 
 
-def _daily(kw, grid, analysis, frozen_hours):
-    """Masked cells, then the daily minimum, floor and mean (NaN on days with too few cells)."""
+def daily_figures(kw, grid: DayGrid, *, analysis, frozen_hours=24) -> DailyFigures:
+    """Mask repeated-value runs, then take each day's quietest cells, floor and mean.
+
+    A partitioned run computes them once per partition, when it grids it:
+    they give the peer groups' counts (:func:`peer_counts_of`) and the
+    detector's measurement (``daily`` of :func:`measure_visible_load`).
+
+    Parameters
+    ----------
+    kw : array-like of shape (n_cells, n_meters)
+        Mean demand per grid cell [kW], NaN where missing.
+    grid : DayGrid
+    analysis : gridwatch.config.AnalysisConfig
+        ``min_day_coverage``: the share of a day's cells a day needs.
+    frozen_hours : float, default 24
+        A repeated value lasting this long is masked [h].
+
+    Returns
+    -------
+    DailyFigures
+    """
+    kw = np.asarray(kw, dtype=np.float64)
     run = repeated_value_runs(kw, min_cells=int(round(frozen_hours / grid.cell_hours)))
     kw = np.where(run, np.nan, kw)
     nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
     min_cells = np.full(grid.n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
     min_cells = np.maximum(min_cells, 1)
-    day_quiet, floor = daily_quantiles(kw, grid, [QUIET_QUANTILE, FLOOR_QUANTILE], min_cells)
-    mean = daily_mean(kw, grid, min_cells)
-    return run, kw, day_quiet, floor, mean
+    quiet, floor = daily_quantiles(kw, grid, [QUIET_QUANTILE, FLOOR_QUANTILE], min_cells)
+    return DailyFigures(masked=run, quiet_kw=quiet, floor_kw=floor,
+                        mean_kw=daily_mean(kw, grid, min_cells))
+
+
+def peer_counts_of(kw, grid: DayGrid, meters: pd.DataFrame, *, analysis, frozen_hours=24,
+                   daily: DailyFigures | None = None) -> PeerCounts:
+    """Peer-group counts of one partition's daily floors (first pass of a partitioned run).
+
+    ``daily``: the partition's :func:`daily_figures`, when already computed.
+    """
+    if daily is None:
+        daily = daily_figures(kw, grid, analysis=analysis, frozen_hours=frozen_hours)
+    return peer_counts(daily.floor_kw, meters)
 
 
 def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis, frozen_hours,
-             peers) -> Measurement:
+             peers, daily=None) -> Measurement:
     kw = np.asarray(kw, dtype=np.float64)
     n_cells, n_meters = kw.shape
     if len(meters) != n_meters:
@@ -293,9 +342,13 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
 
     # 1. stuck registers and long zero runs are not load; 2. daily floor and mean
     # (and the quietest hour, for long-running loads).
-    zero_run = kw == 0
-    run, kw, day_quiet, floor, mean = _daily(kw, grid, analysis, frozen_hours)
-    zero_run &= run
+    if daily is None:
+        daily = daily_figures(kw, grid, analysis=analysis, frozen_hours=frozen_hours)
+    elif daily.masked.shape != kw.shape:
+        raise ValueError(f"daily figures of {daily.masked.shape} cells x meters, kw {kw.shape}")
+    run, day_quiet, floor, mean = daily.masked, daily.quiet_kw, daily.floor_kw, daily.mean_kw
+    zero_run = (kw == 0) & run
+    kw = np.where(run, np.nan, kw)
     frozen = run & ~zero_run
     issues.add_per_meter("readings.frozen_value", "readings",
                          pd.Series(frozen.sum(axis=0), index=ids), "masked",

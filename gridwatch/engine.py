@@ -51,8 +51,10 @@ from gridwatch.config import Config
 from gridwatch.days import DayGrid, daily_mean, day_grid, last_full_day, window_bounds
 from gridwatch.detect import (
     Calibration,
+    DailyFigures,
     Detection,
     Measurement,
+    daily_figures,
     decide_visible_load,
     measure_visible_load,
     peer_counts_of,
@@ -453,10 +455,15 @@ class _Gridded:
     issues: IssueLog
     readings_in_window: int = 0
     upstream_kw: pd.DataFrame | None = None  # the assets' delivered demand, when given
+    daily: DailyFigures | None = None  # the meters' daily figures: peer counts, then the detector
 
 
-def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
-    """The partition's demand and its assets' on the grid, its meters with data, their temperature."""
+def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridded:
+    """The partition's demand and its assets' on the grid, its meters with data, their temperature.
+
+    Also their daily figures, computed once for the peer counts of the first
+    pass and the detector's measurement of the second.
+    """
     meter_ids = pd.Index(sub.meters[col.METER_ID].astype(str))
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
@@ -478,16 +485,18 @@ def _grid(sub: Dataset, index, grid, *, release=False) -> _Gridded:
         spread = spread.loc[:, has_data]
     issues = IssueLog()
     temperature = meter_temperature(sub.weather, meters, index, grid, issues)
+    daily = daily_figures(kw.to_numpy(dtype=np.float64), grid, analysis=config.analysis,
+                          frozen_hours=config.data.frozen_hours)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
-                    readings_in_window=in_window, upstream_kw=upstream_kw)
+                    readings_in_window=in_window, upstream_kw=upstream_kw, daily=daily)
 
 
 def _measure(g: _Gridded, grid, config, shared: Shared) -> Measurement:
     return measure_visible_load(
         g.kw.to_numpy(dtype=np.float64), grid, g.meters, peers=shared.peers,
         temperature_c=g.temperature, spread_kw=g.spread, detection=config.detection,
-        analysis=config.analysis, frozen_hours=config.data.frozen_hours)
+        analysis=config.analysis, frozen_hours=config.data.frozen_hours, daily=g.daily)
 
 
 class _Cache:
@@ -531,13 +540,14 @@ class _Cache:
         os.replace(tmp, path)
 
 
-def _inputs(part, *, load, index, grid, cache: _Cache, release=False) -> tuple[Dataset, _Gridded]:
+def _inputs(part, *, load, index, grid, config, cache: _Cache,
+            release=False) -> tuple[Dataset, _Gridded]:
     """The partition's tables and gridded demand: read once, then from the run's cache."""
     cached = cache.get("gridded")
     if cached is not None:
         return cached
     sub = load(part)
-    gridded = _grid(sub, index, grid, release=release or cache.enabled)
+    gridded = _grid(sub, index, grid, config, release=release or cache.enabled)
     cache.put("gridded", (sub, gridded))
     return sub, gridded
 
@@ -562,9 +572,14 @@ def _detected(g: _Gridded, *, index, grid, config, shared, cache: _Cache):
 
 
 def _peer_pass(part, *, load, index, grid, config, cache_dir) -> PeerCounts:
-    _, g = _inputs(part, load=load, index=index, grid=grid, cache=_Cache(cache_dir, part, index))
-    return peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters, analysis=config.analysis,
-                          frozen_hours=config.data.frozen_hours)
+    _, g = _inputs(part, load=load, index=index, grid=grid, config=config,
+                   cache=_Cache(cache_dir, part, index))
+    return _peer_counts(g, grid, config)
+
+
+def _peer_counts(g: _Gridded, grid, config) -> PeerCounts:
+    return peer_counts_of(g.kw, grid, g.meters, analysis=config.analysis,
+                          frozen_hours=config.data.frozen_hours, daily=g.daily)
 
 
 def _own_day_pass(part, *, load, config, cache_dir, window):
@@ -578,15 +593,14 @@ def _own_day_pass(part, *, load, config, cache_dir, window):
     day = last_full_day(sub.readings, sub.interval_minutes, config.data.timezone)
     index, grid = window(day)
     cache = _Cache(cache_dir, part, index)
-    g = _grid(sub, index, grid, release=cache.enabled)
+    g = _grid(sub, index, grid, config, release=cache.enabled)
     cache.put("gridded", (sub, g))
-    return day, peer_counts_of(g.kw.to_numpy(dtype=np.float64), grid, g.meters,
-                               analysis=config.analysis, frozen_hours=config.data.frozen_hours)
+    return day, _peer_counts(g, grid, config)
 
 
 def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.DataFrame:
     cache = _Cache(cache_dir, part, index)
-    _, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
+    _, g = _inputs(part, load=load, index=index, grid=grid, config=config, cache=cache)
     return _measured(g, grid=grid, config=config, shared=shared, cache=cache).evidence
 
 
@@ -631,7 +645,7 @@ def _has_upstream(g: _Gridded) -> bool:
 def _balance_evidence_pass(part, *, load, index, grid, config, shared,
                            cache_dir) -> pd.DataFrame | None:
     cache = _Cache(cache_dir, part, index)
-    sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache)
+    sub, g = _inputs(part, load=load, index=index, grid=grid, config=config, cache=cache)
     if not _has_upstream(g):
         return None
     return _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
@@ -643,7 +657,8 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
     timings = {}
     t0 = time.perf_counter()
     cache = _Cache(cache_dir, part, index)
-    sub, g = _inputs(part, load=load, index=index, grid=grid, cache=cache, release=release)
+    sub, g = _inputs(part, load=load, index=index, grid=grid, config=config, cache=cache,
+                     release=release)
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     issues = IssueLog().extend(g.issues)

@@ -136,8 +136,15 @@ class PartitionedTable:
     def _read_raw(self, partition: int) -> pa.Table:
         if self.strategy == "row_groups":
             pf = self._parquet()
-            data = pf.read_row_groups(self._row_groups.get(partition, []), columns=self.names)
-            return data.filter(self._row_partitions(data.column(self.id_column)) == partition)
+            groups = self._row_groups.get(partition, [])
+            if not groups:
+                return pf.read_row_groups([], columns=self.names)
+            pieces = []
+            for rg in groups:  # a file written in meter order: most groups are all one partition's
+                data = pf.read_row_group(rg, columns=self.names)
+                mine = self._row_partitions(data.column(self.id_column)) == partition
+                pieces.append(data if mine.all() else data.filter(mine))
+            return pa.concat_tables(pieces)
         part = self._spill_path(partition)
         if not part.exists():
             return self._empty
