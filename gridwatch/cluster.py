@@ -15,9 +15,10 @@ and first meter, and the worker's error: a partition is never silently lost.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 from gridwatch import allocator
-from gridwatch.errors import GridwatchError
+from gridwatch.errors import GridwatchError, SourceUnreachable
 
 TASK_RETRIES = 1
 """Extra attempts of a failed partition task before the run fails."""
@@ -53,10 +54,67 @@ def _apply(task: _Task, numbered):
     return task(numbered)
 
 
+class _Connection:
+    """A cluster started (or an existing scheduler reached) in a background thread.
+
+    The caller reads its small tables and plans its partitions meanwhile;
+    the workers import the analysis's modules before their first task.
+    :meth:`client` waits for it; :meth:`close` waits too, then closes what
+    was started.
+    """
+
+    def __init__(self, scheduler, n_workers, threads_per_worker):
+        self.cluster = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="gridwatch-dask-start")
+        self._started = self._pool.submit(self._connect, scheduler, n_workers, threads_per_worker)
+
+    def _connect(self, scheduler, n_workers, threads_per_worker):
+        from dask.distributed import Client, LocalCluster
+
+        if scheduler:
+            try:
+                client = Client(scheduler)
+            except OSError as exc:
+                raise SourceUnreachable(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                                        hint="check engine.scheduler or --scheduler, and that "
+                                             "the scheduler is running") from None
+        else:
+            self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                        processes=True, host="127.0.0.1", dashboard_address=None)
+            client = Client(self.cluster)
+        client.run(_import_analysis)
+        return client
+
+    def client(self):
+        """The connected client (waits for the start; raises its error)."""
+        return self._started.result()
+
+    def close(self) -> None:
+        """Remove the workers' own spills, then close the client and the cluster started here."""
+        self._pool.shutdown(wait=True)
+        client = None if self._started.exception() else self._started.result()
+        if client is not None:
+            with contextlib.suppress(Exception):  # a worker that could not see the client's spill
+                from gridwatch.engine import close_opened
+
+                client.run(close_opened)
+            client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _import_analysis():
+    import gridwatch.engine  # noqa: F401 - pandas, pyarrow, scipy, statsmodels: seconds, once
+
+
 @contextlib.contextmanager
 def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1,
                   reuse_freed_memory: bool = True):
     """A ``map_partitions`` that runs each partition as a task on a Dask cluster.
+
+    The cluster starts (or the scheduler is reached) in the background, so
+    that the caller can plan its partitions meanwhile: the first map waits
+    for it.
 
     Parameters
     ----------
@@ -80,27 +138,26 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
     ------
     PartitionFailed
         From the map, when a partition fails after :data:`TASK_RETRIES` retries.
+    SourceUnreachable
+        From the map, when the scheduler cannot be reached.
     """
     import dask
-    from dask.distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
-        if scheduler:
-            client = stack.enter_context(Client(scheduler))
-        else:
+        if not scheduler:
             # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which
             # makes the analysis's allocation-heavy numpy/pandas code about 1.5x
             # slower (measured; see docs/scale.md): keep glibc's own default, or
-            # keep freed memory in the worker altogether.
+            # keep freed memory in the worker altogether. Set for the cluster's
+            # life: a worker restarted by its nanny gets it too.
             environ = allocator.ENVIRON if reuse_freed_memory else {"MALLOC_TRIM_THRESHOLD_": None}
             stack.enter_context(dask.config.set(
                 {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}))
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                host="127.0.0.1", dashboard_address=None))
-            client = stack.enter_context(Client(cluster))
+        connection = _Connection(scheduler, n_workers, threads_per_worker)
+        stack.callback(connection.close)
 
         def map_partitions(func, partitions):
+            client = connection.client()
             items = list(enumerate(partitions))
             # The function carries the shared figures (calibrations of every meter):
             # sent to each worker once, not embedded in the graph of every task.
@@ -112,10 +169,4 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
             finally:
                 client.cancel([*futures, task])
 
-        try:
-            yield map_partitions
-        finally:  # a worker that could not see the client's spill made its own: remove it
-            with contextlib.suppress(Exception):
-                from gridwatch.engine import close_opened
-
-                client.run(close_opened)
+        yield map_partitions

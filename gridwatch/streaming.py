@@ -64,35 +64,38 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
 
     tz = config.data.timezone
     window = Window(config.analysis.history_days, config.analysis.grid_minutes, tz)
-    if config.source.kind == "influxdb":
-        if input_dir is not None:
-            raise ConfigError("--input names a directory but source.kind is 'influxdb'",
-                              hint="drop --input, or set source.kind = 'files'")
-        as_of = yesterday(tz) if as_of is None else parse_as_of(as_of)  # a live source
-        source = _InfluxSource(config, window(as_of)[0])
-    else:
-        if input_dir is None:
-            raise ConfigError("no input given", hint="pass --input DATASET_DIR")
-        source = _FileSource(input_dir, config)
-    meters = source.meters
-    plan = plan_partitions(
-        meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
-        bytes_per_meter=bytes_per_meter(config.analysis.history_days,
-                                        config.analysis.grid_minutes),
-        upstream_asset_ids=source.upstream_asset_ids())
-    for number, row in plan.oversized.iterrows():  # the run's business, not the data's quality
-        log.warning("partition %d: one asset group of %d meters is larger than "
-                    "engine.memory_budget_mb; it is analysed whole", number, int(row["n_meters"]))
-    parts = partitions_of(plan)
-    log.info("%d meters in %d partitions (budget %d MB)", len(meters), len(parts),
-             config.engine.memory_budget_mb)
-    index = grid = None  # the default as-of of files: found while the partitions are read
-    if as_of is not None:
-        index, grid = window(parse_as_of(as_of))
-    with contextlib.closing(source.loader(plan)) as loader:  # a CSV's spill is removed at the end
-        unplanned = loader.unplanned(meters)
-        issues = IssueLog().extend(source.issues).extend(unplanned.issues)
-        with executor(config) as map_partitions:
+    influx = config.source.kind == "influxdb"
+    if influx and input_dir is not None:
+        raise ConfigError("--input names a directory but source.kind is 'influxdb'",
+                          hint="drop --input, or set source.kind = 'files'")
+    if not influx and input_dir is None:
+        raise ConfigError("no input given", hint="pass --input DATASET_DIR")
+    # A Dask cluster starts in the background while the small tables are read and planned.
+    with executor(config) as map_partitions:
+        if influx:
+            as_of = yesterday(tz) if as_of is None else parse_as_of(as_of)  # a live source
+            source = _InfluxSource(config, window(as_of)[0])
+        else:
+            source = _FileSource(input_dir, config)
+        meters = source.meters
+        plan = plan_partitions(
+            meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
+            bytes_per_meter=bytes_per_meter(config.analysis.history_days,
+                                            config.analysis.grid_minutes),
+            upstream_asset_ids=source.upstream_asset_ids())
+        for number, row in plan.oversized.iterrows():  # the run's business, not the data's
+            log.warning("partition %d: one asset group of %d meters is larger than "
+                        "engine.memory_budget_mb; it is analysed whole", number,
+                        int(row["n_meters"]))
+        parts = partitions_of(plan)
+        log.info("%d meters in %d partitions (budget %d MB)", len(meters), len(parts),
+                 config.engine.memory_budget_mb)
+        index = grid = None  # the default as-of of files: found while the partitions are read
+        if as_of is not None:
+            index, grid = window(parse_as_of(as_of))
+        with contextlib.closing(source.loader(plan)) as loader:  # a CSV's spill is removed
+            unplanned = loader.unplanned(meters)
+            issues = IssueLog().extend(source.issues).extend(unplanned.issues)
             try:
                 analyses = analyse(loader, index=index, grid=grid, config=config,
                                    partitions=parts, map_partitions=map_partitions, keep=keep,

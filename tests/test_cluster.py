@@ -1,12 +1,14 @@
 """The partitions of a run as tasks of a real Dask cluster (2 workers on 127.0.0.1)."""
 
 import os
+import socket
 
 import pytest
 
 from gridwatch import allocator
 from gridwatch.cluster import PartitionFailed, dask_executor
 from gridwatch.engine import PlannedFiles, analyse
+from gridwatch.errors import SourceUnreachable
 from gridwatch.sources import read_dataset
 from tests.test_engine import _csv_outputs, _planned, dataset  # noqa: F401 - the shared fixture
 
@@ -63,3 +65,15 @@ def test_a_failing_partition_stops_the_run_naming_it(dataset, cluster_map):  # n
                                               r"failed: OSError: disk read error"):
         analyse(loader, index=index, grid=grid, config=config, partitions=parts,
                 map_partitions=cluster_map)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    import dask
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(SourceUnreachable, match=f"cannot reach the Dask scheduler at {address}"), \
+            dask_executor(address) as map_partitions:
+        map_partitions(len, ["one"])
