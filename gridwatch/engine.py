@@ -22,6 +22,7 @@ calibrations come from the partition itself, in one pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -172,16 +173,20 @@ class PlannedFiles:
     input_dir : str or os.PathLike
     plan : gridwatch.partitions.PartitionPlan
     data_config : gridwatch.config.DataConfig
+    meters, weather : pandas.DataFrame, optional
+        The meters table and the cleaned weather, when the caller has read
+        them already (default: read from ``input_dir``).
     """
 
     _opened_here: dict = {}  # token -> tables this process opened itself (its own spill)
 
-    def __init__(self, input_dir, plan, data_config):
+    def __init__(self, input_dir, plan, data_config, *, meters=None, weather=None):
         self.input_dir = str(input_dir)
         self.plan = plan
         self.data_config = data_config
         self.token = uuid.uuid4().hex
         self._open = None
+        self._small = None if meters is None else {"meters": meters, "weather": weather}
 
     def _tables(self):
         """The open tables: this loader's, or (on a worker that cannot see them) its own."""
@@ -195,26 +200,32 @@ class PlannedFiles:
         return self._open
 
     def _open_tables(self) -> dict:
-        from gridwatch.cleaning import clean_weather
         from gridwatch.sources import files
         from gridwatch.sources.partitioned import open_readings, open_upstream
 
         tz = self.data_config.timezone
-        meters, _, _ = files._read_meters(files.find_table(self.input_dir, "meters"))
-        weather = None
-        path = files.find_table(self.input_dir, "weather")
-        if path is not None:
-            weather, _, _ = files._read_weather(path, timezone=tz)
-            if weather is not None:
-                weather, _ = clean_weather(weather)  # its issues: once, by the caller
+        small = self._small or self._read_small()
         up_path = files.find_table(self.input_dir, "upstream")
         return {
-            "meters": meters, "weather": weather,
+            **small,
             "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
                                       timezone=tz),
             "upstream": None if up_path is None else open_upstream(up_path, self.plan,
                                                                    timezone=tz),
         }
+
+    def _read_small(self) -> dict:
+        from gridwatch.cleaning import clean_weather
+        from gridwatch.sources import files
+
+        meters, _, _ = files._read_meters(files.find_table(self.input_dir, "meters"))
+        weather = None
+        path = files.find_table(self.input_dir, "weather")
+        if path is not None:
+            weather, _, _ = files._read_weather(path, timezone=self.data_config.timezone)
+            if weather is not None:
+                weather, _ = clean_weather(weather)  # its issues: once, by the caller
+        return {"meters": meters, "weather": weather}
 
     def close(self) -> None:
         """Close the files and remove the spill this process made (at the end of a run)."""
@@ -503,7 +514,9 @@ class _Cache:
     """One partition's intermediate results, kept on disk between the passes of a run.
 
     Stages: ``"gridded"`` (its tables and demand on the grid, without the
-    long readings table), ``"measured"`` (the detector's measurement),
+    long readings table), ``"to_measure"`` (what only the detector's
+    measurement reads: the sub-cell spread and the daily figures, removed
+    once measured), ``"measured"`` (the detector's measurement),
     ``"detected"`` (the detection and expected consumption) and
     ``"balance_measured"`` (the energy balance's measurement). A worker that
     cannot see the directory (another host) gets nothing back and computes
@@ -539,6 +552,20 @@ class _Cache:
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
+    def drop(self, stage) -> None:
+        if self.root is not None:
+            (self.root / f"{self.key}.{stage}.pkl").unlink(missing_ok=True)
+
+    def put_gridded(self, sub: Dataset, g: _Gridded) -> None:
+        """Keep a gridded partition; what only the measurement reads goes to ``"to_measure"``.
+
+        The later passes read the partition's demand again but not its
+        spread and daily figures: a third of the gridded bytes, and of the
+        run's peak temporary disk.
+        """
+        self.put("gridded", (sub, dataclasses.replace(g, spread=None, daily=None)))
+        self.put("to_measure", (g.spread, g.daily))
+
 
 def _inputs(part, *, load, index, grid, config, cache: _Cache,
             release=False) -> tuple[Dataset, _Gridded]:
@@ -548,15 +575,19 @@ def _inputs(part, *, load, index, grid, config, cache: _Cache,
         return cached
     sub = load(part)
     gridded = _grid(sub, index, grid, config, release=release or cache.enabled)
-    cache.put("gridded", (sub, gridded))
+    cache.put_gridded(sub, gridded)
     return sub, gridded
 
 
 def _measured(g: _Gridded, *, grid, config, shared, cache: _Cache) -> Measurement:
     measured = cache.get("measured")
     if measured is None:
+        if g.spread is None:  # read from the cache: the measurement's own inputs are apart
+            spread, daily = cache.get("to_measure")
+            g = dataclasses.replace(g, spread=spread, daily=daily)
         measured = _measure(g, grid, config, shared)
         cache.put("measured", measured)
+        cache.drop("to_measure")
     return measured
 
 
@@ -594,7 +625,7 @@ def _own_day_pass(part, *, load, config, cache_dir, window):
     index, grid = window(day)
     cache = _Cache(cache_dir, part, index)
     g = _grid(sub, index, grid, config, release=cache.enabled)
-    cache.put("gridded", (sub, g))
+    cache.put_gridded(sub, g)
     return day, _peer_counts(g, grid, config)
 
 

@@ -154,7 +154,8 @@ class _FileSource:
         return _upstream_asset_ids(self.paths["upstream"])
 
     def loader(self, plan) -> PlannedFiles:
-        return PlannedFiles(self.input_dir, plan, self.config.data)
+        return PlannedFiles(self.input_dir, plan, self.config.data, meters=self.meters,
+                            weather=self.weather)
 
     def check(self, totals: dict) -> None:
         """The full reader's refusals of a whole file, on the summed parts."""

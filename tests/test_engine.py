@@ -93,3 +93,31 @@ def test_partitions_streamed_from_the_files_give_the_in_memory_outputs(dataset):
     with loader:
         streamed = _csv_outputs(analyse(loader, partitions=parts, **options), ds)
     assert streamed == _csv_outputs(analyse(ds, **options), ds)
+
+
+def test_each_pass_keeps_only_what_the_later_passes_read(dataset, tmp_path, monkeypatch):
+    import tempfile
+
+    from gridwatch.engine import serial_map
+
+    path, config, index, grid = dataset
+    ds = read_dataset(path, data_config=config.data)
+    parts = _partitions(ds.meters, pd.unique(ds.upstream[col.ASSET_ID].astype(str)), 3, seed=3)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the run's cache goes here
+    stages_after_each_pass = []
+
+    def recording_map(func, items):
+        results = serial_map(func, items)
+        files = list(tmp_path.glob("gridwatch-partitions-*/*.pkl"))
+        stages_after_each_pass.append(sorted({f.name.split(".")[1] for f in files}))
+        return results
+
+    analyse(ds, index=index, grid=grid, config=config, partitions=parts,
+            map_partitions=recording_map)
+    assert stages_after_each_pass == [
+        ["gridded", "to_measure"],  # the spread and daily figures: for the measurement only
+        ["gridded", "measured"],
+        ["balance_measured", "detected", "gridded", "measured"],
+        ["balance_measured", "detected", "gridded", "measured"],
+    ]
+    assert not list(tmp_path.glob("gridwatch-partitions-*"))  # removed at the end
