@@ -142,6 +142,7 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
         From the map, when the scheduler cannot be reached.
     """
     import dask
+    import distributed  # noqa: F401 - its config defaults, before the settings below and the thread
 
     with contextlib.ExitStack() as stack:
         if not scheduler:

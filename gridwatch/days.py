@@ -237,11 +237,28 @@ def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone:
         raise InputError("no usable readings", file="readings",
                          hint="check the readings table and data_quality.csv")
     # The latest reading of each meter, plus that meter's interval.
-    last = readings.groupby(col.METER_ID, observed=True, sort=False)[col.TIMESTAMP].max()
+    last = _last_per_meter(readings)
     step = interval_minutes.reindex(last.index.astype(str)).fillna(0.0).to_numpy(dtype="float64")
     last_end = (last + pd.to_timedelta(step, unit="min")).max().tz_convert(timezone)
     midnight = last_end.normalize()
     return (midnight - pd.Timedelta(days=1)).date()
+
+
+def _last_per_meter(readings: pd.DataFrame) -> pd.Series:
+    """The latest timestamp of each meter (index ``meter_id``)."""
+    ids = readings[col.METER_ID]
+    if isinstance(ids.dtype, pd.CategoricalDtype) and len(ids) and isinstance(
+            readings[col.TIMESTAMP].dtype, pd.DatetimeTZDtype):
+        codes = ids.cat.codes.to_numpy()
+        t = readings[col.TIMESTAMP].array.asi8  # int64 [us]: no object array of Timestamps
+        new_meter = codes[1:] != codes[:-1]
+        if codes.min() >= 0 and (codes[1:] >= codes[:-1]).all() and \
+                ((t[1:] >= t[:-1]) | new_meter).all():
+            # Sorted by meter, then time (as cleaned readings are): a group's last row.
+            ends = np.append(np.flatnonzero(new_meter), len(codes) - 1)
+            return pd.Series(readings[col.TIMESTAMP].array[ends],
+                             index=pd.Index(ids.cat.categories[codes[ends]], name=col.METER_ID))
+    return readings.groupby(col.METER_ID, observed=True, sort=False)[col.TIMESTAMP].max()
 
 
 def window_bounds(as_of: dt.date, history_days: int, timezone: str):

@@ -483,7 +483,7 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
     in_window = int(((ts >= index[0]) & (ts < index[-1] + (index[1] - index[0]))).sum())
     upstream_kw = None
     if sub.upstream is not None and not sub.upstream.empty:
-        asset_ids = pd.Index(pd.unique(sub.upstream[col.ASSET_ID].astype(str)))
+        asset_ids = _ids_in_order(sub.upstream[col.ASSET_ID])
         upstream_kw, _ = to_grid(sub.upstream, sub.upstream_interval_minutes, meter_ids=asset_ids,
                                  index=index, id_column=col.ASSET_ID)
     if release:  # the long tables are not needed any more; free them before detection
@@ -501,6 +501,15 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
                     readings_in_window=in_window, upstream_kw=upstream_kw, daily=daily)
+
+
+def _ids_in_order(ids: pd.Series) -> pd.Index:
+    """The distinct ids in order of appearance, as str (no string per row for a Categorical)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        codes = ids.cat.codes.to_numpy()
+        if len(codes) == 0 or codes.min() >= 0:
+            return pd.Index(ids.cat.categories[pd.unique(codes)].astype(str))
+    return pd.Index(pd.unique(ids.astype(str)))
 
 
 def _measure(g: _Gridded, grid, config, shared: Shared) -> Measurement:

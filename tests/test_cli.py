@@ -1,5 +1,6 @@
 """The command line: exit codes, one-line errors, help for every command."""
 
+import json
 import subprocess
 import sys
 
@@ -39,6 +40,20 @@ def test_run_keeps_freed_memory_unless_configured_not_to(simulated, tmp_path, mo
                                        str(tmp_path / "out"), "--config", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
     assert calls == ([] if setting else [1])
+
+
+def test_a_dask_run_from_a_fresh_process(simulated, tmp_path):
+    # As cron starts it: nothing of dask.distributed is loaded before the run,
+    # and the local cluster starts in a thread while the main thread plans.
+    config = tmp_path / "config.toml"
+    config.write_text("[engine]\nmemory_budget_mb = 1\nworkers = 1\n")  # several partitions
+    run = subprocess.run([sys.executable, "-m", "gridwatch", "run", "--input", str(simulated),
+                          "--output", str(tmp_path / "out"), "--config", str(config),
+                          "--engine", "dask", "--quiet"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["engine"]["kind"] == "dask" and info["engine"]["partitions"] > 1
 
 
 def test_quiet_run_prints_nothing(simulated, tmp_path):

@@ -77,3 +77,4 @@ def test_an_unreachable_scheduler_is_a_clear_error():
             pytest.raises(SourceUnreachable, match=f"cannot reach the Dask scheduler at {address}"), \
             dask_executor(address) as map_partitions:
         map_partitions(len, ["one"])
+

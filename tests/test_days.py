@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gridwatch.days import daily_mean, daily_quantiles, day_grid
+from gridwatch.days import daily_mean, daily_quantiles, day_grid, last_full_day
 
 
 def _index(start, end, freq="1h"):
@@ -39,3 +39,18 @@ def test_daily_quantiles_and_mean_by_hand():
     mean = daily_mean(kw, grid, np.array([12, 4]))
     assert mean[0, 0] == pytest.approx(11.5)
     assert mean[1, 0] == pytest.approx(2.0)
+
+
+def test_last_full_day_is_the_same_whatever_the_order_of_the_readings():
+    # Meter B ends a day later than A; B reads every 30 min.
+    stamps = {"A": pd.date_range("2026-03-01", "2026-03-30 23:00", freq="1h", tz="UTC"),
+              "B": pd.date_range("2026-03-02", "2026-03-31 23:30", freq="30min", tz="UTC")}
+    readings = pd.concat([pd.DataFrame({"meter_id": m, "timestamp": t}) for m, t in stamps.items()],
+                         ignore_index=True)
+    readings["meter_id"] = readings["meter_id"].astype("category")
+    interval = pd.Series({"A": 60, "B": 30})
+    shuffled = readings.sample(frac=1, random_state=1)  # not grouped: the general path
+    as_of = {str(last_full_day(r, interval, "UTC")) for r in (readings, shuffled)}
+    assert as_of == {"2026-03-31"}
+    one_late_row = readings.drop(index=readings.index[-1])  # B's last half hour is missing
+    assert str(last_full_day(one_late_row, interval, "UTC")) == "2026-03-30"
