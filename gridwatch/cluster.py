@@ -169,5 +169,8 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
                 return client.gather(futures)
             finally:
                 client.cancel([*futures, task])
+                # What the pass freed goes back: not held while the client gathers and merges.
+                with contextlib.suppress(Exception):
+                    client.run(allocator.release_freed_memory)
 
         yield map_partitions

@@ -45,3 +45,22 @@ def test_the_environment_for_a_new_process_has_the_same_effect():
                          capture_output=True, text=True,
                          env={**os.environ, **allocator.ENVIRON})
     assert float(out.stdout) > 200
+
+
+_RELEASED_AFTER_FREE = """
+import numpy as np
+import psutil
+from gridwatch.allocator import release_freed_memory, reuse_freed_memory
+assert reuse_freed_memory()
+rss = psutil.Process().memory_info().rss
+block = np.ones(2**25)
+del block
+release_freed_memory()
+print((psutil.Process().memory_info().rss - rss) / 2**20)
+"""
+
+
+def test_release_gives_kept_memory_back_between_passes():
+    out = subprocess.run([sys.executable, "-c", _RELEASED_AFTER_FREE], check=True,
+                         capture_output=True, text=True)
+    assert float(out.stdout) < 50
