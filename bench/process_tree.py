@@ -25,22 +25,26 @@ class Measured:
     peak_mb: float
     returncode: int
     stderr: str
+    root_peak_mb: float = 0.0  # the command's own process (a Dask client, without its workers)
 
 
 def run_measured(command: list[str], *, interval_s: float = 0.05) -> Measured:
     """Run ``command``, wait for it, and return its wall-clock time and tree peak memory."""
-    peak = 0
+    peak = root_peak = 0
     started = time.perf_counter()
     proc = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stop = threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak, root_peak
         while not stop.is_set():
             total = 0
             for p in [proc, *proc.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
+                    total += rss
+                    if p is proc:
+                        root_peak = max(root_peak, rss)
             peak = max(peak, total)
             stop.wait(interval_s)
 
@@ -51,4 +55,4 @@ def run_measured(command: list[str], *, interval_s: float = 0.05) -> Measured:
     stop.set()
     sampler.join()
     return Measured(elapsed_s=elapsed, peak_mb=peak / 2**20, returncode=proc.returncode,
-                    stderr=stderr)
+                    stderr=stderr, root_peak_mb=root_peak / 2**20)
