@@ -44,8 +44,10 @@ meters     engine     partitions  time s   M rows/s  peak MB    process MB
 Peak at 100k over 10k: x1.28 streaming, x1.30 Dask. Dask over streaming:
 x0.93 (10k), x0.72 (100k), same outputs. Target 3 M readings/s: met
 (x1.20). 1,000,000 meters extrapolated: 9 min at 3.86 M readings/s (0.56 ms
-per meter plus 5 s); the gridwatch process grows by 11.1 KB per meter, so
-about 11 GB at 1M and a tree peak near 12.5 GB.
+per meter plus 5 s). After this run the Dask client stopped keeping freed
+memory (``--engines dask``: 60.3 s, peak 2,839 MB, the gridwatch process
+1,051 MB at 100k and 371 MB at 10k): it grows by 7.7 KB per meter, so about
+7.7 GB at 1M and a tree peak near 9.4 GB.
 """
 
 from __future__ import annotations

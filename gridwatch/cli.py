@@ -106,10 +106,12 @@ def run(input_dir, output_dir, output_root, as_of, config_path, log_file, engine
     overrides = {k: v for k, v in (("kind", engine), ("scheduler", scheduler)) if v is not None}
     if overrides:
         config = config.model_copy(update={"engine": config.engine.model_copy(update=overrides)})
-    if config.engine.reuse_freed_memory:
+    if config.engine.reuse_freed_memory and config.engine.kind != "dask":
         from gridwatch.allocator import reuse_freed_memory
 
-        reuse_freed_memory()  # this process is the run's: keep freed memory for the next partition
+        # This process analyses the partitions: keep freed memory for the next one. A Dask
+        # client only merges (its workers get the setting): it would hold its peak for nothing.
+        reuse_freed_memory()
     with _logging_to(log_file or config.output.log_file, progress=not quiet and _stderr_is_tty()):
         log = logging.getLogger("gridwatch")
         log.info("gridwatch %s run started (source %s)", __version__, config.source.kind)

@@ -279,8 +279,8 @@ class EngineConfig(_Section):
     workers: int = Field(2, ge=1, le=256, description="dask: workers of the local cluster.")
     reuse_freed_memory: bool = Field(
         True, description="Keep the memory each partition frees in the process for the next "
-        "(glibc malloc; the run's processes and the local cluster's workers): about 1.3x faster, "
-        "each process holding its peak until it exits (docs/scale.md).",
+        "(glibc malloc; the run's own process with 'memory' or 'streaming', the local cluster's "
+        "workers with 'dask'): about 1.3x faster (docs/scale.md).",
     )
 
 

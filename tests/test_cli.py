@@ -28,18 +28,24 @@ def test_run_writes_flags_and_says_so(simulated, tmp_path):
     assert (tmp_path / "flags.csv").exists() and (tmp_path / "run.json").exists()
 
 
-@pytest.mark.parametrize("setting", ["", "reuse_freed_memory = false"])
-def test_run_keeps_freed_memory_unless_configured_not_to(simulated, tmp_path, monkeypatch, setting):
+@pytest.mark.parametrize(("setting", "engine", "kept"), [
+    ("", "memory", True), ("", "streaming", True),
+    ("reuse_freed_memory = false", "memory", False),
+    ("", "dask", False),  # a Dask client only merges; its workers keep it (tests/test_cluster.py)
+])
+def test_run_keeps_freed_memory_where_it_analyses(simulated, tmp_path, monkeypatch, setting,
+                                                  engine, kept):
     import gridwatch.allocator
 
     calls = []
     monkeypatch.setattr(gridwatch.allocator, "reuse_freed_memory", lambda: calls.append(1))
     config = tmp_path / "config.toml"
-    config.write_text(f"[engine]\n{setting}\n")
+    config.write_text(f"[engine]\n{setting}\nmemory_budget_mb = 1\n")
     result = CliRunner().invoke(main, ["run", "--input", str(simulated), "--output",
-                                       str(tmp_path / "out"), "--config", str(config), "--quiet"])
+                                       str(tmp_path / "out"), "--config", str(config),
+                                       "--engine", engine, "--quiet"])
     assert result.exit_code == 0, result.output
-    assert calls == ([] if setting else [1])
+    assert calls == ([1] if kept else [])
 
 
 def test_a_dask_run_from_a_fresh_process(simulated, tmp_path):
