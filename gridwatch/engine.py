@@ -299,7 +299,8 @@ def serial_map(func, items) -> list:
 def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config: Config,
             partitions: Sequence[Partition] | None = None,
             release_readings: bool = False, map_partitions=serial_map,
-            keep=(), window: Window | None = None) -> list[PartitionAnalysis]:
+            keep=(), keep_flagged: bool = True,
+            window: Window | None = None) -> list[PartitionAnalysis]:
     """Score every meter and balance every asset, all at once or partition by partition.
 
     Parameters
@@ -328,6 +329,9 @@ def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config:
         With several partitions, each partition's demand matrices are cut to
         the meters worth drawing (flagged, suspects) as it finishes; these
         meters are kept too. With one partition every meter is kept.
+    keep_flagged : bool, default True
+        False: with several partitions keep the arrays of ``keep`` only (a
+        run that draws no plots).
     window : Window, optional
         The analysis grid of an as-of day, for ``index=None``.
 
@@ -368,10 +372,12 @@ def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config:
     with tempfile.TemporaryDirectory(prefix="gridwatch-partitions-") as cache_dir:
         return _analyse_partitions(parts, load=load, index=index, grid=grid, config=config,
                                    map_partitions=map_partitions, cache_dir=cache_dir,
-                                   keep=frozenset(str(k) for k in keep), window=window)
+                                   keep=frozenset(str(k) for k in keep),
+                                   keep_flagged=keep_flagged, window=window)
 
 
 def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cache_dir, keep,
+                        keep_flagged,
                         window):
     """Three passes for the shared figures, then the results; each partition's work cached.
 
@@ -403,7 +409,8 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
         shared.balance_calibration = BalanceCalibration.fit(
             pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
     log.info("pass 4 of 4: energy balance and results")
-    return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep), parts)
+    return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep,
+                                            keep_flagged=keep_flagged), parts)
 
 
 def _first_pass_by_own_day(parts, *, load, config, map_partitions, cache_dir, window):
@@ -692,7 +699,7 @@ def _balance_evidence_pass(part, *, load, index, grid, config, shared,
                              cache=cache).evidence
 
 
-def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None,
+def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None, keep_flagged=True,
                 release=False) -> PartitionAnalysis:
     timings = {}
     t0 = time.perf_counter()
@@ -721,20 +728,22 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
         input_issues=sub.issues, row_counts=sub.row_counts,
         readings_in_window=g.readings_in_window,
         bands=demand_bands(detection.mean_kw, g.meters))
-    return analysis if keep is None else _keep_only(analysis, keep)
+    return analysis if keep is None else _keep_only(analysis, keep, flagged=keep_flagged)
 
 
-def _keep_only(a: PartitionAnalysis, keep) -> PartitionAnalysis:
+def _keep_only(a: PartitionAnalysis, keep, *, flagged=True) -> PartitionAnalysis:
     """The analysis with the arrays of the meters worth drawing only; every table kept whole.
 
-    Kept: meters flagged by the detector, every suspect of the energy balance,
-    and the ids in ``keep``. The rest of a partitioned run's demand matrices
-    is dropped here, so that the end of the run holds O(flagged), not
-    O(all meters).
+    Kept: meters flagged by the detector, every suspect of the energy balance
+    (unless ``flagged`` is False: a run without plots), and the ids in
+    ``keep``. The rest of a partitioned run's demand matrices is dropped
+    here, so that the end of the run holds O(flagged), not O(all meters).
     """
     ids = a.kw.columns.astype(str)
-    wanted = a.table[col.FLAGGED].to_numpy(dtype=bool) | ids.isin(list(keep))
-    if a.balance is not None and len(a.balance.suspects):
+    wanted = ids.isin(list(keep))
+    if flagged:
+        wanted = wanted | a.table[col.FLAGGED].to_numpy(dtype=bool)
+    if flagged and a.balance is not None and len(a.balance.suspects):
         wanted = wanted | ids.isin(a.balance.suspects[col.METER_ID].astype(str))
     pos = np.flatnonzero(wanted)
     d = a.detection

@@ -55,8 +55,9 @@ class RunResult:
     kw : pandas.DataFrame
         Demand on the analysis grid [kW] (cells x meters). All analysed
         meters in an all-at-once run; in a partitioned run only the meters
-        worth drawing (flagged, energy-balance suspects, ``keep_sites``), the
-        same columns as ``detection``'s and ``expected``'s arrays and ``meters``.
+        worth drawing (flagged, energy-balance suspects, ``keep_sites``; only
+        ``keep_sites`` when it writes outputs without plots), the same
+        columns as ``detection``'s and ``expected``'s arrays and ``meters``.
     grid : DayGrid
     as_of : datetime.date
     info : dict
@@ -165,8 +166,10 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     if config.engine.kind != "memory":
         from gridwatch.streaming import analyse_partitioned
 
-        ds, as_of_date, part, n_partitions = analyse_partitioned(input_dir, as_of, config,
-                                                                     keep=keep_sites)
+        # A run that draws nothing keeps no meter's arrays (but those asked for).
+        draws = output_dir is None or (config.report.enabled and config.report.plots)
+        ds, as_of_date, part, n_partitions = analyse_partitioned(
+            input_dir, as_of, config, keep=keep_sites, keep_flagged=draws)
         grid = day_grid(part.kw.index, tz)
         start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
         issues = IssueLog().extend(ds.issues)

@@ -45,11 +45,12 @@ def executor(config: Config):
         yield serial_map
 
 
-def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
+def analyse_partitioned(input_dir, as_of, config: Config, *, keep=(), keep_flagged=True):
     """Analyse a dataset directory, or an InfluxDB source, partition by partition.
 
     Each partition keeps the demand of its flagged meters, its suspects and
-    the meters in ``keep`` only (see :func:`gridwatch.engine.analyse`).
+    the meters in ``keep`` only; with ``keep_flagged=False`` (no plots) only
+    those in ``keep`` (see :func:`gridwatch.engine.analyse`).
 
     Returns
     -------
@@ -99,7 +100,7 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=()):
             try:
                 analyses = analyse(loader, index=index, grid=grid, config=config,
                                    partitions=parts, map_partitions=map_partitions, keep=keep,
-                                   window=window)
+                                   keep_flagged=keep_flagged, window=window)
             except InputError as exc:
                 if exc.file != "readings":
                     raise

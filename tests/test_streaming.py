@@ -222,3 +222,19 @@ def test_a_dataset_within_one_partition_finds_its_as_of_too(tmp_path):
     assert ours["as_of"] == theirs["as_of"]  # the last full day, found by the same rule
     for name in FILES:
         assert (outs["streaming"] / name).read_text() == (outs["memory"] / name).read_text(), name
+
+
+def test_a_partitioned_run_without_plots_keeps_no_meters_arrays(dataset, tmp_path):
+    from gridwatch.config import load_config
+    from gridwatch.pipeline import run
+
+    config = load_config(dataset / "run.toml")  # report.plots = false
+    config = config.model_copy(update={"engine": config.engine.model_copy(
+        update={"kind": "streaming"})})
+    result = run(dataset, tmp_path / "out", as_of=AS_OF, config=config)
+    assert result.info["engine"]["partitions"] >= 3
+    assert result.kw.shape[1] == 0 and len(result.meters) == 0
+    assert result.flags["flagged"].eq("true").any()  # the flags themselves are all there
+    asked = run(dataset, tmp_path / "again", as_of=AS_OF, config=config,
+                keep_sites=[result.flags["meter_id"].iloc[0]])
+    assert list(asked.kw.columns) == [result.flags["meter_id"].iloc[0]]
