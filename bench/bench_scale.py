@@ -46,8 +46,10 @@ x0.93 (10k), x0.72 (100k), same outputs. Target 3 M readings/s: met
 (x1.20). 1,000,000 meters extrapolated: 9 min at 3.86 M readings/s (0.56 ms
 per meter plus 5 s). After this run the Dask client stopped keeping freed
 memory (``--engines dask``: 60.3 s, peak 2,839 MB, the gridwatch process
-1,051 MB at 100k and 371 MB at 10k): it grows by 7.7 KB per meter, so about
-7.7 GB at 1M and a tree peak near 9.4 GB.
+1,051 MB at 100k and 371 MB at 10k), and then a run without plots (as this
+bench's, report off) stopped keeping any meter's arrays (59.1 s, peak
+2,895 MB, the process 808 MB at 100k and 329 MB at 10k): it grows by 5.4 KB
+per meter, so about 5.5 GB at 1M and a tree peak near 7.5 GB.
 """
 
 from __future__ import annotations
