@@ -238,3 +238,20 @@ def test_a_partitioned_run_without_plots_keeps_no_meters_arrays(dataset, tmp_pat
     asked = run(dataset, tmp_path / "again", as_of=AS_OF, config=config,
                 keep_sites=[result.flags["meter_id"].iloc[0]])
     assert list(asked.kw.columns) == [result.flags["meter_id"].iloc[0]]
+
+
+def test_dask_on_an_existing_scheduler_publishes_the_same_and_leaves_it_running(
+        dataset, all_at_once, tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    # "An existing cluster": started here, as an operator would, on loopback.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        out = _run(dataset, tmp_path / "out", "--engine", "dask",
+                   "--scheduler", cluster.scheduler_address)
+        for name in FILES:
+            assert (out / name).read_text() == (all_at_once / name).read_text(), name
+        info = json.loads((out / "run.json").read_text())
+        assert info["engine"]["partitions"] >= 3
+        with Client(cluster.scheduler_address) as client:  # the run closed only its client
+            assert len(client.scheduler_info()["workers"]) == 2
