@@ -82,7 +82,10 @@ class _Connection:
             self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                         processes=True, host="127.0.0.1", dashboard_address=None)
             client = Client(self.cluster)
-        client.run(_import_analysis)
+        # Best effort: a worker that cannot import the analysis fails its first task,
+        # which names the partition and the error (PartitionFailed).
+        with contextlib.suppress(Exception):
+            client.run(_import_analysis)
         return client
 
     def client(self):
@@ -127,7 +130,8 @@ def dask_executor(scheduler: str | None = None, *, n_workers: int = 2, threads_p
     reuse_freed_memory : bool, default True
         Start the local cluster's workers with the allocator settings of
         :func:`gridwatch.allocator.reuse_freed_memory`. An existing cluster's
-        workers are left as they are.
+        workers keep their own (all workers give freed memory back after
+        each pass).
 
     Yields
     ------

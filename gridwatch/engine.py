@@ -579,8 +579,10 @@ class _Cache:
         spread and daily figures: a third of the gridded bytes, and of the
         run's peak temporary disk.
         """
-        self.put("gridded", (sub, dataclasses.replace(g, spread=None, daily=None)))
+        # "to_measure" first: a cached "gridded" then always has it until measured
+        # (a task that died between the two is retried from the start).
         self.put("to_measure", (g.spread, g.daily))
+        self.put("gridded", (sub, dataclasses.replace(g, spread=None, daily=None)))
 
 
 def _inputs(part, *, load, index, grid, config, cache: _Cache,
