@@ -81,8 +81,10 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     ----------
     readings : pandas.DataFrame
         Canonical long frame: ``id_column`` (Categorical or str), ``timestamp``
-        (tz-aware), ``kwh`` (energy in the interval [kWh]). Other columns are
-        not carried over.
+        (tz-aware), ``kwh`` (energy in the interval [kWh]) and optionally
+        ``kwh_export`` (energy exported [kWh]), which follows its row through
+        every rule (negative values set missing, ``negative_kwh_export``).
+        Other columns are not carried over.
     meters : pandas.DataFrame
         The meters table (:func:`gridwatch.sources.files.read_meters`).
     max_plausible_kw : float
@@ -99,8 +101,8 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     -------
     clean : pandas.DataFrame
         ``id_column`` (Categorical, the input categories), ``timestamp``
-        (``datetime64[us, UTC]``), ``kwh`` (float64, NaN allowed [kWh]); sorted
-        by (id, timestamp) and unique on them.
+        (``datetime64[us, UTC]``), ``kwh`` (float64, NaN allowed [kWh]) and
+        ``kwh_export`` when given; sorted by (id, timestamp) and unique on them.
     interval_minutes : pandas.Series of int64
         Interval of each id kept [min], indexed by id.
     issues : IssueLog
@@ -111,6 +113,8 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
         If a required column is missing or ``timestamp`` is not tz-aware.
     """
     ids, t, kwh = _arrays(readings, id_column, table)
+    carried = [name for name in col.READINGS_OPTIONAL_VALUES if name in readings.columns]
+    rows = np.arange(len(kwh)) if carried else None  # where each kept row came from
     cats = ids.categories
     n_ids = len(cats)
     # intp: what np.bincount wants (no hidden casts); a copy: the output must not share memory
@@ -133,15 +137,17 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
         tally("unknown", codes, ~known & ~no_id)
         tally("bad_timestamp", codes, known & no_time)
         codes, t, kwh = codes[keep], t[keep], kwh[keep]
+        rows = None if rows is None else rows[keep]
 
     # 2. order
     order, late = _sort_order(codes, t)
     if order is not None:
         codes, t, kwh = codes[order], t[order], kwh[order]
+        rows = None if rows is None else rows[order]
         tally("out_of_order", codes[1:], late)  # late is aligned with id-grouped rows
 
     # 3. duplicates
-    codes, t, kwh = _dedupe(codes, t, kwh, tally)
+    codes, t, kwh, rows = _dedupe(codes, t, kwh, tally, rows)
 
     # 4. interval per id
     interval, step_found = _infer_interval(codes, t, n_ids)
@@ -159,6 +165,7 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
                                      f"{', '.join(map(str, SUPPORTED_INTERVAL_MINUTES))} min")
         keep = ~unsupported[codes]
         codes, t, kwh = codes[keep], t[keep], kwh[keep]
+        rows = None if rows is None else rows[keep]
 
     # 5. alignment
     present = np.bincount(codes, minlength=n_ids) > 0
@@ -166,7 +173,7 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     t, misaligned = _floor_to_phase(codes, t, interval_us, n_ids)
     if misaligned is not None:
         tally("misaligned", codes, misaligned)
-        codes, t, kwh = _dedupe(codes, t, kwh, tally)
+        codes, t, kwh, rows = _dedupe(codes, t, kwh, tally, rows)
 
     # 6. values
     negative = kwh < 0
@@ -185,6 +192,13 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
         tally("spike", codes, spike)
         kwh[spike] = np.nan
     del kw
+    extra = {}
+    for name in carried:  # optional values (energy exported): negative ones set missing
+        values = readings[name].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+        negative = values < 0
+        tally(f"negative:{name}", codes, negative)
+        values[negative] = np.nan
+        extra[name] = values
 
     # 7. gaps
     gaps = _gaps(codes, t, interval, n_ids)
@@ -192,7 +206,10 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     details = {"id": id_column, "max_plausible_kw": max_plausible_kw,
                "contracted_kw_factor": contracted_kw_factor, "spike_factor": spike_factor,
                "spike_q": round(SPIKE_QUANTILE * 100), "min_spike_kw": MIN_SPIKE_KW}
-    for name, code, action, severity, detail in _CODES:
+    codes_table = _CODES + tuple(
+        (f"negative:{name}", f"{{table}}.negative_{name}", "set_missing", "warning",
+         f"negative {name} set missing") for name in carried)
+    for name, code, action, severity, detail in codes_table:
         if name == "unknown" and id_column != col.METER_ID:
             code, detail = "{table}.asset_unknown", _UNKNOWN_ASSET
         if name == "gap":
@@ -206,6 +223,7 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
         id_column: pd.Categorical.from_codes(codes, dtype=ids.dtype),
         col.TIMESTAMP: pd.DatetimeIndex(t.view("M8[us]"), dtype=_TIMESTAMP_DTYPE),
         col.KWH: kwh,
+        **extra,
     }, copy=False)
     interval_minutes = pd.Series(interval[present].astype(np.int64),
                                  index=pd.Index(cats[present], name=id_column),
@@ -308,11 +326,14 @@ def _stable_order(codes: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.lexsort((t, codes))
 
 
-def _dedupe(codes, t, kwh, tally):
-    """Keep the last row of each (code, t) run in sorted data; tally what was dropped."""
+def _dedupe(codes, t, kwh, tally, rows=None):
+    """Keep the last row of each (code, t) run in sorted data; tally what was dropped.
+
+    ``rows`` (the original position of each row, or None) is filtered alike.
+    """
     same = (codes[1:] == codes[:-1]) & (t[1:] == t[:-1])
     if not same.any():
-        return codes, t, kwh
+        return codes, t, kwh, rows
     drop = np.append(same, False)  # a row is dropped when the next row has the same key
     dropped = np.flatnonzero(drop)  # few rows: work on their positions only
     # The row kept for a dropped row is the next row that is not dropped.
@@ -327,7 +348,7 @@ def _dedupe(codes, t, kwh, tally):
     tally("duplicate_row", codes, identical)
     tally("conflicting_duplicate", codes, conflicting)
     keep = ~drop
-    return codes[keep], t[keep], kwh[keep]
+    return codes[keep], t[keep], kwh[keep], None if rows is None else rows[keep]
 
 
 def _by_row(per_id: np.ndarray, codes: np.ndarray, present: np.ndarray):

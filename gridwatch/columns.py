@@ -31,12 +31,14 @@ CUSTOMER_CLASSES = ("residential", "commercial", "industrial", "agricultural", "
 
 # --- input: readings / upstream / weather ---------------------------------------
 TIMESTAMP = "timestamp"  # START of the interval; tz-aware UTC inside GridWatch
-KWH = "kwh"  # energy in the interval [kWh]
+KWH = "kwh"  # energy in the interval [kWh] (imported from the grid, for readings)
+KWH_EXPORT = "kwh_export"  # energy exported to the grid in the interval [kWh], >= 0 (rooftop PV)
 KVARH = "kvarh"  # reactive energy in the interval [kvarh]
 ASSET_ID = "asset_id"
 TEMPERATURE_C = "temperature_c"  # [degrees C]
 
 READINGS_REQUIRED = (METER_ID, TIMESTAMP, KWH)
+READINGS_OPTIONAL_VALUES = (KWH_EXPORT,)  # read when the file has them; empty means none
 UPSTREAM_REQUIRED = (ASSET_ID, TIMESTAMP, KWH)
 WEATHER_REQUIRED = (REGION, TIMESTAMP, TEMPERATURE_C)
 

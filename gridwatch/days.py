@@ -119,7 +119,7 @@ def daily_quantiles(kw: np.ndarray, grid: DayGrid, quantiles, min_cells: np.ndar
     grid : DayGrid
     quantiles : sequence of float
         Quantiles in 0..1 (e.g. 0.25 for the daily floor).
-    min_cells : numpy.ndarray of shape (n_days,)
+    min_cells : numpy.ndarray of shape (n_days,) or (n_days, n_meters)
         Days with fewer valid cells are NaN.
 
     Returns
@@ -130,7 +130,8 @@ def daily_quantiles(kw: np.ndarray, grid: DayGrid, quantiles, min_cells: np.ndar
     """
     cube = np.sort(by_day(kw, grid), axis=1)  # NaN sorts last
     n_valid = np.sum(~np.isnan(cube), axis=1)  # (n_days, n_meters)
-    ok = n_valid >= min_cells[:, None]
+    min_cells = np.asarray(min_cells)
+    ok = n_valid >= (min_cells[:, None] if min_cells.ndim == 1 else min_cells)
     out = []
     for q in quantiles:
         pos = np.clip(np.floor(q * (n_valid - 1)).astype(np.int64), 0, cube.shape[1] - 1)

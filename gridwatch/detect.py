@@ -37,30 +37,40 @@ from gridwatch import columns as col
 from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles
 from gridwatch.features import (
     HourOfDaySums,
+    TemperatureResponse,
     degree_days,
     flat_increment_kw,
     hourly_spread,
+    on_state,
     onset_cell,
     repeated_value_runs,
-    robust_z,
 )
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift, shift_at
 from gridwatch.peers import PeerCounts, peer_counts, peer_index
 
 FLOOR_QUANTILE = 0.25
-HEATING_MIN_CORR = 0.45  # correlation of the new load with degree-days that marks heating
-HEATING_MIN_SHARE = 0.08  # ... when degree-days also explain this share of its size
-COLD_SPELL_DROP_K = 3.0  # a load that starts as the weather turns this much colder, and
-# rises with degree-days at all, is heating switched on for a cold spell
-COLD_SPELL_MIN_SHARE = 0.04
+MID_QUANTILE = 0.5  # the day's median cell: lifted by a load that runs most of the day
+HEATING_MIN_T = 3.0  # a load that rises with degree-days this clearly (t-statistic) ...
+HEATING_MAX_WARM_SHARE = 0.45  # ... and keeps less than this share of it when no heating is
+# needed is heating (heat pumps, heaters); a rig that heats the house keeps more
+MIN_PRE_DAYS_FOR_HEATING = 10  # days before a load needed to fit its baseline alone
+MAX_FLOOR_CV = 0.25  # day-to-day variation of a long-running floor, weather aside
+MIN_UPTIME = 0.6  # a new load that runs this share of the hours is judged on its on-state ...
+MAX_WITHIN_NOISE = 0.2  # ... when it adds less variability than this within a typical hour
+# (a thermostat cycling within the hour adds much more; a rig none) [share of its size]
+PEER_MULTIPLE = 2.0  # similar-premises sign: at least this many times their mean demand ...
+PEER_FLAT_SHARE = 0.6  # ... with a floor at least this share of its own mean (flat) ...
+PEER_MIN_EXCESS_SHARE = 0.5  # ... and the always-on excess at least this share of it
+ON_DAY_SHARE = 0.5  # a long-running load is judged on the days its floor reaches this share of
+ON_DAY_QUANTILE = 0.9  # ... its good days' (this quantile of its daily floors): outages and
+# curtailment leave days below it, and a load that ran a tenth of the window has good days
 STAGE_MIN_T = 4.0  # t-statistic an earlier install stage needs to move the onset
 PROVISIONAL_DAYS = 3  # full days since the onset below which a flag is provisional
 ENDED_DAYS = 2  # full days without the load at the end that make it "not seen since"
-CONSTANT_FLOOR_SHARE = 0.8  # a constant X kW keeps each day's quiet hours above 0.8 X ...
-CONSTANT_FLOOR_DAYS = 0.9  # ... on at least this share of days (outages aside); ...
-QUIET_QUANTILE = 1 / 6  # ... "quiet hours": all but the 4 quietest of the day (miners curtail
-# at peak prices for a few hours: that must not hide a rig that ran before the window)
+CONSTANT_FLOOR_SHARE = 0.8  # a long-running X kW keeps the day's median cell above the
+# household's floor plus 0.8 X on min_persistence of the days: outages and curtailment of
+# hours (pools, prices, peak hours) must not hide a rig that ran before the window
 
 
 @dataclass
@@ -120,31 +130,34 @@ class Measurement:
     base_floor: np.ndarray
     base_mean: np.ndarray
     cell: np.ndarray
-    cold_start: np.ndarray
-    day_quiet: np.ndarray
     flat: np.ndarray
     floor: np.ndarray
     floor_cv: np.ndarray
     floor_level: np.ndarray
     floor_ratio: np.ndarray
+    heat_t: np.ndarray
     level_kw: np.ndarray
     mean: np.ndarray
+    mid: np.ndarray
     n_post_valid: np.ndarray
     noise_ratio: np.ndarray
     onset: np.ndarray
     persistence: np.ndarray
     post_day: np.ndarray
-    pre_temp_corr: np.ndarray
+    pre_heat: TemperatureResponse | None
     present: np.ndarray
     resid_floor: np.ndarray
     run: np.ndarray
+    run_end: np.ndarray
+    from_start: np.ndarray
+    uptime: np.ndarray
+    on_noise: np.ndarray
+    within_noise: np.ndarray
     shift_floor: np.ndarray
     shift_mean: np.ndarray
-    temp_corr: np.ndarray
-    temp_share: np.ndarray
     unsteadiness: np.ndarray
     valid_days: np.ndarray
-    variable_kw: np.ndarray
+    warm_share: np.ndarray
 
 
 class _quiet_nan:
@@ -275,20 +288,34 @@ class DailyFigures:
     masked : numpy.ndarray of bool, shape (n_cells, n_meters)
         Cells in runs of one repeated value for ``frozen_hours`` or more
         (stuck registers, zero runs): not load, left out of the figures below.
-    quiet_kw, floor_kw, mean_kw : numpy.ndarray, shape (n_days, n_meters)
-        Each day's quietest cells (:data:`QUIET_QUANTILE`), floor
-        (:data:`FLOOR_QUANTILE`) and mean demand [kW]; NaN on days with too
-        few cells.
+    floor_kw, mid_kw, mean_kw : numpy.ndarray, shape (n_days, n_meters)
+        Each day's floor (:data:`FLOOR_QUANTILE`), median cell and mean
+        demand [kW]; NaN on days with too few cells. The quantiles are taken over ``floor_cells``
+        only. The median is what a load that runs most of the day (a rig
+        with outages and curtailment) lifts even on days its floor does not
+        show it.
+    floor_cells : numpy.ndarray of bool, shape (n_cells, n_meters), or None
+        The cells each meter's floor and shape are judged on: the dark ones
+        for a meter behind rooftop PV (:func:`gridwatch.solar.floor_cells`),
+        all of them for the others; None when that is every meter.
+    dark_mean_kw : numpy.ndarray of shape (n_meters,), or None
+        Each meter's mean demand over its dark cells [kW]: what its
+        household draws in the evening and at night, which tells the size
+        of a household behind PV (None without PV in the run's partition).
     """
 
     masked: np.ndarray
-    quiet_kw: np.ndarray
     floor_kw: np.ndarray
+    mid_kw: np.ndarray
     mean_kw: np.ndarray
+    floor_cells: np.ndarray | None = None
+    dark_mean_kw: np.ndarray | None = None
 
 
-def daily_figures(kw, grid: DayGrid, *, analysis, frozen_hours=24) -> DailyFigures:
-    """Mask repeated-value runs, then take each day's quietest cells, floor and mean.
+def daily_figures(kw, grid: DayGrid, *, analysis, frozen_hours=24,
+                  floor_cells: np.ndarray | None = None,
+                  dark: np.ndarray | None = None) -> DailyFigures:
+    """Mask repeated-value runs, then take each day's floor, median cell and mean.
 
     A partitioned run computes them once per partition, when it grids it:
     they give the peer groups' counts (:func:`peer_counts_of`) and the
@@ -303,6 +330,12 @@ def daily_figures(kw, grid: DayGrid, *, analysis, frozen_hours=24) -> DailyFigur
         ``min_day_coverage``: the share of a day's cells a day needs.
     frozen_hours : float, default 24
         A repeated value lasting this long is masked [h].
+    floor_cells : numpy.ndarray of bool, shape (n_cells, n_meters), optional
+        Cells the floor and the median cell are taken over (default: all);
+        a day needs ``min_day_coverage`` of its own such cells.
+    dark : numpy.ndarray of bool, shape (n_cells, n_meters), optional
+        Every meter's dark cells (:func:`gridwatch.solar.dark_cells`), for
+        ``dark_mean_kw``.
 
     Returns
     -------
@@ -314,9 +347,24 @@ def daily_figures(kw, grid: DayGrid, *, analysis, frozen_hours=24) -> DailyFigur
     nominal_cells = 24 / grid.cell_hours  # a partial edge day must not pass as a full one
     min_cells = np.full(grid.n_days, int(np.ceil(nominal_cells * analysis.min_day_coverage)))
     min_cells = np.maximum(min_cells, 1)
-    quiet, floor = daily_quantiles(kw, grid, [QUIET_QUANTILE, FLOOR_QUANTILE], min_cells)
-    return DailyFigures(masked=run, quiet_kw=quiet, floor_kw=floor,
-                        mean_kw=daily_mean(kw, grid, min_cells))
+    mean = daily_mean(kw, grid, min_cells)
+    quantiles = [FLOOR_QUANTILE, MID_QUANTILE]
+    if floor_cells is None:
+        floor, mid = daily_quantiles(kw, grid, quantiles, min_cells)
+    else:
+        starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
+        per_day = np.add.reduceat(floor_cells.astype(np.int32), starts, axis=0)  # (n_days, n_meters)
+        own_min = np.maximum(np.ceil(per_day * analysis.min_day_coverage), 1).astype(np.int64)
+        floor, mid = daily_quantiles(np.where(floor_cells, kw, np.nan), grid, quantiles, own_min)
+        # a day needs its whole-day coverage too (a partial edge day is not a full one)
+        floor, mid = (np.where(np.isnan(mean), np.nan, a) for a in (floor, mid))
+    dark_mean = None
+    if dark is not None:
+        sel = dark & ~np.isnan(kw)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dark_mean = np.where(sel, kw, 0.0).sum(axis=0) / sel.sum(axis=0)
+    return DailyFigures(masked=run, floor_kw=floor, mid_kw=mid, mean_kw=mean,
+                        floor_cells=floor_cells, dark_mean_kw=dark_mean)
 
 
 def peer_counts_of(kw, grid: DayGrid, meters: pd.DataFrame, *, analysis, frozen_hours=24,
@@ -340,16 +388,19 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     issues = IssueLog()
     n_days = grid.n_days
 
-    # 1. stuck registers and long zero runs are not load; 2. daily floor and mean
-    # (and the quietest hour, for long-running loads).
+    # 1. stuck registers and long zero runs are not load; 2. daily floor, median and mean.
     if daily is None:
         daily = daily_figures(kw, grid, analysis=analysis, frozen_hours=frozen_hours)
     elif daily.masked.shape != kw.shape:
         raise ValueError(f"daily figures of {daily.masked.shape} cells x meters, kw {kw.shape}")
-    run, day_quiet, floor, mean = daily.masked, daily.quiet_kw, daily.floor_kw, daily.mean_kw
+    run, floor, mid, mean = daily.masked, daily.floor_kw, daily.mid_kw, daily.mean_kw
     zero_run = (kw == 0) & run
     kw = np.where(run, np.nan, kw)
     frozen = run & ~zero_run
+    # The shape of a load is judged on the cells its floor is: the dark ones behind PV.
+    pv = daily.floor_cells is not None
+    kw_shape = np.where(daily.floor_cells, kw, np.nan) if pv else kw
+    behind_pv = ~daily.floor_cells.all(axis=0) if pv else np.zeros(n_meters, dtype=bool)
     issues.add_per_meter("readings.frozen_value", "readings",
                          pd.Series(frozen.sum(axis=0), index=ids), "masked",
                          detail=f"same non-zero reading repeated for >= {frozen_hours} h: "
@@ -396,9 +447,9 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     # judged on the full days after it.
     candidate = (day_onset >= 0) & (scan.shift >= 0.5 * detection.min_excess_kw)
     settled = (np.arange(n_days)[:, None] < day_onset[None, :] - 1)[grid.day_of_cell]
-    hour_sums = HourOfDaySums(kw, grid.hour_of_cell)
+    hour_sums = HourOfDaySums(kw_shape, grid.hour_of_cell)
     usual_kw, _ = hour_sums.increment(~settled)
-    cell = onset_cell(kw, grid.slots, grid.hour_of_cell, np.where(candidate, day_onset, -1),
+    cell = onset_cell(kw_shape, grid.slots, grid.hour_of_cell, np.where(candidate, day_onset, -1),
                       usual_kw, 0.5 * first_size)
     onset = np.where(cell >= 0, grid.day_of_cell[np.maximum(cell, 0)], day_onset)
     partial = (cell >= 0) & (cell != grid.slots[np.maximum(onset, 0), 0])
@@ -415,9 +466,14 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     day_idx = np.arange(n_days)
     post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
     resid_floor = floor_full - base_floor
+    # A day has the load when its floor shows it, or, for a load that runs most
+    # of the day but stops for hours (outages, curtailment), its median cell does.
+    pre_full = (day_idx[:, None] < first_full[None, :]) & (first_full[None, :] >= 0)
+    mid_gap = _nanmedian_where(mid - floor, pre_full)  # the household's median above its floor
+    resid_mid = np.where(install_day, np.nan, mid) - base_floor - np.nan_to_num(mid_gap)[None, :]
     with np.errstate(invalid="ignore"):
         present_kw = 0.5 * np.fmin(shift_floor, np.where(staged, first_size, np.inf))
-        present = (resid_floor > present_kw[None, :]) & post_day
+        present = ((resid_floor > present_kw[None, :]) | (resid_mid > present_kw[None, :])) & post_day
     n_post_valid = (post_day & ~np.isnan(resid_floor)).sum(axis=0)
     persistence = np.where(n_post_valid > 0, present.sum(axis=0) / np.maximum(n_post_valid, 1), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -433,51 +489,109 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     before_kw, _ = hour_sums.increment(post_cell)
     del hour_sums
     with np.errstate(invalid="ignore", divide="ignore"):
-        day_level = mean[grid.day_of_cell]
-        noise_ratio = (hourly_spread(kw, grid.hour_of_cell, full_cell, after_kw, day_level)
-                       - hourly_spread(kw, grid.hour_of_cell, ~post_cell, before_kw, day_level)
-                       ) / shift_mean
+        shape_mean = daily_mean(kw_shape, grid, np.ones(n_days, dtype=np.int64)) if pv else mean
+        day_level = shape_mean[grid.day_of_cell]
+        noise_ratio = (hourly_spread(kw_shape, grid.hour_of_cell, full_cell, after_kw, day_level)
+                       - hourly_spread(kw_shape, grid.hour_of_cell, ~post_cell, before_kw, day_level)
+                       ) / np.where(behind_pv, np.fmax(shift_mean, shift_floor), shift_mean)
     if spread_kw is not None:
         spread_kw = np.where(run, np.nan, np.asarray(spread_kw, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
             within = (np.nanmean(np.where(full_cell, spread_kw, np.nan), axis=0)
                       - np.nanmean(np.where(~post_cell, spread_kw, np.nan), axis=0)) / shift_mean
+            # in a typical hour (a GPU rig's few restarts a day aside)
+            within_noise = (np.nanmedian(np.where(full_cell, spread_kw, np.nan), axis=0)
+                            - np.nanmedian(np.where(~post_cell, spread_kw, np.nan), axis=0)
+                            ) / shift_mean
         noise_ratio = np.fmax(noise_ratio, within)
+    else:
+        within_noise = np.full(n_meters, np.nan)
     # Cycling loads raise the mean more than the floor and add variability.
     with np.errstate(invalid="ignore"):
         unsteadiness = np.clip(noise_ratio, 0, None) + np.clip(1 - floor_ratio, 0, None)
-    # Heating follows temperature; a rig does not (beyond a few % of drift).
-    temp_corr = np.full(n_meters, np.nan)
-    temp_share = np.full(n_meters, np.nan)
-    cold_start = np.full(n_meters, np.nan)
+        # A load that stops for hours adds variability too: judge it while it runs.
+        stops = (onset >= 0) & (unsteadiness > detection.max_unsteadiness) & \
+            (shift_floor >= 0.5 * detection.min_excess_kw)
+    uptime = np.full(n_meters, np.nan)
+    on_noise = np.full(n_meters, np.nan)
+    if stops.any():
+        sel = np.flatnonzero(stops)
+        # its size: what the floor, or on days with hours off the median cell, rose by
+        shift_mid, _ = shift_at(np.where(install_day, np.nan, mid)[:, sel], X[sel], first_full[sel])
+        uptime[sel], _, on_noise[sel], _ = on_state(
+            kw_shape[:, sel], grid.hour_of_cell, usual_kw[:, sel], post_cell[:, sel],
+            np.fmax(shift_floor[sel], shift_mid))
+    with np.errstate(invalid="ignore"):
+        # ... when its stops last hours: no new variability within the hour (what a
+        # thermostat cycling adds), or, read hourly, a floor that rose more than the mean
+        hours_off = np.where(np.isnan(within_noise), floor_ratio >= 1.0,
+                             within_noise <= MAX_WITHIN_NOISE)
+        runs = (stops & (uptime >= MIN_UPTIME) & (on_noise <= detection.max_unsteadiness)
+                & hours_off)
+        unsteadiness = np.where(runs, np.clip(on_noise, 0, None), unsteadiness)
+    # Heating follows temperature and falls to nothing when it is warm; a rig
+    # does not (beyond a few % of drift), and a rig that heats the house keeps
+    # most of its power when throttled. The load is judged against the floor
+    # expected from the days before it alone, so that the joint fit's
+    # degree-day term cannot absorb a heater's dependence on temperature.
+    warm_share = np.full(n_meters, np.nan)
+    heat_t = np.full(n_meters, np.nan)
+    pre_heat = None
     if hdd is not None:
-        enough = post_day & (n_post_valid >= 5)[None, :]
-        temp_corr = _masked_corr(resid_floor, hdd, enough)
-        temp_share = _masked_slope(resid_floor, hdd, enough) * _masked_range(hdd, enough) / shift_floor
-        cold_start = _temperature_drop(np.asarray(temperature_c, dtype=np.float64), onset)
+        _, base_pre = shift_at(np.where(pre_full, floor_full, np.nan), X, np.full(n_meters, -1))
+        # (with too few days before it, the joint fit is all there is)
+        n_pre_valid = (pre_full & ~np.isnan(floor_full)).sum(axis=0)
+        base_pre = np.where((n_pre_valid >= MIN_PRE_DAYS_FOR_HEATING)[None, :], base_pre, base_floor)
+        step_heat = TemperatureResponse(floor_full - base_pre, hdd,
+                                        post_day & (n_post_valid >= 5)[None, :])
+        warm_share, heat_t = step_heat.warm_share(), step_heat.slope_t
 
     pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
     level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
     with _quiet_nan():
         level_kw = np.where(np.isnan(level_kw), np.nanmedian(mean, axis=0), level_kw)
 
-    # 5. long-running load: floor high and steady vs own variable part and class peers.
+    # 5. long-running load: floor high and steady vs own variable part and class peers,
+    # judged on the days it ran: outages of hours leave days with a low floor, and a
+    # load that was there when the data start may have stopped since (removed, or a
+    # rig run in the cold months only).
+    valid_floor = ~np.isnan(floor)
     with _quiet_nan():
-        floor_level = np.nanmedian(floor, axis=0)
-        mean_level = np.nanmedian(mean, axis=0)
-        floor_cv = np.nanstd(floor, axis=0) / np.maximum(floor_level, 1e-6)
-    variable_kw = np.maximum(mean_level - floor_level, 0.02)
-    log_ratio = np.log(np.maximum(floor_level, 1e-3) / variable_kw)
-    pre_temp_corr = np.full(n_meters, np.nan)
+        on_day = floor >= ON_DAY_SHARE * np.nanquantile(floor, ON_DAY_QUANTILE, axis=0)[None, :]
+    first_valid = np.where(valid_floor.any(axis=0), np.argmax(valid_floor, axis=0), n_days)
+    first_on = np.where(on_day.any(axis=0), np.argmax(on_day, axis=0), n_days)
+    last_on = np.where(on_day.any(axis=0), n_days - 1 - np.argmax(on_day[::-1], axis=0), -1)
+    from_start = first_on <= first_valid + 2
+    run_end = np.where(from_start & (last_on < n_days - 1 - ENDED_DAYS), last_on + 1, n_days)
+    ran = day_idx[:, None] < run_end[None, :]  # the days a long-running load had (if any)
+    with _quiet_nan():
+        floor_level = np.nanmedian(np.where(on_day & ran, floor, np.nan), axis=0)
+        mean_level = np.nanmedian(np.where(on_day & ran, mean, np.nan), axis=0)
+    # Behind PV the daytime import is the sun's, not the household's: its
+    # variable part is not seen (the calibration gives it its class's).
+    variable_kw = np.where(behind_pv, np.nan, np.maximum(mean_level - floor_level, 0.02))
     if hdd is not None:
-        pre_temp_corr = _masked_corr(floor, hdd, np.ones_like(floor, bool))
+        pre_heat = TemperatureResponse(floor, hdd, valid_floor & ran)
+        wobble = pre_heat.residual_kw
+        mid_wobble = TemperatureResponse(mid, hdd, valid_floor & ran).residual_kw
+    else:
+        wobble, mid_wobble = floor, mid
+    # Day-to-day variation of the floor, weather aside (or of the median cell, which
+    # a load with outages of hours keeps steadier).
+    floor_cv = np.fmin(_robust_cv(np.where(on_day & ran, wobble, np.nan), floor_level),
+                       _robust_cv(np.where(on_day & ran, mid_wobble, np.nan), floor_level))
 
     # 6. significance against the population's own changes (calibrated on every
     # meter of the run, which may be more than these).
     evidence = pd.DataFrame({
         col.CUSTOMER_CLASS: meters[col.CUSTOMER_CLASS].astype("string").fillna("other").to_numpy(),
         "analysed": analysed,
-        "log_ratio": log_ratio,
+        col.REGION: meters[col.REGION].astype("string").fillna("").to_numpy(),
+        "floor_level_kw": floor_level,
+        "mean_level_kw": mean_level,
+        "variable_kw": variable_kw,
+        "dark_mean_kw": (daily.dark_mean_kw if daily.dark_mean_kw is not None
+                         else np.full(n_meters, np.nan)),
         "rel_shift": shift_floor / np.maximum(level_kw, 1e-3),
         "shift_floor_kw": shift_floor,
         "shift_se_kw": scan.shift / np.where(np.isfinite(scan.t) & (scan.t > 0), scan.t, np.inf),
@@ -487,13 +601,14 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
         evidence=evidence, issues=issues, meters=meters, grid=grid, detection=detection,
         has_weather=hdd is not None, frozen=frozen.any(axis=0),
         analysed=analysed, base_floor=base_floor, base_mean=base_mean, cell=cell,
-        cold_start=cold_start, day_quiet=day_quiet, flat=flat, floor=floor, floor_cv=floor_cv,
+        heat_t=heat_t, mid=mid, flat=flat, floor=floor, floor_cv=floor_cv,
         floor_level=floor_level, floor_ratio=floor_ratio, level_kw=level_kw, mean=mean,
         n_post_valid=n_post_valid, noise_ratio=noise_ratio, onset=onset, persistence=persistence,
-        post_day=post_day, pre_temp_corr=pre_temp_corr, present=present, resid_floor=resid_floor,
-        run=run, shift_floor=shift_floor, shift_mean=shift_mean, temp_corr=temp_corr,
-        temp_share=temp_share, unsteadiness=unsteadiness, valid_days=valid_days,
-        variable_kw=variable_kw,
+        post_day=post_day, pre_heat=pre_heat, present=present, resid_floor=resid_floor,
+        run_end=run_end, from_start=from_start, uptime=uptime, on_noise=on_noise,
+        within_noise=within_noise,
+        run=run, shift_floor=shift_floor, shift_mean=shift_mean, warm_share=warm_share,
+        unsteadiness=unsteadiness, valid_days=valid_days,
     )
 
 
@@ -508,7 +623,7 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     if calibration is None:
         calibration = Calibration.fit(m.evidence, detection)
     # daily (n_days, n_meters)
-    floor, mean, day_quiet = m.floor, m.mean, m.day_quiet
+    floor, mean, mid = m.floor, m.mean, m.mid
     resid_floor, base_floor, base_mean = m.resid_floor, m.base_floor, m.base_mean
     post_day, present = m.post_day, m.present
     # per meter
@@ -516,17 +631,20 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     onset, cell = m.onset, m.cell
     shift_floor, shift_mean, floor_ratio = m.shift_floor, m.shift_mean, m.floor_ratio
     flat, noise_ratio, unsteadiness = m.flat, m.noise_ratio, m.unsteadiness
-    persistence, temp_corr, temp_share = m.persistence, m.temp_corr, m.temp_share
-    cold_start, pre_temp_corr, level_kw = m.cold_start, m.pre_temp_corr, m.level_kw
-    floor_level, floor_cv, variable_kw = m.floor_level, m.floor_cv, m.variable_kw
+    persistence, warm_share, heat_t = m.persistence, m.warm_share, m.heat_t
+    level_kw, floor_level, floor_cv = m.level_kw, m.floor_level, m.floor_cv
     # (n_cells, n_meters)
     run = m.run
     cal = calibration.table.reindex(ids)
     p_step, p_pre, p_value, q_value = (cal[name].to_numpy() for name in
                                        ("p_step", "p_pre", "p_value", "q_value"))
-    typical_ratio = cal["typical_ratio"].to_numpy()
-    excess_pre = floor_level - typical_ratio * variable_kw
+    typical_floor = cal["typical_floor_kw"].to_numpy()
+    excess_pre = floor_level - typical_floor
     cutoff = calibration.cutoff
+    if m.pre_heat is not None:
+        pre_warm_share, pre_heat_t = m.pre_heat.warm_share(typical_floor), m.pre_heat.slope_t
+    else:
+        pre_warm_share = pre_heat_t = np.full(len(ids), np.nan)
 
     # 7. decisions, estimates, reasons.
     step_sig = np.minimum(1.0, 2.0 * p_step) <= cutoff
@@ -538,30 +656,42 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     step_shape = {
         "big": (shift_floor >= detection.min_excess_kw)
         & (shift_floor >= detection.min_relative_excess * level_kw),
-        "steady": ~(unsteadiness > detection.max_unsteadiness),
+        "steady": ~(unsteadiness > detection.max_unsteadiness) & ~(m.within_noise > MAX_WITHIN_NOISE),
         "flat_hour": ~(flat < detection.min_flatness),  # NaN (too few days) passes
         "persistent": persistence >= detection.min_persistence,
-        "not_heating": ~(((temp_corr > HEATING_MIN_CORR) & (temp_share > HEATING_MIN_SHARE))
-                         | ((cold_start >= COLD_SPELL_DROP_K) & (temp_corr > 0.1)
-                            & (temp_share > COLD_SPELL_MIN_SHARE))),
+        "not_heating": ~_heating(heat_t, warm_share),
     }
     step_ok = step_sig & np.logical_and.reduce(list(step_shape.values()))
 
     pre_sig = (np.minimum(1.0, 2.0 * p_pre) <= cutoff) & ~step_ok
-    # A constant load of X kW keeps even the quietest hour of every day above X.
+    # A load of X kW that runs most of every day keeps the day's median hour
+    # above the household's floor plus most of X (outages and curtailment of a
+    # few hours aside).
+    ran = day_idx[:, None] < m.run_end[None, :]  # the days a long-running load had
     with np.errstate(invalid="ignore"):
-        below = (day_quiet < CONSTANT_FLOOR_SHARE * excess_pre[None, :]) & ~np.isnan(day_quiet)
-    days_valid = (~np.isnan(day_quiet)).sum(axis=0)
-    days_above = days_valid - below.sum(axis=0)
+        below = (mid < (typical_floor + CONSTANT_FLOOR_SHARE * excess_pre)[None, :]) & ~np.isnan(mid)
+    days_valid = (~np.isnan(mid) & ran).sum(axis=0)
+    days_above = days_valid - (below & ran).sum(axis=0)
     pre_shape = {
         "big": excess_pre >= detection.min_excess_kw,
-        "steady": floor_cv <= 0.25,
-        "constant": days_above >= CONSTANT_FLOOR_DAYS * days_valid,
-        "not_heating": ~(pre_temp_corr > 0.6),
+        "steady": floor_cv <= MAX_FLOOR_CV,
+        "constant": days_above >= detection.min_persistence * days_valid,
+        "not_heating": ~_heating(pre_heat_t, pre_warm_share),
     }
     pre_class = meters[col.CUSTOMER_CLASS].astype("string").fillna("other").isin(
         list(detection.preexisting_classes)).to_numpy()
-    pre_ok = pre_sig & np.logical_and.reduce(list(pre_shape.values())) & analysed & pre_class
+    pre_shaped = (np.logical_and.reduce(list(pre_shape.values())) & analysed & pre_class & ~step_ok
+                  & m.from_start)
+    # The similar-premises signs (Irkutsk's official procedure, 2025: at least twice
+    # what similar premises draw, stable, no seasonal drop), on a flat floor: a line
+    # of evidence of its own, so that what a utility's spreadsheet finds is found.
+    mean_level = m.evidence["mean_level_kw"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peer_multiple = mean_level / cal["peer_mean_kw"].to_numpy()
+        peer_signs = ((peer_multiple >= PEER_MULTIPLE) & (floor_level >= PEER_FLAT_SHARE * mean_level)
+                      & (excess_pre >= PEER_MIN_EXCESS_SHARE * mean_level))
+    peer_ok = peer_signs & pre_shaped
+    pre_ok = (pre_sig & pre_shaped) | peer_ok
 
     flagged = (step_ok | pre_ok) & analysed
     kind = np.where(flagged, col.KIND_VISIBLE, "")
@@ -576,10 +706,12 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     fill = np.where(masked_day, 0.0, shift_mean[None, :])
     daily_excess_kwh = np.where(np.isnan(base_mean_resid), fill, base_mean_resid) * post_hours
     excess_kwh_step = np.nansum(daily_excess_kwh, axis=0)
-    # A load running before the window is counted from the meter's first day with data.
+    # A load running before the window is counted from the meter's first day with
+    # data (to its last day, for one that stopped).
     has_data = ~np.isnan(mean)
     first_day = np.where(has_data.any(axis=0), np.argmax(has_data, axis=0), n_days)
-    window_hours = np.where(day_idx[:, None] >= first_day[None, :], hours[:, None], 0.0).sum(axis=0)
+    window_hours = np.where((day_idx[:, None] >= first_day[None, :]) & ran, hours[:, None],
+                            0.0).sum(axis=0)
     excess_kw = np.where(step_ok, excess_kw_step, np.where(pre_ok, excess_pre, 0.0))
     excess_kwh = np.where(step_ok, excess_kwh_step, np.where(pre_ok, excess_pre * window_hours, 0.0))
     excess_kw = np.maximum(np.nan_to_num(excess_kw), 0.0)
@@ -593,11 +725,11 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
         np.clip(1 - np.nan_to_num(unsteadiness, nan=1.0), 0, 1),
         np.clip(np.nan_to_num(flat, nan=1.0), 0, 1),
         np.nan_to_num(persistence),
-        1 - np.clip(np.nan_to_num(temp_corr), 0, 1),
+        _not_heating_factor(heat_t, warm_share),
     ])
     shape_pre = _geo_mean([
         np.clip(1 - np.nan_to_num(floor_cv, nan=1.0), 0, 1),
-        1 - np.clip(np.nan_to_num(pre_temp_corr), 0, 1),
+        _not_heating_factor(pre_heat_t, pre_warm_share),
         np.clip(np.nan_to_num(excess_pre) / max(detection.min_excess_kw, 1e-3), 0, 1),
     ])
     use_pre = pre_ok | (~step_ok & (np.nan_to_num(p_pre, nan=1) < np.nan_to_num(p_step, nan=1)))
@@ -616,17 +748,22 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     ended = step_ok & (low.sum(axis=0) >= ENDED_DAYS) & (n_post_valid > ENDED_DAYS)
     last_present = np.where(present.any(axis=0), n_days - 1 - np.argmax(present[::-1], axis=0), -1)
     ended_day = np.where(ended & (last_present >= 0), last_present + 1, -1)
+    # ... or a long-running one that stopped (removed, or run in the cold months only).
+    ended_day = np.where(pre_ok & (m.run_end < n_days), m.run_end, ended_day)
 
     dates = grid.dates
     reasons = _reasons(
         flagged=flagged, step_ok=step_ok, pre_ok=pre_ok, analysed=analysed, dates=dates,
         onset=onset, shift_floor=shift_floor, excess_kw=excess_kw,
         persistence=persistence, n_post=n_post_valid, floor_ratio=floor_ratio, flat=flat,
-        has_weather=m.has_weather, typical_floor=typical_ratio * variable_kw, step_shape=step_shape,
+        has_weather=m.has_weather, typical_floor=typical_floor, step_shape=step_shape,
         step_sig=step_sig, frozen=m.frozen,
         detection=detection, class_names=meters[col.CUSTOMER_CLASS].astype("string").fillna("other"),
         provisional=provisional, ended_day=ended_day, days_above=days_above, days_valid=days_valid,
         pre_sig=pre_sig, pre_shape=pre_shape, pre_class=pre_class, excess_pre=excess_pre,
+        level_kw=level_kw, peer_ok=peer_ok & ~(pre_sig & pre_shaped), peer_multiple=peer_multiple,
+        from_start=m.from_start, warm_share=np.where(step_ok, warm_share, pre_warm_share),
+        heat_t=np.where(step_ok, heat_t, pre_heat_t),
     )
 
     table = pd.DataFrame(
@@ -651,10 +788,12 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
             "flat_fraction": flat,
             "noise_ratio": noise_ratio,
             "unsteadiness": unsteadiness,
-            "temperature_share": temp_share,
-            "cold_start_k": cold_start,
+            "uptime": m.uptime,
+            "on_state_noise": m.on_noise,
+            "within_hour_noise": m.within_noise,
             "persistence": persistence,
-            "temperature_corr": temp_corr,
+            "warm_share": np.where(step_ok | ~pre_ok, warm_share, pre_warm_share),
+            "heating_t": np.where(step_ok | ~pre_ok, heat_t, pre_heat_t),
             "floor_level_kw": floor_level,
             "excess_preexisting_kw": excess_pre,
             "valid_days": valid_days,
@@ -679,8 +818,12 @@ class Calibration:
     Attributes
     ----------
     table : pandas.DataFrame
-        Per meter (index ``meter_id``): ``typical_ratio`` (the class's
-        typical floor over variable demand), ``p_step`` (new load), ``p_pre``
+        Per meter (index ``meter_id``): ``typical_floor_kw`` (what meters of
+        its class with its variable demand, the mean above the floor, draw at
+        their floor; behind PV, where the variable demand is not seen, at the
+        class's median variable demand) [kW], ``peer_mean_kw`` (the median
+        mean demand of similar premises: same class and region, or class
+        when fewer than 10) [kW], ``p_step`` (new load), ``p_pre``
         (long-running load), ``p_value`` (both, Bonferroni) and ``q_value``
         (Benjamini-Hochberg across all meters).
     cutoff : float
@@ -708,13 +851,33 @@ class Calibration:
         """
         analysed = evidence["analysed"].to_numpy(dtype=bool)
         classes = pd.factorize(evidence[col.CUSTOMER_CLASS])[0]
-        log_ratio = np.where(analysed, evidence["log_ratio"].to_numpy(dtype=np.float64), np.nan)
+        # A meter behind PV has no visible variable part: what meters of its class
+        # with its evening and night demand have stands in (its class's median
+        # without that figure).
+        variable_kw = np.where(analysed, evidence["variable_kw"].to_numpy(dtype=np.float64), np.nan)
+        dark_mean = evidence["dark_mean_kw"].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_dark = np.log(np.where(dark_mean > 0, dark_mean, np.nan))
+            predicted, _ = _robust_line(log_dark, np.log(variable_kw), classes)
+        variable_kw = np.where(np.isnan(variable_kw), np.exp(predicted), variable_kw)
+        variable_kw = np.where(np.isnan(variable_kw), _group_median(variable_kw, classes), variable_kw)
+        floor_level = evidence["floor_level_kw"].to_numpy(dtype=np.float64)
+        log_floor = np.where(analysed, np.log(np.maximum(floor_level, 1e-3)), np.nan)
         rel_shift = np.where(analysed, evidence["rel_shift"].to_numpy(dtype=np.float64), np.nan)
         shift_floor, se, level_kw = (evidence[name].to_numpy(dtype=np.float64)
                                      for name in ("shift_floor_kw", "shift_se_kw", "level_kw"))
-        # a long-running load: floor high vs the meter's own variable part, by class
-        z_pre = robust_z(log_ratio, classes)
-        typical_ratio = np.exp(_group_median(log_ratio, classes))
+        # a long-running load: floor high for a meter of its variable part, by class
+        # (bigger households have both bigger floors and bigger variable parts; a load
+        # running all the time raises the floor alone)
+        typical_log_floor, z_pre = _robust_line(np.log(variable_kw), log_floor, classes)
+        # ... and the similar premises' (class and region) typical consumption
+        premises = pd.factorize(evidence[col.CUSTOMER_CLASS].astype(str) + "|"
+                                + evidence[col.REGION].astype(str))[0]
+        mean_level = np.where(analysed, evidence["mean_level_kw"].to_numpy(dtype=np.float64), np.nan)
+        peer_mean = _group_median(mean_level, premises)
+        class_mean = _group_median(mean_level, classes)
+        small = np.bincount(premises, weights=np.isfinite(mean_level))[premises] < 10
+        peer_mean = np.where(small, class_mean, peer_mean)
         # a new load: the step against the spread of the class's natural level changes
         tau = np.exp(_group_median(np.log(np.maximum(rel_shift, 1e-4)), classes))
         z_step = shift_floor / np.sqrt(se**2 + (tau * level_kw) ** 2)
@@ -727,9 +890,29 @@ class Calibration:
             q_value[ok] = multipletests(p_value[ok], alpha=detection.fdr_alpha, method="fdr_bh")[1]
         rejected = q_value <= detection.fdr_alpha
         cutoff = detection.fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
-        table = pd.DataFrame({"typical_ratio": typical_ratio, "p_step": p_step, "p_pre": p_pre,
-                              "p_value": p_value, "q_value": q_value}, index=evidence.index)
+        table = pd.DataFrame({"typical_floor_kw": np.exp(typical_log_floor),
+                              "peer_mean_kw": peer_mean, "p_step": p_step, "p_pre": p_pre, "p_value": p_value,
+                              "q_value": q_value}, index=evidence.index)
         return cls(table=table, cutoff=float(cutoff))
+
+
+def _robust_cv(values, level):
+    """1.4826 MAD over days of each column, relative to ``level`` [-]."""
+    with _quiet_nan():
+        spread = np.nanmedian(np.abs(values - np.nanmedian(values, axis=0)), axis=0)
+    return 1.4826 * spread / np.maximum(level, 1e-6)
+
+
+def _heating(slope_t, warm_share):
+    """A load that rises with the cold and fades when it is warm (NaN: no evidence)."""
+    with np.errstate(invalid="ignore"):
+        return (slope_t > HEATING_MIN_T) & (warm_share < HEATING_MAX_WARM_SHARE)
+
+
+def _not_heating_factor(slope_t, warm_share):
+    """1 for a load that ignores the weather, falling to 0 for pure heating."""
+    follows = np.clip((np.nan_to_num(slope_t) - 1.0) / (HEATING_MIN_T - 1.0), 0, 1)
+    return 1 - follows * (1 - np.nan_to_num(warm_share, nan=1.0))
 
 
 def _geo_mean(factors):
@@ -751,6 +934,57 @@ def _group_median(values, groups, min_group=10):
             if np.sum(sel & ~np.isnan(values)) >= min_group:
                 out[sel] = np.nanmedian(values[sel])
     return out
+
+
+def _robust_line(x, y, groups, *, min_group=30, iterations=8):
+    """A robust straight line of ``y`` on ``x`` per group: the fitted values and z-scores.
+
+    Fitted with Huber weights (iteratively reweighted least squares) on the
+    points where both are finite, so that the few loads being looked for do
+    not bend the line; groups with fewer than ``min_group`` points use the
+    fit of all points. The sums are taken in one order whatever the order of
+    the points, so a run cut into partitions fits the same line.
+
+    Returns
+    -------
+    fitted : numpy.ndarray
+        ``a + b * x`` of each point's group (NaN where ``x`` is not finite).
+    z : numpy.ndarray
+        ``(y - fitted)`` over the group's robust scale (1.4826 MAD) [-].
+    """
+    fitted = np.full(x.shape, np.nan)
+    z = np.full(x.shape, np.nan)
+    ok = np.isfinite(x) & np.isfinite(y)
+
+    def fit(sel):
+        xs, ys = x[sel], y[sel]
+        order = np.lexsort((ys, xs))
+        xs, ys = xs[order], ys[order]
+        w = np.ones(len(xs))
+        a, b, scale = np.median(ys), 0.0, 1.0
+        for _ in range(iterations):  # a handful of weighted 2-parameter fits
+            sw = w.sum()
+            mx, my = (w * xs).sum() / sw, (w * ys).sum() / sw
+            sxx = (w * (xs - mx) ** 2).sum()
+            b = (w * (xs - mx) * (ys - my)).sum() / sxx if sxx > 1e-12 else 0.0
+            a = my - b * mx
+            r = ys - a - b * xs
+            scale = max(1.4826 * np.median(np.abs(r - np.median(r))), 1e-6)
+            w = np.minimum(1.0, 1.5 * scale / np.maximum(np.abs(r), 1e-12))
+        return a, b, scale
+
+    if ok.sum() < 3:
+        return fitted, z
+    fits = {None: fit(ok)}
+    for g in np.unique(groups):  # a few customer classes
+        sel = ok & (groups == g)
+        fits[g] = fit(sel) if sel.sum() >= min_group else fits[None]
+    for g in np.unique(groups):
+        a, b, scale = fits[g]
+        sel = groups == g
+        fitted[sel] = a + b * x[sel]
+        z[sel] = (y[sel] - fitted[sel]) / scale
+    return fitted, z
 
 
 def _masked_moments(a, b, mask):
@@ -817,10 +1051,22 @@ def _fmt_kw(x):
     return f"{x:.2f} kW" if abs(x) < 10 else f"{x:.1f} kW"
 
 
+_HEATING_REASON = "it rises with the cold and fades when it is warm (heating)"
+
+
+def _weather_reason(slope_t, warm_share):
+    """What the weather says of a flagged load."""
+    if slope_t > HEATING_MIN_T:
+        return (f"draws more when it is cold but keeps {min(warm_share, 1):.0%} of it when no "
+                "heating is needed (a rig that also heats the house?)")
+    return "not explained by temperature"
+
+
 def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, excess_kw,
              persistence, n_post, floor_ratio, flat, has_weather, typical_floor, step_shape,
              step_sig, frozen, detection, class_names, provisional, ended_day, days_above,
-             days_valid, pre_sig, pre_shape, pre_class, excess_pre):
+             days_valid, pre_sig, pre_shape, pre_class, excess_pre, level_kw, warm_share, heat_t,
+             peer_ok, peer_multiple, from_start):
     """Short human reasons per meter (a loop over meters, but only to format text)."""
     out = []
     for m in range(len(flagged)):
@@ -847,20 +1093,47 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, e
             else:
                 parts.append("night-time floor rose as much as the daily mean")
             if has_weather:
-                parts.append("not explained by temperature")
+                parts.append(_weather_reason(heat_t[m], warm_share[m]))
         elif pre_ok[m]:
             parts.append(
                 f"already running when the data start: about {_fmt_kw(excess_kw[m])} more than "
                 f"{class_names.iloc[m]} meters of its size draw at their quietest "
                 f"({_fmt_kw(max(typical_floor[m], 0.0))})"
             )
-            parts.append(f"all but its 4 quietest hours stayed above {_fmt_kw(0.8 * excess_kw[m])} "
-                         f"on {int(days_above[m])} of {int(days_valid[m])} days")
+            parts.append(f"ran through most of the day on {int(days_above[m])} of "
+                         f"{int(days_valid[m])} days (the median hour above "
+                         f"{_fmt_kw(typical_floor[m] + CONSTANT_FLOOR_SHARE * excess_kw[m])})")
+            if ended_day[m] >= 0:
+                parts.append(f"not seen since {dates[ended_day[m]].date().isoformat()} (removed, "
+                             "switched off, or run in the cold months only): check before "
+                             "sending a crew")
+            if peer_ok[m]:
+                parts.append(f"similar-premises signs: {peer_multiple[m]:.1f}x the consumption of "
+                             f"similar {class_names.iloc[m]} premises, flat, stable from day to day, "
+                             "no drop when it is warm")
+            if has_weather:
+                parts.append(_weather_reason(heat_t[m], warm_share[m]))
+        elif pre_sig[m] and from_start[m] and excess_pre[m] >= detection.min_excess_kw:
+            why = []
+            if not pre_class[m]:
+                why.append(f"a 24/7 base load is ordinary for {class_names.iloc[m]} customers")
+            if not pre_shape["steady"][m]:
+                why.append("its floor changes from day to day")
+            if not pre_shape["constant"][m]:
+                why.append(f"it ran through most of the day on only {int(days_above[m])} of "
+                           f"{int(days_valid[m])} days")
+            if not pre_shape["not_heating"][m]:
+                why.append(_HEATING_REASON)
+            parts.append(f"not flagged: a floor {_fmt_kw(excess_pre[m])} above {class_names.iloc[m]} "
+                         "meters of its size all window, but " + ", ".join(why))
         elif onset[m] >= 0 and shift_floor[m] >= 0.5 * detection.min_excess_kw:
             day = dates[onset[m]].date().isoformat()
             why = []
-            if not step_shape["big"][m]:
+            if shift_floor[m] < detection.min_excess_kw:
                 why.append(f"below the {detection.min_excess_kw:g} kW minimum")
+            elif not step_shape["big"][m]:
+                why.append(f"below {detection.min_relative_excess:.0%} of the meter's usual "
+                           f"{_fmt_kw(level_kw[m])}")
             if not step_shape["steady"][m]:
                 why.append("the mean rose more than the floor (not round the clock)"
                            if floor_ratio[m] < 0.75 else "it switches on and off (cycling load)")
@@ -869,23 +1142,10 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, e
             if not step_shape["persistent"][m]:
                 why.append(f"present on only {persistence[m]:.0%} of days")
             if not step_shape["not_heating"][m]:
-                why.append("it follows temperature (heating)")
+                why.append(_HEATING_REASON)
             if not step_sig[m]:
                 why.append("within the meter's normal variation")
             parts.append(f"not flagged: the floor rose {_fmt_kw(shift_floor[m])} on {day} but "
                          + ", ".join(why))
-        elif pre_sig[m] and excess_pre[m] >= detection.min_excess_kw:
-            why = []
-            if not pre_class[m]:
-                why.append(f"a 24/7 base load is ordinary for {class_names.iloc[m]} customers")
-            if not pre_shape["steady"][m]:
-                why.append("its floor changes from day to day")
-            if not pre_shape["constant"][m]:
-                why.append(f"it dropped below {_fmt_kw(0.8 * excess_pre[m])} on "
-                           f"{int(days_valid[m] - days_above[m])} of {int(days_valid[m])} days")
-            if not pre_shape["not_heating"][m]:
-                why.append("it follows temperature (heating)")
-            parts.append(f"not flagged: a floor {_fmt_kw(excess_pre[m])} above {class_names.iloc[m]} "
-                         "meters of its size all window, but " + ", ".join(why))
         out.append("; ".join(parts))
     return out

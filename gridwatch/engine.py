@@ -64,6 +64,7 @@ from gridwatch.errors import InputError
 from gridwatch.issues import IssueLog
 from gridwatch.peers import DemandBands, PeerCounts, demand_bands
 from gridwatch.resample import analysis_index, to_grid, weather_to_grid
+from gridwatch.solar import floor_cells
 from gridwatch.sources import Dataset
 
 log = logging.getLogger(__name__)
@@ -486,6 +487,10 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
                             with_spread=True)
+    export_kw = None
+    if col.KWH_EXPORT in sub.readings.columns:
+        export_kw, _ = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids,
+                               index=index, value_column=col.KWH_EXPORT)
     ts = sub.readings[col.TIMESTAMP]
     in_window = int(((ts >= index[0]) & (ts < index[-1] + (index[1] - index[0]))).sum())
     upstream_kw = None
@@ -501,10 +506,18 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
     if not has_data.all():
         kw = kw.loc[:, has_data]
         spread = spread.loc[:, has_data]
+        export_kw = None if export_kw is None else export_kw.loc[:, has_data]
     issues = IssueLog()
     temperature = meter_temperature(sub.weather, meters, index, grid, issues)
-    daily = daily_figures(kw.to_numpy(dtype=np.float64), grid, analysis=config.analysis,
-                          frozen_hours=config.data.frozen_hours)
+    demand = kw.to_numpy(dtype=np.float64)  # imported
+    cells, _, dark = floor_cells(demand, index, meters, local_hour=grid.hour_of_cell,
+                                 cell_hours=grid.cell_hours,
+                                 export_kw=None if export_kw is None else export_kw.to_numpy())
+    if export_kw is not None:  # net: what the home draws beyond its own generation
+        kw = kw - export_kw.fillna(0.0)
+        demand = kw.to_numpy(dtype=np.float64)
+    daily = daily_figures(demand, grid, analysis=config.analysis,
+                          frozen_hours=config.data.frozen_hours, floor_cells=cells, dark=dark)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
                     readings_in_window=in_window, upstream_kw=upstream_kw, daily=daily)

@@ -92,7 +92,9 @@ def label_frame(labels) -> pd.DataFrame:
     frame[col.TRANSFORMER_ID] = frame[col.TRANSFORMER_ID].fillna("").astype(str)
     as_of = pd.Timestamp(labels["as_of"])
     frame["age_days"] = (as_of - frame[col.ONSET]).dt.days.astype("float64")
-    return frame[["type", col.ONSET, "rig_kw", col.TRANSFORMER_ID, "age_days"]]
+    rig_type = frame["rig_type"] if "rig_type" in frame else pd.Series(None, index=frame.index)
+    frame["rig_type"] = rig_type.where(rig_type.notna(), None).astype(object)
+    return frame[["type", col.ONSET, "rig_kw", col.TRANSFORMER_ID, "age_days", "rig_type"]]
 
 
 def flag_frame(flags) -> pd.DataFrame:
@@ -176,8 +178,12 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         - ``as_of`` (str), ``k`` (int), ``n_meters`` (labelled meters),
           ``n_flagged``, ``n_not_scored``, ``n_unlabelled_flags`` (int);
         - ``recall``: rate per group of :data:`AGE_GROUPS`, ``overall``
-          (visible rigs) and ``bypass``; ``recall_detected`` and
+          (visible rigs), ``bypass``, ``>=0.5 kW, >=3 days`` (rigs of at
+          least 0.5 kW whose onset is 3 days or more before the as-of, or
+          that ran all window) and ``<0.5 kW``; ``recall_detected`` and
           ``recall_n``: the counts behind each rate;
+        - ``recall_by_rig_type``: ``{rig_type: {"n", "found", "rate"}}``
+          over the visible rigs whose labels give a ``rig_type``;
         - ``false_alarm_rate``: flagged fraction of ``normal`` meters, of
           each look-alike type present, of ``bypass`` meters flagged with
           another kind than ``hidden_load_suspect``, and ``all_negatives``
@@ -226,11 +232,23 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         "overall": visible,
         "bypass": hidden,
     }
+    size = joined["rig_kw"]
+    groups[">=0.5 kW, >=3 days"] = visible & ((age >= 3) | age.isna()) & (size >= 0.5)
+    groups["<0.5 kW"] = visible & (size < 0.5)
     recall, recall_n, recall_detected = {}, {}, {}
     for name, members in groups.items():
         recall_n[name] = int(members.sum())
         recall_detected[name] = int((members & hit).sum())
         recall[name] = _ratio(recall_detected[name], recall_n[name])
+
+    # Recall per rig behaviour.
+    by_type = {}
+    rig_type = joined["rig_type"]
+    for t in sorted(rig_type[visible].dropna().unique()):
+        members = visible & (rig_type == t)
+        found = int((members & hit).sum())
+        by_type[t] = {"n": int(members.sum()), "found": found,
+                      "rate": _ratio(found, int(members.sum()))}
 
     # False alarms per negative type (every type that is not a positive).
     negatives = ~(visible | hidden)
@@ -285,6 +303,7 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         "recall": recall,
         "recall_detected": recall_detected,
         "recall_n": recall_n,
+        "recall_by_rig_type": by_type,
         "false_alarm_rate": far,
         "false_alarm_n": far_n,
         "precision": precision,
@@ -324,12 +343,17 @@ def format_evaluation(metrics) -> str:
     ]
     names = {">=3 days": "rigs, onset >=3 days ago", "0-2 days": "rigs, onset 0-2 days ago",
              "preexisting": "rigs running all window", "overall": "all visible rigs",
+             ">=0.5 kW, >=3 days": "rigs >=0.5 kW, >=3 days old", "<0.5 kW": "rigs under 0.5 kW",
              "bypass": "bypass (as hidden_load_suspect)"}
     for key, label in names.items():
-        n = m["recall_n"][key]
+        n = m["recall_n"].get(key, 0)
         if n or key == "overall":
             lines.append(f"  {label:<32}{m['recall_detected'][key]:>7}{n:>7}"
                          f"{_fmt(m['recall'][key]):>8}")
+    if m.get("recall_by_rig_type"):
+        lines += ["", f"{'recall by rig type':<34}{'found':>7}{'of':>7}{'rate':>8}"]
+        for t, r in m["recall_by_rig_type"].items():
+            lines.append(f"  {t:<32}{r['found']:>7}{r['n']:>7}{_fmt(r['rate']):>8}")
     lines += ["", f"{'false alarms':<34}{'flagged':>7}{'of':>7}{'rate':>8}"]
     n_neg = sum(c["n"] for t, c in m["counts"].items()
                 if t not in POSITIVE_TYPES and t not in HIDDEN_TYPES)

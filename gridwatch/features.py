@@ -321,3 +321,138 @@ def onset_cell(kw: np.ndarray, slots: np.ndarray, hour_of_cell: np.ndarray, onse
     best = np.argmax(cusum, axis=0)
     out[has] = cells[best, np.arange(n_meters)][has]
     return out
+
+
+class TemperatureResponse:
+    """How a daily series follows heating degree-days: ``y[d] = a + b * hdd[d]`` per meter.
+
+    Heating (heat pumps, resistive heaters) is a load proportional to the
+    degree-days, which falls to nothing when it is warm: its ``a`` is near
+    0. A rig draws the same whatever the weather (``b`` near 0), and a rig
+    that heats the house (a "crypto heater") is throttled when it is warm but
+    keeps a large ``a``. :meth:`warm_share` compares the two ends.
+
+    Parameters
+    ----------
+    y : numpy.ndarray of shape (n_days, n_meters)
+        Daily series [kW] (e.g. a load's daily floor above its baseline), NaN where missing.
+    hdd : numpy.ndarray of shape (n_days, n_meters)
+        Heating degree-days of each meter's region [K day].
+    mask : numpy.ndarray of bool, shape (n_days, n_meters)
+        Days to fit on (e.g. the days after an onset).
+
+    Attributes
+    ----------
+    intercept_kw, slope_kw_per_k, slope_t : numpy.ndarray of shape (n_meters,)
+        ``a`` [kW], ``b`` [kW/K] and ``b`` over its standard error; NaN with
+        fewer than 5 days or no spread of degree-days.
+    cold_hdd : numpy.ndarray of shape (n_meters,)
+        90th percentile of the degree-days over ``mask`` [K day].
+    residual_kw : numpy.ndarray of shape (n_days, n_meters)
+        ``y - a - b * hdd`` [kW].
+    """
+
+    def __init__(self, y: np.ndarray, hdd: np.ndarray, mask: np.ndarray):
+        ok = mask & ~np.isnan(y) & ~np.isnan(hdd)
+        n = ok.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx = np.where(ok, hdd, 0).sum(axis=0) / n
+            my = np.where(ok, y, 0).sum(axis=0) / n
+            dx = np.where(ok, hdd - mx, 0.0)
+            dy = np.where(ok, y - my, 0.0)
+            sxx = (dx**2).sum(axis=0)
+            b = (dx * dy).sum(axis=0) / sxx
+            a = my - b * mx
+            resid = np.where(ok, dy - b * dx, 0.0)
+            se = np.sqrt((resid**2).sum(axis=0) / np.maximum(n - 2, 1) / sxx)
+            usable = (n >= 5) & (sxx > 1e-9)
+            self.intercept_kw = np.where(usable, a, np.nan)
+            self.slope_kw_per_k = np.where(usable, b, np.nan)
+            self.slope_t = np.where(usable & (se > 0), b / se, np.where(usable, np.inf * np.sign(b), np.nan))
+        sorted_hdd = np.sort(np.where(ok, hdd, np.nan), axis=0)  # NaN sorts last
+        pos = np.clip(np.floor(0.9 * (n - 1)).astype(np.int64), 0, None)
+        self.cold_hdd = np.where(n > 0, sorted_hdd[pos, np.arange(y.shape[1])], np.nan)
+        self.residual_kw = y - (np.nan_to_num(self.intercept_kw)[None, :]
+                                + np.nan_to_num(self.slope_kw_per_k)[None, :] * hdd)
+
+    def warm_share(self, above_kw=0.0) -> np.ndarray:
+        """Level with no heating demand over level on cold days, above ``above_kw``.
+
+        Parameters
+        ----------
+        above_kw : float or numpy.ndarray of shape (n_meters,), default 0
+            A baseline subtracted from both levels [kW] (the household's own floor).
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_meters,)
+            ``(a - above) / (a + b * cold_hdd - above)``, clipped to 0..1
+            (1 for a load that does not rise with the cold); NaN where not fitted.
+        """
+        warm = self.intercept_kw - above_kw
+        cold = self.intercept_kw + self.slope_kw_per_k * self.cold_hdd - above_kw
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(cold > warm, warm / cold, 1.0)
+        return np.where(np.isnan(self.intercept_kw), np.nan, np.clip(share, 0.0, 1.0))
+
+
+def on_state(kw: np.ndarray, hour_of_cell: np.ndarray, usual_kw: np.ndarray, post: np.ndarray,
+             step_kw: np.ndarray):
+    """A new load judged while it runs: how often it runs, its level and its steadiness.
+
+    A rig that stops for hours (pool outages, price curtailment, demand
+    response) adds its full power in the hours it runs and nothing in the
+    others. Its on-state is what identifies it: a steady level, not its
+    presence in every hour. A thermostatic load seen hour by hour is never
+    steady: its hourly draw is its duty cycle times its power.
+
+    Parameters
+    ----------
+    kw : numpy.ndarray of shape (n_cells, n_meters)
+        Demand [kW], NaN where missing.
+    hour_of_cell : numpy.ndarray of int, shape (n_cells,)
+    usual_kw : numpy.ndarray of shape (24, n_meters)
+        The meter's mean demand by hour of day before the load [kW].
+    post : numpy.ndarray of bool, shape (n_cells, n_meters)
+        Cells from the load's onset.
+    step_kw : numpy.ndarray of shape (n_meters,)
+        The load's estimated size [kW]; a cell is "on" above half of it.
+
+    Returns
+    -------
+    uptime : numpy.ndarray of shape (n_meters,)
+        Share of the post cells with the load on [-].
+    level_kw : numpy.ndarray of shape (n_meters,)
+        Median demand above usual in the on cells [kW].
+    noise : numpy.ndarray of shape (n_meters,)
+        Interquartile range of the demand above usual in the on cells, less
+        that of the cells before the onset (the household's own), over
+        ``level_kw`` [-]; NaN with fewer than 24 on cells.
+    blockiness : numpy.ndarray of shape (n_meters,)
+        How much more often than chance consecutive post cells share their
+        state, on or off (Cohen's kappa at lag one): a load that stops for
+        hours keeps its state (near 1), a thermostat cycling within the hour
+        does not (near 0); 1 for a load that never stops [-].
+    """
+    above = kw - usual_kw[hour_of_cell]
+    valid = ~np.isnan(above)
+    with np.errstate(invalid="ignore"):
+        on = post & valid & (above > 0.5 * step_kw[None, :])
+    n_post = (post & valid).sum(axis=0)
+    n_on = on.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q_on = np.nanquantile(np.where(on, above, np.nan), [0.25, 0.5, 0.75], axis=0)
+        q_pre = np.nanquantile(np.where(~post & valid, above, np.nan), [0.25, 0.75], axis=0)
+    level = q_on[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uptime = np.where(n_post > 0, n_on / np.maximum(n_post, 1), np.nan)
+        noise = ((q_on[2] - q_on[0]) - np.nan_to_num(q_pre[1] - q_pre[0])) / level
+    pair = post[1:] & post[:-1] & valid[1:] & valid[:-1]
+    n_pair = pair.sum(axis=0)
+    agree = (pair & (on[1:] == on[:-1])).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chance = uptime**2 + (1 - uptime) ** 2
+        blockiness = np.where(chance < 1 - 1e-9, (agree / n_pair - chance) / (1 - chance), 1.0)
+    enough = n_on >= 24
+    return uptime, level, np.where(enough, noise, np.nan), np.where(enough, blockiness, np.nan)

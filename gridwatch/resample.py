@@ -75,7 +75,8 @@ def _positions(ids, names) -> np.ndarray:
 
 
 def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
-            index: pd.DatetimeIndex, id_column: str = col.METER_ID, with_spread: bool = False):
+            index: pd.DatetimeIndex, id_column: str = col.METER_ID, with_spread: bool = False,
+            value_column: str = col.KWH):
     """Mean demand and coverage per grid cell and meter.
 
     Each reading falls in the cell that contains its START. Within a cell,
@@ -99,6 +100,8 @@ def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
     id_column : str, default "meter_id"
     with_spread : bool, default False
         Also return the spread of demand within each cell.
+    value_column : str, default "kwh"
+        The energy column gridded (``kwh_export`` for the export register).
 
     Returns
     -------
@@ -137,7 +140,7 @@ def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
     position = _positions(readings[id_column], columns)
     t = pd.DatetimeIndex(readings[col.TIMESTAMP]).tz_convert("UTC").as_unit("us").asi8
     cell = (t - start_us) // cell_us
-    kwh = readings[col.KWH].to_numpy(dtype=np.float64, na_value=np.nan)
+    kwh = readings[value_column].to_numpy(dtype=np.float64, na_value=np.nan)
     use = (cell >= 0) & (cell < n_cells) & (position >= 0) & ~np.isnan(kwh)
     if not use.all():
         cell, position, kwh = cell[use], position[use], kwh[use]

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from scipy.signal import lfilter
 
 from gridwatch import columns as col
+from gridwatch import loads
 from gridwatch.atomic import atomic_path, write_json
 
 __all__ = [
@@ -54,10 +55,14 @@ __all__ = [
     "DEFAULT_BYPASS_KIND_MIX",
     "DEFAULT_CLASS_MIX",
     "DEFAULT_SCENARIO_MIX",
+    "FIELD_RIG_TYPE_MIX",
+    "FIELD_SCENARIO_MIX",
     "HIDDEN_TYPES",
     "LABEL_TYPES",
     "LOOKALIKE_TYPES",
     "POSITIVE_TYPES",
+    "PV_HOME",
+    "RIG_TYPES",
     "simulate_dataset",
     "suppressed_meters",
 ]
@@ -76,9 +81,27 @@ LOOKALIKE_TYPES = (
     "cycling_load",
     "frozen_meter",
     "suppressed_licensed",
+    "heat_pump",
+    "pv_inverter_failure",
+    "small_constant_load",
+    "move_in",
+    "new_freezer",
 )
+#: Ordinary homes with rooftop PV (label type of a normal home given PV by ``pv_share``).
+PV_HOME = "pv_home"
+#: How a rig behaves (``labels[...]["rig_type"]`` of ``rig`` and ``rig_preexisting`` meters):
+#: ``steady`` round the clock (a third curtailed 2-4 h at the evening peak, short outages),
+#: ``staged`` installed in stages, ``intermittent`` off 10-30 % of hours in blocks of 1-6 h,
+#: ``peak_avoiding`` off 16-20 h, ``crypto_heater`` full power when cold and throttled to
+#: 50-70 % above 12 C, ``gpu_small`` 0.35-0.5 kW with ripple and restarts, ``behind_pv`` a
+#: rig in a home with rooftop PV, ``winter_only`` running until the weather warms,
+#: ``summer_only`` switched on when it warms.
+RIG_TYPES = ("steady", "staged", "intermittent", "peak_avoiding", "crypto_heater", "gpu_small",
+             "behind_pv", "winter_only", "summer_only")
+_ONSET_ONLY_RIG_TYPES = ("staged", "summer_only")  # need an onset in the window
+_PREEXISTING_ONLY_RIG_TYPES = ("winter_only",)  # ran before the window
 #: Every label type, ``normal`` first.
-LABEL_TYPES = ("normal", *POSITIVE_TYPES, *HIDDEN_TYPES, *LOOKALIKE_TYPES)
+LABEL_TYPES = ("normal", *POSITIVE_TYPES, *HIDDEN_TYPES, *LOOKALIKE_TYPES, PV_HOME)
 
 #: Default fraction of meters of each label type; ``normal`` is the remainder.
 DEFAULT_SCENARIO_MIX = {
@@ -92,6 +115,39 @@ DEFAULT_SCENARIO_MIX = {
     "cycling_load": 0.025,
     "frozen_meter": 0.02,
     "suppressed_licensed": 0.02,
+    "heat_pump": 0.0,
+    "pv_inverter_failure": 0.0,
+    "small_constant_load": 0.0,
+    "move_in": 0.0,
+    "new_freezer": 0.0,
+}
+
+#: A field population as a utility meets it in 2026 (issue on field-realistic detection):
+#: rigs at about 1 in 100 homes, of every behaviour, and the look-alikes of a 2026 grid.
+#: Use with ``rig_type_mix=FIELD_RIG_TYPE_MIX`` and ``pv_share`` 0.1-0.3.
+FIELD_SCENARIO_MIX = {
+    "rig": 0.007,
+    "rig_preexisting": 0.004,
+    "bypass": 0.004,
+    "night_storage_heating": 0.01,
+    "electric_heating": 0.01,
+    "ev_charging": 0.02,
+    "growing_household": 0.01,
+    "cycling_load": 0.01,
+    "frozen_meter": 0.005,
+    "suppressed_licensed": 0.005,
+    "heat_pump": 0.03,
+    "pv_inverter_failure": 0.01,
+    "small_constant_load": 0.015,
+    "move_in": 0.01,
+    "new_freezer": 0.015,
+}
+#: Share of each rig behaviour among rigs (a type that cannot have the rig's timing, e.g.
+#: ``winter_only`` for a rig with an onset, is redrawn among the others).
+FIELD_RIG_TYPE_MIX = {
+    "steady": 0.12, "staged": 0.1, "intermittent": 0.12, "peak_avoiding": 0.1,
+    "crypto_heater": 0.12, "gpu_small": 0.1, "behind_pv": 0.12, "winter_only": 0.1,
+    "summer_only": 0.12,
 }
 
 #: How a ``bypass`` meter's rig is wired around it (``labels[...]["bypass_kind"]``):
@@ -128,6 +184,11 @@ _TYPE_CLASS_WEIGHTS = {
     "cycling_load": (0.9, 0.0, 0.0, 0.1),
     "frozen_meter": (0.75, 0.15, 0.06, 0.04),
     "suppressed_licensed": (0.2, 0.6, 0.15, 0.05),
+    "heat_pump": (1.0, 0.0, 0.0, 0.0),
+    "pv_inverter_failure": (1.0, 0.0, 0.0, 0.0),
+    "small_constant_load": (1.0, 0.0, 0.0, 0.0),
+    "move_in": (1.0, 0.0, 0.0, 0.0),
+    "new_freezer": (1.0, 0.0, 0.0, 0.0),
 }
 # Order in which types take their meters (bypass first: one per transformer).
 _ASSIGN_ORDER = ("bypass", *POSITIVE_TYPES, *LOOKALIKE_TYPES)
@@ -181,6 +242,9 @@ def simulate_dataset(
     class_mix=None,
     interval_minutes=None,
     bypass_kind_mix=None,
+    rig_type_mix=None,
+    pv_share=0.0,
+    export_share=0.75,
 ) -> dict:
     """Write a labelled synthetic dataset in the ``DATA_CONTRACT.md`` layout.
 
@@ -226,6 +290,19 @@ def simulate_dataset(
         meters (missing kinds take 0 when given; default
         :data:`DEFAULT_BYPASS_KIND_MIX`, a third each). Normalised to sum 1;
         counts by largest remainder, assigned in random order.
+    rig_type_mix : dict of str to float, optional
+        Relative share of each of :data:`RIG_TYPES` among the rigs (e.g.
+        :data:`FIELD_RIG_TYPE_MIX`). Default: the classic rigs (steady, a
+        quarter of the new ones installed in two stages), whose
+        ``rig_type`` is ``steady`` or ``staged``.
+    pv_share : float, default 0
+        Share of the ordinary residential homes with rooftop PV (label type
+        :data:`PV_HOME`); ``behind_pv`` rigs and ``pv_inverter_failure``
+        homes have PV too. With any PV, ``readings`` has a ``kwh_export``
+        column, and the upstream energy is the net (it may be negative).
+    export_share : float, default 0.75
+        Share of the PV homes whose meter reads its export register (the
+        others are import-only: ``kwh_export`` empty).
 
     Returns
     -------
@@ -233,12 +310,17 @@ def simulate_dataset(
         The labels, exactly as written to ``labels.json``: ``as_of``,
         ``timezone``, ``seed``, ``n_meters``, ``days``, ``scenario_mix``,
         ``meters`` (``{meter_id: {"type", "onset", "rig_kw", "transformer_id",
-        "bypass_kind", "diverted_kw"}}`` with ``onset`` a ``YYYY-MM-DD`` string
+        "bypass_kind", "diverted_kw", "rig_type", "end", "pv_kwp",
+        "export_register"}}`` with ``onset`` a ``YYYY-MM-DD`` string
         or None, ``rig_kw`` [kW] or None, ``bypass_kind`` one of
-        :data:`BYPASS_KINDS` for ``bypass`` meters (None otherwise) and
+        :data:`BYPASS_KINDS` for ``bypass`` meters (None otherwise),
         ``diverted_kw`` the household load [kW] that went around the meter,
         averaged over the last 7 days after the onset, 0 for a
-        ``separate_line`` bypass, None for other meters), ``transformers``
+        ``separate_line`` bypass, None for other meters, ``rig_type`` one of
+        :data:`RIG_TYPES` for rigs (None otherwise), ``end`` the first day
+        without a ``winter_only`` rig (None when it ran to the end),
+        ``pv_kwp`` the rooftop PV [kWp] and ``export_register`` whether the
+        meter reads its export, both None without PV), ``transformers``
         (``{asset_id: {"hidden_kw", "onset", "culprit", "bypass_kind"}}``,
         ``hidden_kw`` = ``rig_kw + diverted_kw`` of the culprit: what the
         transformer delivers that its meters do not record) and ``dirty``
@@ -300,6 +382,11 @@ def simulate_dataset(
     scen = _draw_scenarios(pop, grid, weather, rng)
     # Drawn last from the main generator: the other meters' data do not change.
     _draw_bypass_kinds(scen, _resolve_bypass_kind_mix(bypass_kind_mix), rng)
+    # The field scenarios draw from a generator of their own, so that a dataset
+    # without them is the same as before they existed.
+    field_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2026,)))
+    _draw_field(pop, scen, grid, weather, field_rng, _resolve_rig_type_mix(rig_type_mix),
+                float(pv_share), float(export_share))
 
     labels = _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix)
 
@@ -353,6 +440,21 @@ def _resolve_mix(scenario_mix, upstream):
     total = sum(mix.values())
     if total > 1.0 + 1e-9:
         raise ValueError(f"scenario_mix fractions sum to {total:.3f} > 1")
+    return mix
+
+
+def _resolve_rig_type_mix(rig_type_mix):
+    if rig_type_mix is None:
+        return None
+    mix = {}
+    for key, value in rig_type_mix.items():
+        if key not in RIG_TYPES:
+            raise ValueError(f"rig_type_mix: unknown rig type {key!r}; known: {RIG_TYPES}")
+        if not float(value) >= 0.0:
+            raise ValueError(f"rig_type_mix[{key!r}] = {value} is negative")
+        mix[key] = float(value)
+    if sum(mix.values()) <= 0:
+        raise ValueError("rig_type_mix: shares sum to 0")
     return mix
 
 
@@ -509,6 +611,9 @@ class _Population:
     lon: np.ndarray
     region_names: tuple
     label: np.ndarray = None  # str label type per meter
+    pv_kwp: np.ndarray = None  # rooftop PV peak power [kWp], 0 for none
+    exports: np.ndarray = None  # bool: the meter reads an export register
+    rig_type: np.ndarray = None  # object: the behaviour of each rig, None for the others
 
     @property
     def n(self) -> int:
@@ -814,7 +919,7 @@ def _draw_scenarios(pop, grid, weather, rng):
             "idx": idx,
             "onset_day": _mid_window_days(n, days, rng),
             "power_kw": rng.uniform(1.5, 3.0, n),
-            "duty": rng.uniform(0.2, 0.5, n),
+            "duty": rng.uniform(0.15, 0.4, n),  # hot tubs, heaters: 15-45 min on, periods >= 1 h
             "mean_on_steps": rng.uniform(1.0, 3.0, n),
         }
     idx = np.flatnonzero(label == "frozen_meter")
@@ -839,6 +944,140 @@ def _draw_scenarios(pop, grid, weather, rng):
             step = _onset_step(grid, np.maximum(d, 0), rng)
             scen[t]["onset_step"] = np.where(d < 0, 0, step)
     return scen
+
+
+def _share_counts(shares, n):
+    """Counts summing to ``n`` in proportion to ``shares`` (largest remainder)."""
+    share = np.asarray(shares, dtype=np.float64)
+    share = share / share.sum() * n
+    count = np.floor(share).astype(np.int64)
+    extra = np.argsort(-(share - count), kind="stable")[: n - int(count.sum())]
+    count[extra] += 1
+    return count
+
+
+def _warm_day(weather, region, quantile):
+    """The day each meter's region turns warm.
+
+    That is, the first day its past week's mean exceeds its ``quantile`` of
+    the window's daily means (not before a fifth of the window).
+    """
+    daily = weather.daily_mean_c[:, region]  # (days, n)
+    days = len(daily)
+    cum = np.vstack([np.zeros((1, daily.shape[1])), np.cumsum(daily, axis=0)])
+    week = np.full(daily.shape, -np.inf)
+    week[6:] = (cum[7:] - cum[:-7]) / 7.0  # the 7 days ending on each day
+    threshold = np.array([np.quantile(daily[:, j], q) for j, q in enumerate(quantile)])
+    warm = (week > threshold[None, :]) & (np.arange(days)[:, None] >= max(6, days // 5))
+    return np.where(warm.any(axis=0), np.argmax(warm, axis=0), days - 1)
+
+
+def _draw_field(pop, scen, grid, weather, rng, rig_type_mix, pv_share, export_share):
+    """Rig behaviours, rooftop PV and the field look-alikes (from their own generator)."""
+    days, n_steps = grid.days, grid.n_steps
+    pop.rig_type = np.full(pop.n, None, dtype=object)
+    pop.pv_kwp = np.zeros(pop.n)
+    pop.exports = np.zeros(pop.n, dtype=bool)
+    for t in ("rig", "rig_preexisting", "bypass"):
+        if t not in scen:
+            continue
+        p = scen[t]
+        m = len(p["idx"])
+        p["stages"] = np.ones(m, dtype=np.int64)
+        p["off_share"] = np.zeros(m)
+        p["throttle"] = np.ones(m)
+        p["gpu"] = np.zeros(m, dtype=bool)
+        p["end_step"] = np.full(m, n_steps, dtype=np.int64)
+        classic = np.where(p["stage_step"] < n_steps, "staged", "steady").astype(object)
+        if rig_type_mix is None or t == "bypass":
+            p["rig_type"] = classic
+            pop.rig_type[p["idx"]] = classic
+            continue
+        barred = _PREEXISTING_ONLY_RIG_TYPES if t == "rig" else _ONSET_ONLY_RIG_TYPES
+        names = [k for k in RIG_TYPES if k in rig_type_mix and k not in barred]
+        kinds = np.repeat(np.array(names, dtype=object),
+                          _share_counts([rig_type_mix[k] for k in names], m))
+        kinds = rng.permutation(kinds)
+        p["rig_type"] = kinds
+        pop.rig_type[p["idx"]] = kinds
+        # No classic two-unit staging, curtailment or outages but the type's own.
+        p["stage_step"][:] = n_steps
+        p["first_kw"] = p["total_kw"].copy()
+        plain = kinds != "steady"
+        p["curtail_len_h"] = np.where(plain, 0.0, p["curtail_len_h"])
+        p["out_stop"] = np.where(plain[:, None], p["out_start"], p["out_stop"])
+        sel = kinds == "staged"  # 3-4 stages a week apart, the last before the as-of day
+        if sel.any():
+            k = int(sel.sum())
+            p["stages"][sel] = rng.integers(3, 5, k)
+            latest = np.maximum(days - 4 - 7 * (p["stages"][sel] - 1), 1)
+            day = (rng.random(k) * latest).astype(np.int64)
+            p["onset_step"][sel] = _onset_step(grid, day, rng)
+        sel = kinds == "intermittent"
+        p["off_share"][sel] = rng.uniform(0.1, 0.3, int(sel.sum()))
+        sel = kinds == "peak_avoiding"
+        k = int(sel.sum())
+        p["curtail_start_h"][sel] = rng.choice([16.0, 16.5, 17.0], size=k)
+        p["curtail_len_h"][sel] = rng.choice([3.0, 3.5, 4.0], size=k)
+        p["curtail_weekdays"][sel] = rng.random(k) < 0.5
+        sel = kinds == "crypto_heater"
+        p["throttle"][sel] = rng.uniform(0.5, 0.7, int(sel.sum()))
+        sel = kinds == "gpu_small"
+        p["total_kw"][sel] = p["first_kw"][sel] = rng.uniform(0.35, 0.5, int(sel.sum()))
+        p["gpu"][sel] = True
+        sel = kinds == "behind_pv"
+        pop.pv_kwp[p["idx"][sel]] = rng.uniform(2.0, 5.0, int(sel.sum()))
+        for kind, key in (("winter_only", "end_step"), ("summer_only", "onset_step")):
+            sel = np.flatnonzero(kinds == kind)
+            if len(sel):
+                day = _warm_day(weather, pop.region[p["idx"][sel]], rng.uniform(0.45, 0.7, len(sel)))
+                day = np.clip(day, 3, days - 4)
+                p[key][sel] = _onset_step(grid, day, rng)
+
+    # Rooftop PV on ordinary homes and on the homes whose inverter fails.
+    normal_res = np.flatnonzero((pop.label == "normal") & (pop.cls == _RES))
+    pv_homes = rng.choice(normal_res, size=int(round(pv_share * len(normal_res))), replace=False) \
+        if pv_share > 0 and len(normal_res) else normal_res[:0]
+    pop.label[pv_homes] = PV_HOME
+    pop.pv_kwp[pv_homes] = rng.uniform(2.0, 5.0, len(pv_homes))
+    idx = np.flatnonzero(pop.label == "pv_inverter_failure")
+    if len(idx):
+        pop.pv_kwp[idx] = rng.uniform(2.0, 5.0, len(idx))
+        scen["pv_inverter_failure"] = {"idx": idx, "onset_day": _mid_window_days(len(idx), days, rng)}
+    pv = pop.pv_kwp > 0
+    pop.exports = pv & (rng.random(pop.n) < export_share)
+
+    def half_throughout(n, onset_day):
+        return np.where(rng.random(n) < 0.5, -1, onset_day)
+
+    idx = np.flatnonzero(pop.label == "heat_pump")
+    if len(idx):
+        n = len(idx)
+        scen["heat_pump"] = {
+            "idx": idx, "onset_day": half_throughout(n, _mid_window_days(n, days, rng)),
+            "rated_kw": rng.uniform(1.0, 2.5, n), "heat_loss_kw_per_k": rng.uniform(0.15, 0.45, n),
+            "hot_water_h": rng.uniform(1.0, 6.0, n),
+        }
+    idx = np.flatnonzero(pop.label == "small_constant_load")
+    if len(idx):
+        n = len(idx)
+        scen["small_constant_load"] = {"idx": idx, "power_kw": rng.uniform(0.1, 0.25, n),
+                                       "onset_day": half_throughout(n, _mid_window_days(n, days, rng))}
+    idx = np.flatnonzero(pop.label == "move_in")
+    if len(idx):
+        n = len(idx)
+        scen["move_in"] = {"idx": idx, "onset_day": _mid_window_days(n, days, rng),
+                           "vacant_kw": rng.uniform(0.03, 0.08, n)}
+    idx = np.flatnonzero(pop.label == "new_freezer")
+    if len(idx):
+        n = len(idx)
+        scen["new_freezer"] = {"idx": idx, "onset_day": _mid_window_days(n, days, rng),
+                               "power_kw": rng.uniform(0.08, 0.15, n), "duty": rng.uniform(0.3, 0.5, n),
+                               "mean_on_min": rng.uniform(15.0, 40.0, n)}
+    for t in ("pv_inverter_failure", "heat_pump", "small_constant_load", "move_in", "new_freezer"):
+        if t in scen:
+            d = scen[t]["onset_day"]
+            scen[t]["onset_step"] = np.where(d < 0, 0, _onset_step(grid, np.maximum(d, 0), rng))
 
 
 def _draw_bypass_kinds(scen, kind_mix, rng):
@@ -870,6 +1109,7 @@ def _add_diverted(labels, pop, diverted):
 def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
     meters = {}
     onset = {}
+    end = {}
     rig_kw = {}
     kind = {}
     if "bypass" in scen:
@@ -877,6 +1117,8 @@ def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
             kind[i] = BYPASS_KINDS[k]
     for t, p in scen.items():
         for j, i in enumerate(p["idx"]):
+            if "end_step" in p and p["end_step"][j] < grid.n_steps:
+                end[i] = grid.day_date(grid.day[p["end_step"][j]])
             if t in ("rig", "bypass"):
                 onset[i] = grid.day_date(grid.day[p["onset_step"][j]])
                 rig_kw[i] = round(float(p["total_kw"][j]), 3)
@@ -892,6 +1134,10 @@ def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
             "transformer_id": str(pop.transformer_ids[pop.transformer[i]]),
             "bypass_kind": kind.get(i),
             "diverted_kw": 0.0 if i in kind else None,  # set after the simulation
+            "rig_type": pop.rig_type[i],
+            "end": end.get(i),
+            "pv_kwp": round(float(pop.pv_kwp[i]), 2) if pop.pv_kwp[i] > 0 else None,
+            "export_register": bool(pop.exports[i]) if pop.pv_kwp[i] > 0 else None,
         }
     transformers = {str(t): {"hidden_kw": None, "onset": None, "culprit": None,
                              "bypass_kind": None}
@@ -1183,7 +1429,12 @@ _CLASS_MODELS = {
 # scenario loads on a block of meters
 # =====================================================================================
 def _rig_kw(grid, p, sel, temp_c, rng):
-    """Rig draw [kW], shape (n_steps, len(sel)): flat, drifting with ambient temperature."""
+    """Rig draw [kW], shape (n_steps, len(sel)): flat, drifting with ambient temperature.
+
+    The field behaviours (:data:`RIG_TYPES`) add their own shape: stages a
+    week apart, blocks off, a window off every day, throttling when warm,
+    GPU ripple and restarts, an end when the weather warms.
+    """
     T = grid.n_steps
     t = np.arange(T)[:, None]
     n = len(sel)
@@ -1199,7 +1450,31 @@ def _rig_kw(grid, p, sel, temp_c, rng):
     out = np.zeros((T, n), dtype=bool)
     for k in range(p["out_start"].shape[1]):  # up to 3 outages
         out |= (t >= p["out_start"][sel, k]) & (t < p["out_stop"][sel, k])
-    return (nominal * drift * ~(curtailed | out)).astype(np.float32)
+    if "rig_type" not in p or not (p["rig_type"][sel] != "steady").any():
+        return (nominal * drift * ~(curtailed | out)).astype(np.float32)
+    # field behaviours
+    stages = p["stages"][sel]
+    staged = stages > 1
+    if staged.any():
+        since = (t - p["onset_step"][sel][None, :]) // (7 * _STEPS_PER_DAY) + 1
+        share = np.clip(since, 0, stages[None, :]) / stages[None, :]
+        nominal = np.where(staged[None, :], p["total_kw"][sel][None, :] * share, nominal)
+    runs = ~(curtailed | out) & (t < p["end_step"][sel][None, :])
+    if (p["off_share"][sel] > 0).any():
+        runs &= loads.uptime_mask(T, n, step_hours=_STEP_HOURS, off_share=p["off_share"][sel],
+                                  rng=rng)
+    throttle = p["throttle"][sel]
+    if (throttle < 1).any():  # full power when cold, throttled above 12 C
+        warm = np.clip((temp_c - (loads.THROTTLE_ABOVE_C - 2.0)) / 4.0, 0.0, 1.0)
+        nominal = nominal * (1.0 - warm * (1.0 - throttle[None, :]))
+    gpu = p["gpu"][sel]
+    if gpu.any():
+        cols = np.flatnonzero(gpu)
+        glitch = loads.rig_kw(np.ones(len(cols)), np.ones((T, len(cols)), dtype=bool),
+                              temperature_c=15.0, rng=rng, ripple=0.05, temp_coef=0.0,
+                              restarts_per_day=rng.uniform(2, 6), step_hours=_STEP_HOURS)
+        drift[:, cols] *= glitch
+    return (nominal * drift * runs).astype(np.float32)
 
 
 def _daily_blocks(grid, cols, onset_day, start_h, len_h, p_day, rng):
@@ -1308,7 +1583,53 @@ def _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng):
                                      + 0.01 * rng.standard_normal(tmp.shape, dtype=np.float32))
         load *= np.arange(T)[:, None] >= p["onset_step"][sel]
         kw[:, cols] += load.astype(np.float32)
+
+    def from_onset(p, sel):
+        return np.arange(T)[:, None] >= p["onset_step"][sel][None, :]
+
+    p, sel, cols = select("heat_pump")
+    if p is not None:
+        hp = loads.heat_pump_kw(temp_c[:, cols], grid.hour, rated_kw=p["rated_kw"][sel],
+                                heat_loss_kw_per_k=p["heat_loss_kw_per_k"][sel], rng=rng,
+                                step_hours=_STEP_HOURS, hot_water_h=p["hot_water_h"][sel])
+        kw[:, cols] += hp * from_onset(p, sel)
+    p, sel, cols = select("small_constant_load")
+    if p is not None:
+        load = p["power_kw"][sel][None, :] * (1 + 0.01 * rng.standard_normal((T, len(sel))))
+        kw[:, cols] += (load * from_onset(p, sel)).astype(np.float32)
+    p, sel, cols = select("move_in")
+    if p is not None:
+        vacant = p["vacant_kw"][sel][None, :] * (1 + 0.05 * rng.standard_normal((T, len(sel))))
+        kw[:, cols] = np.where(from_onset(p, sel), kw[:, cols], vacant.astype(np.float32))
+    p, sel, cols = select("new_freezer")
+    if p is not None:
+        freezer = loads.cycling_kw(T, len(sel), power_kw=p["power_kw"][sel], duty=p["duty"][sel],
+                                   mean_on_min=p["mean_on_min"][sel], step_hours=_STEP_HOURS,
+                                   rng=rng)
+        kw[:, cols] += freezer * from_onset(p, sel)
     return hidden, diverted
+
+
+def _pv_generation(grid, pop, scen, lo, hi, rng):
+    """Rooftop PV output [kW] of meters lo..hi-1 on the 15-min grid (zeros without PV)."""
+    out = np.zeros((grid.n_steps, hi - lo), dtype=np.float32)
+    if pop.pv_kwp is None or not (pop.pv_kwp[lo:hi] > 0).any():
+        return out
+    cols = np.flatnonzero(pop.pv_kwp[lo:hi] > 0)
+    utc = grid.utc
+    utc_hour = (utc.hour + utc.minute / 60.0).to_numpy()
+    lon = float(np.mean(pop.lon[lo:hi][cols]))  # one sky and one sun per block of neighbours
+    out[:, cols] = loads.pv_kw(pop.pv_kwp[lo:hi][cols], lat_deg=pop.lat[lo:hi][cols],
+                               day_of_year=utc.day_of_year.to_numpy(),
+                               solar_hour=(utc_hour + lon / 15.0) % 24.0, day=grid.day, rng=rng)
+    if "pv_inverter_failure" in scen:
+        p = scen["pv_inverter_failure"]
+        sel = np.flatnonzero((p["idx"] >= lo) & (p["idx"] < hi))
+        if len(sel):
+            failed = np.searchsorted(cols, p["idx"][sel] - lo)
+            after = np.arange(grid.n_steps)[:, None] >= p["onset_step"][sel][None, :]
+            out[:, cols[failed]] *= ~after
+    return out
 
 
 def _divert(grid, kw, hidden, cols, onset_step, frac, lo):
@@ -1382,12 +1703,13 @@ _DIRTY_KEYS = (
 )
 
 
-def _inject_mess(c, step, kwh, interval_steps, frozen_cols, grid, rng):
+def _inject_mess(c, step, kwh, interval_steps, frozen_cols, grid, rng, export=None):
     """Gaps, duplicates, negatives, spikes and out-of-order blocks on long arrays.
 
     ``c, step, kwh`` are sorted by column then time, as :func:`_to_intervals`
     returns them. Rows of ``frozen_cols`` (stuck registers) keep their value
-    and get no duplicates. Returns the new arrays and a dict of counts.
+    and get no duplicates. ``export`` (the export register, or None) follows
+    its rows. Returns the new arrays, a dict of counts and the export.
     """
     counts = dict.fromkeys(_DIRTY_KEYS, 0)
     n_cols = len(interval_steps)
@@ -1440,6 +1762,7 @@ def _inject_mess(c, step, kwh, interval_steps, frozen_cols, grid, rng):
     pos, is_conf = pos[order], is_conf[order]
     idx = np.insert(rows, pos + 1, rows[pos])
     c, step, kwh = c[idx], step[idx], kwh[idx]
+    export = None if export is None else export[idx]
     second = (pos + 1 + np.arange(len(pos)))[is_conf]
     factor = np.where(rng.random(len(second)) < 0.5, rng.uniform(0.5, 0.9, len(second)),
                       rng.uniform(1.1, 1.5, len(second)))
@@ -1460,23 +1783,29 @@ def _inject_mess(c, step, kwh, interval_steps, frozen_cols, grid, rng):
         for a, m in zip(starts, lengths, strict=True):  # at most 25 blocks
             step[a:a + m] = step[a:a + m][::-1].copy()
             kwh[a:a + m] = kwh[a:a + m][::-1].copy()
+            if export is not None:
+                export[a:a + m] = export[a:a + m][::-1].copy()
         counts["out_of_order_blocks"] = len(starts)
         counts["out_of_order_rows"] = int(lengths.sum())
-    return c, step, kwh, counts
+    return c, step, kwh, counts, export
 
 
-def _upstream_kwh(true_kw, tx_local, rng):
-    """Return transformer energy per 15-min step [kWh], shape (n_steps, n_tx)."""
+def _upstream_kwh(true_kw, tx_local, rng, reverse_flow=False):
+    """Return transformer energy per 15-min step [kWh], shape (n_steps, n_tx).
+
+    ``reverse_flow``: the homes' net demand may be negative (rooftop PV), and
+    so may the delivered energy; otherwise it is clipped at 0.
+    """
     starts = np.flatnonzero(np.r_[True, tx_local[1:] != tx_local[:-1]])
     load_kw = np.add.reduceat(true_kw, starts, axis=1, dtype=np.float64)
     n_tx = load_kw.shape[1]
-    mean_kw = np.maximum(load_kw.mean(axis=0), 1e-3)
+    mean_kw = np.maximum(np.abs(load_kw).mean(axis=0), 1e-3)
     no_load_kw = rng.uniform(0.005, 0.02, n_tx) * mean_kw
     k_per_kw = rng.uniform(0.005, 0.02, n_tx) / mean_kw  # load loss at mean load
     ct_error = rng.uniform(-0.005, 0.005, n_tx)
     delivered = (load_kw + no_load_kw + k_per_kw * load_kw ** 2) * (1 + ct_error)
     delivered += 0.003 * mean_kw * rng.standard_normal(delivered.shape)
-    return np.round(np.maximum(delivered, 0) * _STEP_HOURS, 3)
+    return np.round((delivered if reverse_flow else np.maximum(delivered, 0)) * _STEP_HOURS, 3)
 
 
 def _upstream_gaps(n_tx, grid, rng):
@@ -1503,35 +1832,38 @@ def _upstream_gaps(n_tx, grid, rng):
 
 
 class _TableWriter:
-    """Write long (id, timestamp, kwh) tables chunk by chunk as Parquet or CSV."""
+    """Write long (id, timestamp, kwh[, kwh_export]) tables chunk by chunk as Parquet or CSV.
 
-    def __init__(self, path, id_column, ids, grid, fmt):
+    With ``export``, a ``kwh_export`` column follows ``kwh``: NaN values are
+    written as nulls (empty in CSV: no export register).
+    """
+
+    def __init__(self, path, id_column, ids, grid, fmt, export=False):
         self.fmt = fmt
         self.id_column = id_column
+        self.export = export
         self.ids = pa.array(np.asarray(ids, dtype=object), type=pa.string())
+        values = [(col.KWH, pa.float64())] + ([(col.KWH_EXPORT, pa.float64())] if export else [])
         if fmt == "parquet":
             self.time_type = pa.timestamp("us", tz="UTC")
             self.times = pa.array(grid.utc.as_unit("us"), type=self.time_type)
-            schema = pa.schema([(id_column, pa.string()), (col.TIMESTAMP, self.time_type),
-                                (col.KWH, pa.float64())])
+            schema = pa.schema([(id_column, pa.string()), (col.TIMESTAMP, self.time_type), *values])
             self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         else:
             local = grid.utc.tz_convert(grid.tz)
             stamp = local.strftime("%Y-%m-%dT%H:%M:%S%z")
             self.times = pa.array([s[:-2] + ":" + s[-2:] for s in stamp], type=pa.string())
-            schema = pa.schema([(id_column, pa.string()), (col.TIMESTAMP, pa.string()),
-                                (col.KWH, pa.float64())])
+            schema = pa.schema([(id_column, pa.string()), (col.TIMESTAMP, pa.string()), *values])
             self.writer = pacsv.CSVWriter(path, schema,
                                           write_options=pacsv.WriteOptions(quoting_style="none"))
         self.schema = schema
 
-    def write(self, id_index, step, kwh):
-        table = pa.table(
-            [self.ids.take(pa.array(id_index)), self.times.take(pa.array(step)),
-             pa.array(kwh, type=pa.float64())],
-            schema=self.schema,
-        )
-        self.writer.write_table(table)
+    def write(self, id_index, step, kwh, export=None):
+        columns = [self.ids.take(pa.array(id_index)), self.times.take(pa.array(step)),
+                   pa.array(kwh, type=pa.float64())]
+        if self.export:
+            columns.append(pa.array(export, type=pa.float64(), from_pandas=True))
+        self.writer.write_table(pa.table(columns, schema=self.schema))
 
     def close(self):
         self.writer.close()
@@ -1548,11 +1880,13 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
     freeze = np.full(pop.n, -1, dtype=np.int64)
     if "frozen_meter" in scen:
         freeze[scen["frozen_meter"]["idx"]] = scen["frozen_meter"]["freeze_step"]
+    has_pv = bool((pop.pv_kwp > 0).any())
+    no_freeze = np.full(pop.n, -1, dtype=np.int64)
     chunks = _chunks(pop)
     chunk_rngs = rng.spawn(len(chunks))
     with contextlib.ExitStack() as stack:  # closes each writer before moving its file in place
         r_tmp = stack.enter_context(atomic_path(out_dir / f"readings.{ext}", suffix=f".{ext}"))
-        readings = _TableWriter(r_tmp, col.METER_ID, pop.meter_id, grid, fmt)
+        readings = _TableWriter(r_tmp, col.METER_ID, pop.meter_id, grid, fmt, export=has_pv)
         stack.callback(readings.close)
         up = None
         if upstream:
@@ -1560,21 +1894,30 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
             up = _TableWriter(u_tmp, col.ASSET_ID, pop.transformer_ids, grid, fmt)
             stack.callback(up.close)
         for (lo, hi), crng in zip(chunks, chunk_rngs, strict=True):  # blocks of ~2,000 meters
-            kw, hidden, div = _simulate_block(grid, pop, scen, weather, lo, hi, crng)
+            kw, hidden, div, generation = _simulate_block(grid, pop, scen, weather, lo, hi, crng)
             diverted.update(div)
+            export = None
+            if has_pv:  # the registers see the home's net demand, split by sign
+                kw, export_kw = loads.import_export_kw(kw, generation)
+                kw = kw.astype(np.float32)
+                ce, _, export = _to_intervals(export_kw, pop.interval_steps[lo:hi],
+                                              no_freeze[lo:hi])
+                export[~pop.exports[lo:hi][ce]] = np.nan  # an old meter: no export register
             c, step, kwh = _to_intervals(kw, pop.interval_steps[lo:hi], freeze[lo:hi])
             counts["rows_expected"] += len(c)
             if dirty:
-                c, step, kwh, n = _inject_mess(c, step, kwh, pop.interval_steps[lo:hi],
-                                               freeze[lo:hi] >= 0, grid, crng)
+                c, step, kwh, n, export = _inject_mess(c, step, kwh, pop.interval_steps[lo:hi],
+                                                       freeze[lo:hi] >= 0, grid, crng, export)
                 for key, value in n.items():
                     counts[key] += value
             counts["rows_written"] += len(c)
-            readings.write(c + lo, step, kwh)
+            readings.write(c + lo, step, kwh, export)
             if up is not None:
                 kw += hidden  # the transformer delivers what the meters miss
+                if has_pv:
+                    kw -= export_kw.astype(np.float32)  # ... less what the homes export
                 tx = pop.transformer[lo:hi]
-                energy = _upstream_kwh(kw, tx, crng)
+                energy = _upstream_kwh(kw, tx, crng, reverse_flow=has_pv)
                 asset = np.repeat(np.unique(tx), grid.n_steps)
                 step = np.tile(np.arange(grid.n_steps), energy.shape[1])
                 energy = energy.T.ravel()
@@ -1595,10 +1938,11 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
 
 
 def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
-    """Recorded demand [kW] of meters lo..hi-1 on the 15-min grid, and what bypasses them.
+    """Demand [kW] of meters lo..hi-1 on the 15-min grid, what bypasses them, their PV.
 
-    Returns the recorded demand, the load around the meters (bypass rigs and
-    diverted household load) and each bypass's diverted load [kW].
+    Returns the homes' consumption, the load around the meters (bypass rigs
+    and diverted household load), each bypass's diverted load [kW] and the
+    rooftop PV output [kW] (zeros without PV).
     """
     n = hi - lo
     temp_c = np.take(weather.temperature_c, pop.region[lo:hi], axis=1)
@@ -1609,7 +1953,8 @@ def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
         if len(cols):
             kw[:, cols] = model(grid, pop.mean_kw[lo:hi][cols], temp_c[:, cols], rng)
     hidden, diverted = _add_scenarios(grid, pop, scen, lo, hi, kw, temp_c, weather, rng)
-    return kw, hidden, diverted
+    generation = _pv_generation(grid, pop, scen, lo, hi, rng)
+    return kw, hidden, diverted, generation
 
 
 def _write_meters(path, pop):

@@ -84,6 +84,24 @@ def flags(labels):
     return frame
 
 
+def test_recall_by_rig_type_counts_each_behaviour(flags, labels):
+    types = {"R1": "crypto_heater", "R2": "crypto_heater", "R3": "gpu_small", "R4": "steady",
+             "P1": "intermittent"}
+    for meter, rig_type in types.items():
+        labels["meters"][meter]["rig_type"] = rig_type
+    labels["meters"]["R3"]["rig_kw"] = 0.4
+    m = evaluate(flags, labels)
+    # found: R1, R2, R4, P1 (see test_recall_by_onset_age); R3 missed
+    assert m["recall_by_rig_type"] == {
+        "crypto_heater": {"n": 2, "found": 2, "rate": 1.0},
+        "gpu_small": {"n": 1, "found": 0, "rate": 0.0},
+        "intermittent": {"n": 1, "found": 1, "rate": 1.0},
+        "steady": {"n": 1, "found": 1, "rate": 1.0},
+    }
+    assert m["recall_n"]["<0.5 kW"] == 1 and m["recall"]["<0.5 kW"] == 0.0
+    assert "recall by rig type" in format_evaluation(m)
+
+
 def test_recall_by_onset_age(flags, labels):
     m = evaluate(flags, labels)
     # >=3 days: R1 (age 11) and R4 (age 30) found. 0-2 days: R2 (age 2) found, R3 (age 0)
@@ -94,7 +112,9 @@ def test_recall_by_onset_age(flags, labels):
     assert m["recall"]["overall"] == pytest.approx(4 / 5)
     assert m["recall"]["bypass"] == pytest.approx(1 / 2)
     assert m["recall_n"] == {">=3 days": 2, "0-2 days": 2, "preexisting": 1, "overall": 5,
-                             "bypass": 2}
+                             "bypass": 2, ">=0.5 kW, >=3 days": 3, "<0.5 kW": 0}
+    # >=0.5 kW and >=3 days old (or running all window): R1, R4, P1, all found
+    assert m["recall"][">=0.5 kW, >=3 days"] == pytest.approx(3 / 3)
     assert m["recall_detected"]["overall"] == 4
 
 

@@ -57,7 +57,7 @@ def _check_figure(fig, site_id):
 
 
 def test_flagged_meter(result, tmp_path):
-    meter = _flagged(result.flags, col.METER_ID)[0]
+    meter, _ = _meter_ids(result)  # the first flagged meter with an onset
     fig = plots.plot_meter(result, meter)
     try:
         _check_figure(fig, meter)
@@ -169,7 +169,7 @@ def _pixels(plotter, data):
 
 def _meter_ids(result):
     flags = result.flags
-    flagged = _flagged(flags, col.METER_ID)
+    flagged = _flagged(flags[flags[col.ONSET].fillna("").astype(str) != ""], col.METER_ID)
     unflagged = flags.loc[flags[col.FLAGGED] == "false", col.METER_ID].astype(str).tolist()
     return flagged[0], unflagged[-1]
 

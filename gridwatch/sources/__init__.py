@@ -116,7 +116,7 @@ def read_dataset(input_dir, *, data_config) -> Dataset:
     issues.extend(log)
     readings, log, rows_in["readings"] = files._read_interval_table(
         paths["readings"], table="readings", id_column=col.METER_ID, value_column=col.KWH,
-        timezone=tz, required=True)
+        timezone=tz, required=True, optional_values=col.READINGS_OPTIONAL_VALUES)
     issues.extend(log)
     upstream = weather = None
     if paths["upstream"] is not None:

@@ -278,29 +278,44 @@ def _first_bad(text_column: pa.ChunkedArray, bad: np.ndarray) -> tuple[int, str]
 
 # --- interval tables: readings, upstream, weather ---------------------------------------------
 def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
-                         timezone: str, required: bool):
-    """Read a long (id, timestamp, value) table; returns (frame or None, issues, rows_in)."""
+                         timezone: str, required: bool, optional_values=()):
+    """Read a long (id, timestamp, value) table; returns (frame or None, issues, rows_in).
+
+    ``optional_values``: further value columns read when the file has them
+    (``kwh_export`` of readings).
+    """
     path = Path(path)
     names = [id_column, col.TIMESTAMP, value_column]
-    _require(_columns(path), names, path, table)
-    types = interval_types(id_column, value_column)
+    columns = _columns(path)
+    _require(columns, names, path, table)
+    extra = present_values(columns, optional_values)
+    names += extra
+    types = interval_types(id_column, value_column, extra)
     try:
         data, malformed = _read(path, names, types, dictionary=(id_column,))
     except _ConversionError:
-        data, malformed = _read(path, names, {**types, value_column: pa.string()},
+        data, malformed = _read(path, names, {**types, **dict.fromkeys([value_column, *extra],
+                                                                       pa.string())},
                                 dictionary=(id_column,))
     return _interval_frame(data, malformed, path, table=table, id_column=id_column,
-                           value_column=value_column, timezone=timezone, required=required)
+                           value_column=value_column, timezone=timezone, required=required,
+                           extra_values=extra)
 
 
-def interval_types(id_column: str, value_column: str) -> dict:
+def present_values(columns, optional_values) -> list[str]:
+    """The optional value columns a table's file has, in the order asked."""
+    return [name for name in optional_values if name in columns]
+
+
+def interval_types(id_column: str, value_column: str, extra_values=()) -> dict:
     """Arrow types a long (id, timestamp, value) table is read with from CSV."""
     return {id_column: pa.dictionary(pa.int32(), pa.string()), col.TIMESTAMP: pa.string(),
-            value_column: pa.float64()}
+            value_column: pa.float64(), **dict.fromkeys(extra_values, pa.float64())}
 
 
 def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, id_column: str,
-                    value_column: str, timezone: str, required: bool, whole_table: bool = True):
+                    value_column: str, timezone: str, required: bool, whole_table: bool = True,
+                    extra_values=()):
     """Convert a raw (id, timestamp, value) Arrow table; returns (frame or None, issues, rows_in).
 
     ``whole_table=False`` is for a part of a table (one partition of its ids):
@@ -357,6 +372,11 @@ def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, i
     log.add_per_meter(f"{table}.non_numeric_{value_column}", table,
                       _per_id(ids, non_numeric & keep), "set_missing",
                       detail=f"{value_column} is not a number")
+    extra = {}
+    for name in extra_values:  # optional value columns: empty means none
+        extra[name], bad = _numbers(data.column(name))
+        log.add_per_meter(f"{table}.non_numeric_{name}", table, _per_id(ids, bad & keep),
+                          "set_missing", detail=f"{name} is not a number")
     log.add_per_meter(f"{table}.dst_ambiguous", table, _per_id(ids, ambiguous & keep),
                       "resolved", severity="info",
                       detail="local time repeated at DST end: first occurrence read as "
@@ -365,10 +385,12 @@ def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, i
                       "resolved", detail="local time skipped at DST start: shifted forward")
     if not keep.all():
         ids, utc, values = ids[keep], utc[keep], values[keep]
+        extra = {name: v[keep] for name, v in extra.items()}
     frame = pd.DataFrame({
         id_column: ids,
         col.TIMESTAMP: pd.DatetimeIndex(utc.view("M8[us]"), dtype=TIMESTAMP_DTYPE),
         value_column: values,
+        **extra,
     }, copy=False)
     return frame, log, rows_in
 
@@ -387,8 +409,10 @@ def read_readings(path, *, timezone: str = "UTC") -> tuple[pd.DataFrame, IssueLo
     -------
     readings : pandas.DataFrame
         ``meter_id`` (Categorical), ``timestamp`` (UTC, START of the interval),
-        ``kwh`` (float64, energy in the interval [kWh], NaN where not a number).
-        Rows keep file order; extra columns are not read.
+        ``kwh`` (float64, energy imported in the interval [kWh], NaN where
+        not a number) and, when the file has it, ``kwh_export`` (float64,
+        energy exported [kWh], NaN where empty: none). Rows keep file order;
+        other columns are not read.
     issues : IssueLog
         ``readings.missing_meter_id``, ``readings.malformed_row``,
         ``readings.bad_timestamp`` (dropped), ``readings.non_numeric_kwh``
@@ -402,7 +426,8 @@ def read_readings(path, *, timezone: str = "UTC") -> tuple[pd.DataFrame, IssueLo
         unparseable (names the first bad data row), or no numeric ``kwh``.
     """
     frame, log, _ = _read_interval_table(path, table="readings", id_column=col.METER_ID,
-                                         value_column=col.KWH, timezone=timezone, required=True)
+                                         value_column=col.KWH, timezone=timezone, required=True,
+                                         optional_values=col.READINGS_OPTIONAL_VALUES)
     return frame, log
 
 

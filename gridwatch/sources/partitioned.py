@@ -79,13 +79,14 @@ class PartitionedTable:
     """
 
     def __init__(self, path, id_partition, *, table, id_column, value_column, timezone,
-                 n_partitions=None):
+                 n_partitions=None, extra_values=()):
         self.path = Path(path)
         self.table = table
         self.id_column = id_column
         self.value_column = value_column
+        self.extra_values = list(extra_values)
         self.timezone = timezone
-        self.names = [id_column, col.TIMESTAMP, value_column]
+        self.names = [id_column, col.TIMESTAMP, value_column, *self.extra_values]
         self._ids = pd.Index(id_partition.index.astype(str))
         self._parts = id_partition.to_numpy(dtype=np.int64)
         if n_partitions is None:
@@ -131,7 +132,8 @@ class PartitionedTable:
         malformed = self._malformed if partition == UNPLANNED else 0
         return files._interval_frame(data, malformed, self.path, table=self.table,
                                      id_column=self.id_column, value_column=self.value_column,
-                                     timezone=self.timezone, required=False, whole_table=False)
+                                     timezone=self.timezone, required=False, whole_table=False,
+                                     extra_values=self.extra_values)
 
     def _read_raw(self, partition: int) -> pa.Table:
         if self.strategy == "row_groups":
@@ -197,12 +199,13 @@ class PartitionedTable:
         """Split the file into one Arrow IPC file per partition, in one streaming pass."""
         self._spill_dir = Path(tempfile.mkdtemp(prefix=f"gridwatch-{self.table}-",
                                                 dir=spill_dir))
+        types = files.interval_types(self.id_column, self.value_column, self.extra_values)
         try:
-            self._write_spill(files.interval_types(self.id_column, self.value_column))
+            self._write_spill(types)
         except files._ConversionError:  # a value is not a number: keep the column as text
             self._clear_spill()
-            self._write_spill({**files.interval_types(self.id_column, self.value_column),
-                               self.value_column: pa.string()})
+            self._write_spill({**types, **dict.fromkeys([self.value_column, *self.extra_values],
+                                                         pa.string())})
 
     def _write_spill(self, types: dict) -> None:
         writers, buffers, buffered = {}, {}, 0
@@ -369,7 +372,7 @@ def check_whole_table(path, *, table: str, value_column: str = col.KWH, rows_in:
 def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: str,
                      value_column: str = col.KWH, timezone: str = "UTC",
                      strategy: str = "auto", spill_dir=None,
-                     n_partitions: int | None = None) -> PartitionedTable:
+                     n_partitions: int | None = None, optional_values=()) -> PartitionedTable:
     """Prepare a long interval table for reading partition by partition.
 
     Parameters
@@ -398,6 +401,8 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
     n_partitions : int, optional
         Partitions of the plan (default: the highest number in
         ``id_partition`` plus one); partitions without ids read as empty.
+    optional_values : sequence of str, default ()
+        Further value columns read when the file has them (``kwh_export``).
 
     Returns
     -------
@@ -410,12 +415,14 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
     """
     path = Path(path)
     names = [id_column, col.TIMESTAMP, value_column]
-    files._require(files._columns(path), names, path, table)
+    columns = files._columns(path)
+    files._require(columns, names, path, table)
     if strategy not in ("auto", "row_groups", "spill"):
         raise ValueError(f"strategy must be 'auto', 'row_groups' or 'spill', not {strategy!r}")
     source = PartitionedTable(path, id_partition, table=table, id_column=id_column,
                               value_column=value_column, timezone=timezone,
-                              n_partitions=n_partitions)
+                              n_partitions=n_partitions,
+                              extra_values=files.present_values(columns, optional_values))
     is_parquet = files._format(path) == "parquet"
     if strategy == "row_groups" and not is_parquet:
         raise ValueError("strategy 'row_groups' needs a Parquet file")
@@ -454,7 +461,8 @@ def open_readings(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
     return open_partitioned(path, plan.meter_partition, table="readings",
                             id_column=col.METER_ID, value_column=col.KWH, timezone=timezone,
                             strategy=strategy, spill_dir=spill_dir,
-                            n_partitions=plan.n_partitions)
+                            n_partitions=plan.n_partitions,
+                            optional_values=col.READINGS_OPTIONAL_VALUES)
 
 
 def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
