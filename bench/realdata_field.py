@@ -275,17 +275,6 @@ def build(out: Path, seed: int) -> dict:
     return doc
 
 
-def hourly_import_kw(data: Path) -> pd.DataFrame:
-    """Hourly mean import demand [kW] per meter straight from readings.csv (as a spreadsheet would)."""
-    r = pd.read_csv(data / "readings.csv", usecols=["meter_id", "timestamp", "kwh"])
-    t = pd.to_datetime(r["timestamp"], utc=True, format="ISO8601")
-    step_h = t.groupby(r["meter_id"]).transform(lambda s: s.diff().median()).dt.total_seconds() / 3600
-    frame = pd.DataFrame({"meter_id": r["meter_id"], "hour": t.dt.floor("h"),
-                          "kwh": r["kwh"], "hours": step_h})
-    g = frame.groupby(["hour", "meter_id"])[["kwh", "hours"]].sum()
-    return (g["kwh"] / g["hours"]).unstack("meter_id")
-
-
 def per_type_table(flags: pd.DataFrame, rule: pd.Series, labels: dict) -> pd.DataFrame:
     """Flag rate of GridWatch and of the rule per rig type and per look-alike type."""
     lab = pd.DataFrame.from_dict(labels["meters"], orient="index")
@@ -308,7 +297,7 @@ def main():
     from gridwatch.config import config_from_dict
     from gridwatch.evaluation import evaluate, format_evaluation
     from gridwatch.pipeline import run
-    from gridwatch.rules import peer_multiple_rule
+    from gridwatch.rules import hourly_import_kw, peer_multiple_rule
 
     tables = []
     for seed in args.seeds:

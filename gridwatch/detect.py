@@ -54,6 +54,7 @@ MID_QUANTILE = 0.5  # the day's median cell: lifted by a load that runs most of 
 HEATING_MIN_T = 3.0  # a load that rises with degree-days this clearly (t-statistic) ...
 HEATING_MAX_WARM_SHARE = 0.45  # ... and keeps less than this share of it when no heating is
 # needed is heating (heat pumps, heaters); a rig that heats the house keeps more
+HIGH_FLOOR_Z = 0.674  # a household floor at the upper quartile of its peers' (in z)
 MIN_PRE_DAYS_FOR_HEATING = 10  # days before a load needed to fit its baseline alone
 MAX_FLOOR_CV = 0.25  # day-to-day variation of a long-running floor, weather aside
 MIN_UPTIME = 0.6  # a new load that runs this share of the hours is judged on its on-state ...
@@ -518,7 +519,7 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
         sel = np.flatnonzero(stops)
         # its size: what the floor, or on days with hours off the median cell, rose by
         shift_mid, _ = shift_at(np.where(install_day, np.nan, mid)[:, sel], X[sel], first_full[sel])
-        uptime[sel], _, on_noise[sel], _ = on_state(
+        uptime[sel], _, on_noise[sel] = on_state(
             kw_shape[:, sel], grid.hour_of_cell, usual_kw[:, sel], post_cell[:, sel],
             np.fmax(shift_floor[sel], shift_mid))
     with np.errstate(invalid="ignore"):
@@ -640,6 +641,9 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
                                        ("p_step", "p_pre", "p_value", "q_value"))
     typical_floor = cal["typical_floor_kw"].to_numpy()
     excess_pre = floor_level - typical_floor
+    # A long-running load has no before to compare with: its size must hold even
+    # if the household's own floor is at the high end of its peers'.
+    excess_low = floor_level - cal["high_floor_kw"].to_numpy()
     cutoff = calibration.cutoff
     if m.pre_heat is not None:
         pre_warm_share, pre_heat_t = m.pre_heat.warm_share(typical_floor), m.pre_heat.slope_t
@@ -673,7 +677,7 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
     days_valid = (~np.isnan(mid) & ran).sum(axis=0)
     days_above = days_valid - (below & ran).sum(axis=0)
     pre_shape = {
-        "big": excess_pre >= detection.min_excess_kw,
+        "big": excess_low >= detection.min_excess_kw,
         "steady": floor_cv <= MAX_FLOOR_CV,
         "constant": days_above >= detection.min_persistence * days_valid,
         "not_heating": ~_heating(pre_heat_t, pre_warm_share),
@@ -820,8 +824,9 @@ class Calibration:
     table : pandas.DataFrame
         Per meter (index ``meter_id``): ``typical_floor_kw`` (what meters of
         its class with its variable demand, the mean above the floor, draw at
-        their floor; behind PV, where the variable demand is not seen, at the
-        class's median variable demand) [kW], ``peer_mean_kw`` (the median
+        their floor; behind PV, where the variable demand is not seen, from
+        its evening and night demand) [kW], ``high_floor_kw`` (what a quarter
+        of them draw at their floor or more) [kW], ``peer_mean_kw`` (the median
         mean demand of similar premises: same class and region, or class
         when fewer than 10) [kW], ``p_step`` (new load), ``p_pre``
         (long-running load), ``p_value`` (both, Bonferroni) and ``q_value``
@@ -858,7 +863,7 @@ class Calibration:
         dark_mean = evidence["dark_mean_kw"].to_numpy(dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_dark = np.log(np.where(dark_mean > 0, dark_mean, np.nan))
-            predicted, _ = _robust_line(log_dark, np.log(variable_kw), classes)
+            predicted, _, _ = _robust_line(log_dark, np.log(variable_kw), classes)
         variable_kw = np.where(np.isnan(variable_kw), np.exp(predicted), variable_kw)
         variable_kw = np.where(np.isnan(variable_kw), _group_median(variable_kw, classes), variable_kw)
         floor_level = evidence["floor_level_kw"].to_numpy(dtype=np.float64)
@@ -869,7 +874,7 @@ class Calibration:
         # a long-running load: floor high for a meter of its variable part, by class
         # (bigger households have both bigger floors and bigger variable parts; a load
         # running all the time raises the floor alone)
-        typical_log_floor, z_pre = _robust_line(np.log(variable_kw), log_floor, classes)
+        typical_log_floor, z_pre, floor_scale = _robust_line(np.log(variable_kw), log_floor, classes)
         # ... and the similar premises' (class and region) typical consumption
         premises = pd.factorize(evidence[col.CUSTOMER_CLASS].astype(str) + "|"
                                 + evidence[col.REGION].astype(str))[0]
@@ -891,6 +896,7 @@ class Calibration:
         rejected = q_value <= detection.fdr_alpha
         cutoff = detection.fdr_alpha * rejected.sum() / max(ok.sum(), 1) if rejected.any() else -1.0
         table = pd.DataFrame({"typical_floor_kw": np.exp(typical_log_floor),
+                              "high_floor_kw": np.exp(typical_log_floor + HIGH_FLOOR_Z * floor_scale),
                               "peer_mean_kw": peer_mean, "p_step": p_step, "p_pre": p_pre, "p_value": p_value,
                               "q_value": q_value}, index=evidence.index)
         return cls(table=table, cutoff=float(cutoff))
@@ -950,10 +956,13 @@ def _robust_line(x, y, groups, *, min_group=30, iterations=8):
     fitted : numpy.ndarray
         ``a + b * x`` of each point's group (NaN where ``x`` is not finite).
     z : numpy.ndarray
-        ``(y - fitted)`` over the group's robust scale (1.4826 MAD) [-].
+        ``(y - fitted)`` over the group's robust scale [-].
+    scale : numpy.ndarray
+        The robust scale (1.4826 MAD of the residuals) of each point's group.
     """
     fitted = np.full(x.shape, np.nan)
     z = np.full(x.shape, np.nan)
+    scales = np.full(x.shape, np.nan)
     ok = np.isfinite(x) & np.isfinite(y)
 
     def fit(sel):
@@ -974,7 +983,7 @@ def _robust_line(x, y, groups, *, min_group=30, iterations=8):
         return a, b, scale
 
     if ok.sum() < 3:
-        return fitted, z
+        return fitted, z, scales
     fits = {None: fit(ok)}
     for g in np.unique(groups):  # a few customer classes
         sel = ok & (groups == g)
@@ -984,7 +993,8 @@ def _robust_line(x, y, groups, *, min_group=30, iterations=8):
         sel = groups == g
         fitted[sel] = a + b * x[sel]
         z[sel] = (y[sel] - fitted[sel]) / scale
-    return fitted, z
+        scales[sel] = scale
+    return fitted, z, scales
 
 
 def _masked_moments(a, b, mask):
@@ -1117,6 +1127,9 @@ def _reasons(*, flagged, step_ok, pre_ok, analysed, dates, onset, shift_floor, e
             why = []
             if not pre_class[m]:
                 why.append(f"a 24/7 base load is ordinary for {class_names.iloc[m]} customers")
+            if not pre_shape["big"][m]:
+                why.append(f"a household whose own floor is high for its size could draw it "
+                           f"(it would leave less than the {detection.min_excess_kw:g} kW minimum)")
             if not pre_shape["steady"][m]:
                 why.append("its floor changes from day to day")
             if not pre_shape["constant"][m]:

@@ -428,11 +428,6 @@ def on_state(kw: np.ndarray, hour_of_cell: np.ndarray, usual_kw: np.ndarray, pos
         Interquartile range of the demand above usual in the on cells, less
         that of the cells before the onset (the household's own), over
         ``level_kw`` [-]; NaN with fewer than 24 on cells.
-    blockiness : numpy.ndarray of shape (n_meters,)
-        How much more often than chance consecutive post cells share their
-        state, on or off (Cohen's kappa at lag one): a load that stops for
-        hours keeps its state (near 1), a thermostat cycling within the hour
-        does not (near 0); 1 for a load that never stops [-].
     """
     above = kw - usual_kw[hour_of_cell]
     valid = ~np.isnan(above)
@@ -448,11 +443,5 @@ def on_state(kw: np.ndarray, hour_of_cell: np.ndarray, usual_kw: np.ndarray, pos
     with np.errstate(invalid="ignore", divide="ignore"):
         uptime = np.where(n_post > 0, n_on / np.maximum(n_post, 1), np.nan)
         noise = ((q_on[2] - q_on[0]) - np.nan_to_num(q_pre[1] - q_pre[0])) / level
-    pair = post[1:] & post[:-1] & valid[1:] & valid[:-1]
-    n_pair = pair.sum(axis=0)
-    agree = (pair & (on[1:] == on[:-1])).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chance = uptime**2 + (1 - uptime) ** 2
-        blockiness = np.where(chance < 1 - 1e-9, (agree / n_pair - chance) / (1 - chance), 1.0)
     enough = n_on >= 24
-    return uptime, level, np.where(enough, noise, np.nan), np.where(enough, blockiness, np.nan)
+    return uptime, level, np.where(enough, noise, np.nan)

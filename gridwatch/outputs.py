@@ -37,16 +37,17 @@ def format_flags(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`gridwatch.columns.FLAGS_COLUMNS`, sorted by rank
-        (flagged first, then score, then money at stake, then meter id).
+        Columns :data:`gridwatch.columns.FLAGS_COLUMNS`, sorted by rank:
+        flagged first, then by the score as written (4 decimals), so that
+        rank follows score exactly; equal scores by the energy at stake
+        (``excess_kwh``, largest first), then by meter id.
     """
     t = table.reset_index(drop=True).copy()
-    # Scores that differ in the third decimal are the same evidence: within a
-    # score step of 0.01 the bigger theft (energy since onset) ranks first.
+    score = np.round(t[col.SCORE].to_numpy(dtype=float), 4)
     order = np.lexsort((
         t[col.METER_ID].astype(str).to_numpy(),
         -np.nan_to_num(t[col.EXCESS_KWH].to_numpy(dtype=float), nan=0.0),
-        -np.round(np.nan_to_num(t[col.SCORE].to_numpy(dtype=float), nan=-1.0), 2),
+        -np.nan_to_num(score, nan=-1.0),
         ~t[col.FLAGGED].to_numpy(dtype=bool),
     ))
     t = t.iloc[order].reset_index(drop=True)

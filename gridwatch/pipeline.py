@@ -34,6 +34,9 @@ from gridwatch.sources import Dataset, read_dataset
 
 log = logging.getLogger(__name__)
 
+UNFLAGGED_MAX_SCORE = 0.499
+"""A site not recommended for investigation scores below 0.5, whatever held it back."""
+
 
 @dataclass
 class RunResult:
@@ -404,8 +407,9 @@ def hold_back(table: pd.DataFrame | None, why: pd.Series, *, id_column: str,
 
     The one mechanism behind config suppressions and the case history's
     hold-backs: the row stays listed, ``flagged`` becomes false, ``kind``
-    empty, and the reason leads with ``why``, followed by "would be flagged:"
-    and the original reasons when the site was flagged.
+    empty, the score at most 0.499 (the score says the decision, so ranks
+    follow it), and the reason leads with ``why``, followed by "would be
+    flagged (score S):" and the original reasons when the site was flagged.
 
     Parameters
     ----------
@@ -429,7 +433,14 @@ def hold_back(table: pd.DataFrame | None, why: pd.Series, *, id_column: str,
     lead = ids[hit].map(why)
     if col.REASONS in table:
         old = table.loc[hit, col.REASONS].astype(str)
-        table.loc[hit, col.REASONS] = lead + np.where(was[hit], "; would be flagged: " + old, "")
+        would = "; would be flagged: "
+        if col.SCORE in table:
+            would = ("; would be flagged (score "
+                     + table.loc[hit, col.SCORE].astype(float).map("{:.2f}".format) + "): ")
+        table.loc[hit, col.REASONS] = lead + np.where(was[hit], would + old, "")
+    if col.SCORE in table:
+        table.loc[hit & was, col.SCORE] = np.minimum(table.loc[hit & was, col.SCORE].astype(float),
+                                                     UNFLAGGED_MAX_SCORE)
     table.loc[hit, col.FLAGGED] = False
     if col.KIND in table:
         table.loc[hit, col.KIND] = ""

@@ -8,12 +8,16 @@ misses is a bug (tests and ``bench/realdata_field.py`` check it).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from gridwatch import columns as col
 
-__all__ = ["RULE_MIN_FLATNESS", "RULE_MIN_PEER_MULTIPLE", "RULE_WINDOW_DAYS", "peer_multiple_rule"]
+__all__ = ["RULE_MIN_FLATNESS", "RULE_MIN_PEER_MULTIPLE", "RULE_WINDOW_DAYS", "hourly_import_kw",
+           "peer_multiple_rule"]
 
 RULE_MIN_PEER_MULTIPLE = 2.0
 """Mean demand at least this many times the median of similar meters [-]."""
@@ -78,3 +82,51 @@ def peer_multiple_rule(kw: pd.DataFrame, meters: pd.DataFrame, *, timezone: str 
                         "flatness": flatness, "flagged": flagged.fillna(False).astype(bool)})
     out.index.name = col.METER_ID
     return out
+
+
+def hourly_import_kw(dataset_dir) -> pd.DataFrame:
+    """Hourly mean import demand per meter, read plainly from a dataset's readings.
+
+    What an analyst's spreadsheet starts from: the ``kwh`` of each interval
+    summed per clock hour and divided by the hours the readings cover (each
+    meter's usual number of readings in an hour), with none of GridWatch's
+    reading or cleaning.
+
+    Parameters
+    ----------
+    dataset_dir : str or os.PathLike
+        A directory holding ``readings.parquet`` or ``readings.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_hours, n_meters)
+        [kW], indexed by the hour (UTC), one column per meter; NaN where no reading.
+    """
+    path = Path(dataset_dir)
+    names = [col.METER_ID, col.TIMESTAMP, col.KWH]
+    if (path / "readings.parquet").exists():
+        r = pq.read_table(path / "readings.parquet", columns=names,
+                          read_dictionary=[col.METER_ID]).to_pandas()
+        t = pd.DatetimeIndex(r[col.TIMESTAMP])
+    else:
+        r = pd.read_csv(path / "readings.csv", usecols=names, dtype={col.METER_ID: "category"})
+        t = pd.DatetimeIndex(pd.to_datetime(r[col.TIMESTAMP], utc=True, format="ISO8601"))
+    ids = r[col.METER_ID].cat.categories.astype(str)
+    meter = r[col.METER_ID].cat.codes.to_numpy().astype(np.int64)
+    us = t.tz_convert("UTC").as_unit("us").asi8
+    first = us.min() // 3_600_000_000
+    hour = us // 3_600_000_000 - first
+    hours = pd.date_range(pd.Timestamp(first * 3600, unit="s", tz="UTC"), periods=int(hour.max()) + 1,
+                          freq="h")
+    kwh = r[col.KWH].to_numpy(dtype=np.float64)
+    ok = ~np.isnan(kwh)
+    flat = hour[ok] * len(ids) + meter[ok]
+    size = len(hours) * len(ids)
+    energy = np.bincount(flat, weights=kwh[ok], minlength=size).reshape(len(hours), len(ids))
+    count = np.bincount(flat, minlength=size).reshape(len(hours), len(ids))
+    # each meter's interval: one hour over its usual number of readings in an hour
+    per_hour = np.nanmedian(np.where(count > 0, count, np.nan), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kw = np.where(count > 0, energy / (count / per_hour[None, :]), np.nan)
+    return pd.DataFrame(kw, index=pd.DatetimeIndex(hours, name="hour"),
+                        columns=pd.Index(ids, name=col.METER_ID))

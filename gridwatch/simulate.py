@@ -123,11 +123,11 @@ DEFAULT_SCENARIO_MIX = {
 }
 
 #: A field population as a utility meets it in 2026 (issue on field-realistic detection):
-#: rigs at about 1 in 100 homes, of every behaviour, and the look-alikes of a 2026 grid.
+#: rigs at about 1 in 70 meters, of every behaviour, and the look-alikes of a 2026 grid.
 #: Use with ``rig_type_mix=FIELD_RIG_TYPE_MIX`` and ``pv_share`` 0.1-0.3.
 FIELD_SCENARIO_MIX = {
-    "rig": 0.007,
-    "rig_preexisting": 0.004,
+    "rig": 0.008,
+    "rig_preexisting": 0.006,
     "bypass": 0.004,
     "night_storage_heating": 0.01,
     "electric_heating": 0.01,
@@ -145,8 +145,8 @@ FIELD_SCENARIO_MIX = {
 #: Share of each rig behaviour among rigs (a type that cannot have the rig's timing, e.g.
 #: ``winter_only`` for a rig with an onset, is redrawn among the others).
 FIELD_RIG_TYPE_MIX = {
-    "steady": 0.12, "staged": 0.1, "intermittent": 0.12, "peak_avoiding": 0.1,
-    "crypto_heater": 0.12, "gpu_small": 0.1, "behind_pv": 0.12, "winter_only": 0.1,
+    "steady": 0.1, "staged": 0.12, "intermittent": 0.12, "peak_avoiding": 0.1,
+    "crypto_heater": 0.12, "gpu_small": 0.1, "behind_pv": 0.12, "winter_only": 0.16,
     "summer_only": 0.12,
 }
 
@@ -1011,7 +1011,8 @@ def _draw_field(pop, scen, grid, weather, rng, rig_type_mix, pv_share, export_sh
             k = int(sel.sum())
             p["stages"][sel] = rng.integers(3, 5, k)
             latest = np.maximum(days - 4 - 7 * (p["stages"][sel] - 1), 1)
-            day = (rng.random(k) * latest).astype(np.int64)
+            earliest = np.minimum(days // 6, latest)  # after some weeks of history
+            day = (earliest + rng.random(k) * (latest - earliest)).astype(np.int64)
             p["onset_step"][sel] = _onset_step(grid, day, rng)
         sel = kinds == "intermittent"
         p["off_share"][sel] = rng.uniform(0.1, 0.3, int(sel.sum()))

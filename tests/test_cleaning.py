@@ -359,3 +359,18 @@ def test_clean_weather_averages_duplicates_and_screens_range():
     assert counts(log) == {("weather.implausible_temperature_c", "south"): 1,
                            ("weather.duplicate_timestamp", "north"): 1}
     assert_rows_accounted(weather, out, log, table="weather")
+
+
+def test_the_export_register_follows_its_row_and_negative_export_is_set_missing():
+    frame = make_readings([
+        ("M1", "2024-01-01T01:00Z", 0.2),
+        ("M1", "2024-01-01T00:00Z", 0.1),  # out of order
+        ("M1", "2024-01-01T02:00Z", 0.3),
+        ("M1", "2024-01-01T02:00Z", 0.35),  # a correction re-sent: the last row wins
+    ])
+    frame["kwh_export"] = [1.0, 0.0, 2.0, -0.5]
+    out, _, log = clean(frame, make_meters("M1"))
+    assert out["kwh"].tolist() == [0.1, 0.2, 0.35]
+    assert out["kwh_export"].tolist()[:2] == [0.0, 1.0]  # each value stayed with its reading
+    assert np.isnan(out["kwh_export"].iloc[2])
+    assert counts(log)[("readings.negative_kwh_export", "M1")] == 1

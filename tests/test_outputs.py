@@ -40,6 +40,17 @@ def test_flags_are_ranked_flagged_first_and_have_no_negative_zero():
     assert "-0.0" not in flags.to_csv(index=False)
 
 
+def test_rank_follows_the_score_as_written_and_equal_scores_go_by_energy():
+    table = _table(["A", "B", "C", "D", "E"], [""] * 5)
+    table[col.FLAGGED] = [True, True, True, True, False]
+    table[col.SCORE] = [0.99841, 1.0, 0.99844, 0.99826, 0.4]  # B first; A and C equal as written
+    table[col.EXCESS_KWH] = [10.0, 5.0, 50.0, 900.0, 0.0]
+    flags = format_flags(table)
+    assert flags[col.METER_ID].tolist() == ["B", "C", "A", "D", "E"]
+    assert flags[col.SCORE].is_monotonic_decreasing
+    assert flags.loc[flags[col.METER_ID] == "A", col.SCORE].iloc[0] == 0.9984
+
+
 def test_transformers_flagged_first_then_by_unexplained_load():
     table = pd.DataFrame({col.ASSET_ID: ["T1", "T2", "T3"], col.FLAGGED: [False, True, True],
                           col.UNEXPLAINED_KW: [0.0, 1.5, 3.0], col.ONSET: ["", "2026-03-01", "2026-03-02"],

@@ -9,7 +9,7 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.config import config_from_dict
 from gridwatch.errors import InputError
-from gridwatch.pipeline import last_full_day, run
+from gridwatch.pipeline import hold_back, last_full_day, run
 from gridwatch.simulate import simulate_dataset
 
 
@@ -127,6 +127,22 @@ def test_suppressed_meter_is_listed_but_not_flagged(sim, tmp_path):
     rows = flags.loc[licensed]
     assert (rows["flagged"] == "false").all()
     assert rows["reasons"].str.startswith("suppressed in config (licensed data room)").all()
+    # a held-back site scores below every flagged one, so that rank follows score
+    assert (flags.loc[flags["flagged"] == "false", "score"].dropna() < 0.5).all()
+    assert flags.sort_values("rank")["score"].dropna().is_monotonic_decreasing
+
+
+def test_holding_back_a_flagged_site_caps_its_score_and_says_what_it_was():
+    table = pd.DataFrame({"meter_id": ["A", "B", "C"], "flagged": [True, True, False],
+                          "kind": ["visible_load"] * 2 + [""], "score": [0.97, 0.8, 0.3],
+                          "reasons": ["new steady load of 2 kW", "x", "y"]})
+    out = hold_back(table, pd.Series({"A": "suppressed in config (data room)", "C": "closed"}),
+                    id_column="meter_id")
+    assert out["flagged"].tolist() == [False, True, False]
+    assert out["score"].tolist() == [0.499, 0.8, 0.3]
+    assert out["reasons"].iloc[0] == ("suppressed in config (data room); would be flagged "
+                                      "(score 0.97): new steady load of 2 kW")
+    assert out["reasons"].iloc[2] == "closed"
 
 
 def test_as_of_outside_the_data_is_a_clear_error(tmp_path):

@@ -134,6 +134,8 @@ def test_report_is_written_with_figures_and_ids(hostile, tmp_path):
         assert f"{int(total):,}" in body
     assert "detection.min_excess_kw" in body
     assert "read_and_clean_s" in body
+    # what a score is and what to do with a flag, said once above the case list
+    assert "flagged sites score 0.5 to 1" in body and "confirm on site before any action" in body
 
 
 def test_hostile_strings_are_escaped(hostile, tmp_path):

@@ -175,6 +175,22 @@ kvarh,kwh,timestamp,meter_id,note
     assert len(log) == 0
 
 
+def test_the_export_register_is_read_with_empty_meaning_none(tmp_path):
+    path = write_csv(tmp_path / "readings.csv", """
+meter_id,timestamp,kwh,kwh_export
+M1,2024-06-01T12:00:00Z,0.0,1.25
+M1,2024-06-01T13:00:00Z,0.1,
+M2,2024-06-01T12:00:00Z,0.4,E-ERR
+""")
+    frame, log = read_readings(path)
+    assert list(frame.columns) == ["meter_id", "timestamp", "kwh", "kwh_export"]
+    assert frame["kwh_export"].tolist()[0] == 1.25
+    assert frame["kwh_export"].isna().tolist() == [False, True, True]
+    assert log.total("readings.non_numeric_kwh_export", action="set_missing") == 1
+    dq = log.to_frame()
+    assert dq.loc[dq["code"] == "readings.non_numeric_kwh_export", "meter_id"].tolist() == ["M2"]
+
+
 def test_explicit_offsets_win_over_timezone(tmp_path):
     path = write_csv(tmp_path / "readings.csv", """
 meter_id,timestamp,kwh

@@ -323,6 +323,16 @@ def _currency(info: dict) -> str:
     return str(((info or {}).get("config") or {}).get("report", {}).get("currency", "") or "")
 
 
+SCORE_EXPLAINED = (
+    "The score (0 to 1) is the strength of the evidence for a steady, mining-like load: how "
+    "far it stands out from the meter's own past and its peers, times how much it looks like a "
+    "rig (round the clock, flat, not the weather); flagged sites score 0.5 to 1, the others "
+    "below 0.5, and the rank follows the score (equal scores: the larger energy at stake first). "
+    "A flag recommends a look, not a verdict: open the site's evidence and case history below, "
+    "and confirm on site before any action."
+)
+
+
 def _with_unit(label: str, unit: str) -> str:
     return f"{label} [{unit}]" if unit else label
 
@@ -358,6 +368,7 @@ def _case_list(rows: list[dict], hidden_count: int, *, money: str = "Money") -> 
             "flags.csv has every analysed meter.</p>" if hidden_count else "")
     return (
         "<section id=\"cases\"><h2>Case list</h2>"
+        f"<p class=\"explain\">{_e(SCORE_EXPLAINED)}</p>"
         "<p class=\"muted\">Ranked: 1 is the most suspicious. Click a column header to sort "
         "(again to reverse); flagged rows are highlighted; a site links to its evidence.</p>"
         "<div class=\"controls\"><label>Filter <input type=\"search\" id=\"case-filter\" "
