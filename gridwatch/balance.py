@@ -62,7 +62,7 @@ from statsmodels.stats.multitest import multipletests
 
 from gridwatch import columns as col
 from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles, sum_by_slot
-from gridwatch.features import hourly_increment, onset_cell, repeated_value_runs
+from gridwatch.features import hourly_increment, nanmedian_columns, onset_cell, repeated_value_runs
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift
 from gridwatch.topology import LEVELS, asset_members, membership_matrix
@@ -389,8 +389,8 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
     full_day = ~((day_idx[:, None] == onset[None, :]) & partial_day[None, :])
     with _quiet():
-        step_kw = np.where(candidate, _nanmedian0(np.where(post_day, unexplained_day, np.nan))
-                           - _nanmedian0(np.where(~post_day & full_day, unexplained_day, np.nan)),
+        step_kw = np.where(candidate, nanmedian_columns(np.where(post_day, unexplained_day, np.nan))
+                           - nanmedian_columns(np.where(~post_day & full_day, unexplained_day, np.nan)),
                            beta[:, 3])
 
     # Size: the median of the last RECENT_DAYS days on which the load ran.
@@ -401,7 +401,7 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     persistence = np.where(n_post > 0, present.sum(axis=0) / np.maximum(n_post, 1), np.nan)
     recent = present & (np.cumsum(present[::-1], axis=0)[::-1] <= RECENT_DAYS)
     with _quiet():
-        size_step = _nanmedian0(np.where(recent, unexplained_day, np.nan))
+        size_step = nanmedian_columns(np.where(recent, unexplained_day, np.nan))
     size_step = np.where(np.isnan(size_step), step_kw, size_step)
 
     # --- the no-load term: a load running before the window ---------------------------
@@ -744,8 +744,8 @@ def _onset(y, X, resid, grid, *, min_pre, min_unexplained_kw) -> _Onset:
     with np.errstate(invalid="ignore"), _quiet():
         stage_present = np.nanmean(np.where(np.isnan(stage_resid), np.nan,
                                             stage_resid > 0.5 * earlier.shift[None, :]), axis=0)
-        stage_med = _nanmedian0(stage_resid)
-        stage_spread = 1.4826 * _nanmedian0(np.abs(stage_resid - stage_med))
+        stage_med = nanmedian_columns(stage_resid)
+        stage_spread = 1.4826 * nanmedian_columns(np.abs(stage_resid - stage_med))
     staged &= (np.nan_to_num(stage_present) >= MIN_PERSISTENCE) & (
         np.nan_to_num(stage_spread, nan=np.inf) <= STAGE_MAX_SPREAD * earlier.shift)
     day_onset = np.where(staged, earlier.onset, day_onset)
@@ -827,26 +827,6 @@ def _dense_times_sparse(dense, A):
     return np.asarray(dense @ A)
 
 
-def _nanmedian0(values):
-    """Median of each column ignoring NaN (NaN when a column has none), without a loop per column.
-
-    ``numpy.nanmedian(..., axis=0)`` falls back to one Python call per column
-    when NaNs are present; this sorts once instead.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-        return _nanmedian0(values)[0]
-    ordered = np.sort(values, axis=0)  # NaN sorts last
-    n = np.sum(~np.isnan(values), axis=0)
-    lo = np.clip((n - 1) // 2, 0, None)
-    hi = np.clip(n // 2, 0, None)
-    cols = np.arange(values.shape[1])
-    with np.errstate(invalid="ignore"):
-        med = 0.5 * (ordered[lo, cols] + ordered[hi, cols])
-    return np.where(n > 0, med, np.nan)
-
-
 def _masked_mean(values, mask):
     n = mask.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -907,8 +887,8 @@ def _hourly_loss_fit(resid, x, post):
         r = y - (Xc[:, :, 0] * beta[:, 0] + Xc[:, :, 1] * beta[:, 1] + Xc[:, :, 2] * beta[:, 2]
                  + Xc[:, :, 3] * beta[:, 3])
         with _quiet():
-            med = _nanmedian0(np.where(ok, r, np.nan))
-            s = 1.4826 * _nanmedian0(np.where(ok, np.abs(r - med), np.nan))
+            med = nanmedian_columns(np.where(ok, r, np.nan))
+            s = 1.4826 * nanmedian_columns(np.where(ok, np.abs(r - med), np.nan))
         s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
         u = np.abs(r) / (HUBER_K * s)
         w = ok * np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
@@ -1108,11 +1088,11 @@ def _suspects(meter_kw, stuck, used, A, meters, grid, asset_ids, flagged, onset,
     pre = has_onset & (d < on - 1) & (d >= on - 1 - SUSPECT_WINDOW_DAYS)
     post = has_onset & (d > on) & (d <= on + SUSPECT_WINDOW_DAYS)
     with _quiet():
-        before = _nanmedian0(np.where(pre, day_kw, np.nan))
-        after = _nanmedian0(np.where(post, day_kw, np.nan))
-        floor_before = _nanmedian0(np.where(pre, floor_kw, np.nan))
-        floor_after = _nanmedian0(np.where(post, floor_kw, np.nan))
-        level_all = _nanmedian0(day_kw)
+        before = nanmedian_columns(np.where(pre, day_kw, np.nan))
+        after = nanmedian_columns(np.where(post, day_kw, np.nan))
+        floor_before = nanmedian_columns(np.where(pre, floor_kw, np.nan))
+        floor_after = nanmedian_columns(np.where(post, floor_kw, np.nan))
+        level_all = nanmedian_columns(day_kw)
     drop = np.nan_to_num(before - after)
     t_on = _two_sample_t(day_kw, pre, post)  # how clearly the level differs across the onset
     # Each meter's own best downward step, all pairs at once: is it at the onset (or is

@@ -41,6 +41,8 @@ from gridwatch.features import (
     degree_days,
     flat_increment_kw,
     hourly_spread,
+    nanmedian_columns,
+    nanquantile_columns,
     on_state,
     onset_cell,
     repeated_value_runs,
@@ -57,6 +59,7 @@ HEATING_MAX_WARM_SHARE = 0.45  # ... and keeps less than this share of it when n
 HIGH_FLOOR_Z = 0.674  # a household floor at the upper quartile of its peers' (in z)
 MIN_PRE_DAYS_FOR_HEATING = 10  # days before a load needed to fit its baseline alone
 MAX_FLOOR_CV = 0.25  # day-to-day variation of a long-running floor, weather aside
+STOPS_MIN_T = 4.0  # a clear step (t-statistic) before its on-state is looked at
 MIN_UPTIME = 0.6  # a new load that runs this share of the hours is judged on its on-state ...
 MAX_WITHIN_NOISE = 0.2  # ... when it adds less variability than this within a typical hour
 # (a thermostat cycling within the hour adds much more; a rig none) [share of its size]
@@ -500,19 +503,24 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
         with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
             within = (np.nanmean(np.where(full_cell, spread_kw, np.nan), axis=0)
                       - np.nanmean(np.where(~post_cell, spread_kw, np.nan), axis=0)) / shift_mean
-            # in a typical hour (a GPU rig's few restarts a day aside)
-            within_noise = (np.nanmedian(np.where(full_cell, spread_kw, np.nan), axis=0)
-                            - np.nanmedian(np.where(~post_cell, spread_kw, np.nan), axis=0)
-                            ) / shift_mean
         noise_ratio = np.fmax(noise_ratio, within)
+        # ... and in a typical hour (a GPU rig's few restarts a day aside), for the
+        # meters with a candidate load and readings finer than the grid
+        within_noise = np.full(n_meters, np.nan)
+        sel = np.flatnonzero((onset >= 0) & np.isfinite(within))
+        if len(sel):
+            sub = spread_kw[:, sel]
+            within_noise[sel] = (nanmedian_columns(np.where(full_cell[:, sel], sub, np.nan))
+                                 - nanmedian_columns(np.where(~post_cell[:, sel], sub, np.nan))
+                                 ) / shift_mean[sel]
     else:
         within_noise = np.full(n_meters, np.nan)
     # Cycling loads raise the mean more than the floor and add variability.
     with np.errstate(invalid="ignore"):
         unsteadiness = np.clip(noise_ratio, 0, None) + np.clip(1 - floor_ratio, 0, None)
         # A load that stops for hours adds variability too: judge it while it runs.
-        stops = (onset >= 0) & (unsteadiness > detection.max_unsteadiness) & \
-            (shift_floor >= 0.5 * detection.min_excess_kw)
+        stops = ((onset >= 0) & (unsteadiness > detection.max_unsteadiness)
+                 & (shift_floor >= detection.min_excess_kw) & (scan.t >= STOPS_MIN_T))
     uptime = np.full(n_meters, np.nan)
     on_noise = np.full(n_meters, np.nan)
     if stops.any():
@@ -538,19 +546,23 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     warm_share = np.full(n_meters, np.nan)
     heat_t = np.full(n_meters, np.nan)
     pre_heat = None
-    if hdd is not None:
-        _, base_pre = shift_at(np.where(pre_full, floor_full, np.nan), X, np.full(n_meters, -1))
+    sel = np.flatnonzero(first_full >= 0)  # the meters with a new load
+    if hdd is not None and len(sel):
+        floor_sel = floor_full[:, sel]
+        _, base_pre = shift_at(np.where(pre_full[:, sel], floor_sel, np.nan), X[sel],
+                               np.full(len(sel), -1))
         # (with too few days before it, the joint fit is all there is)
-        n_pre_valid = (pre_full & ~np.isnan(floor_full)).sum(axis=0)
-        base_pre = np.where((n_pre_valid >= MIN_PRE_DAYS_FOR_HEATING)[None, :], base_pre, base_floor)
-        step_heat = TemperatureResponse(floor_full - base_pre, hdd,
-                                        post_day & (n_post_valid >= 5)[None, :])
-        warm_share, heat_t = step_heat.warm_share(), step_heat.slope_t
+        n_pre_valid = (pre_full[:, sel] & ~np.isnan(floor_sel)).sum(axis=0)
+        base_pre = np.where((n_pre_valid >= MIN_PRE_DAYS_FOR_HEATING)[None, :], base_pre,
+                            base_floor[:, sel])
+        step_heat = TemperatureResponse(floor_sel - base_pre, hdd[:, sel],
+                                        post_day[:, sel] & (n_post_valid[sel] >= 5)[None, :])
+        warm_share[sel], heat_t[sel] = step_heat.warm_share(), step_heat.slope_t
 
     pre_day = (day_idx[:, None] < onset[None, :]) | (onset[None, :] < 0)
     level_kw = _nanmedian_where(mean, pre_day)  # ordinary mean demand before the onset
     with _quiet_nan():
-        level_kw = np.where(np.isnan(level_kw), np.nanmedian(mean, axis=0), level_kw)
+        level_kw = np.where(np.isnan(level_kw), nanmedian_columns(mean), level_kw)
 
     # 5. long-running load: floor high and steady vs own variable part and class peers,
     # judged on the days it ran: outages of hours leave days with a low floor, and a
@@ -558,7 +570,7 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     # rig run in the cold months only).
     valid_floor = ~np.isnan(floor)
     with _quiet_nan():
-        on_day = floor >= ON_DAY_SHARE * np.nanquantile(floor, ON_DAY_QUANTILE, axis=0)[None, :]
+        on_day = floor >= ON_DAY_SHARE * nanquantile_columns(floor, ON_DAY_QUANTILE)[None, :]
     first_valid = np.where(valid_floor.any(axis=0), np.argmax(valid_floor, axis=0), n_days)
     first_on = np.where(on_day.any(axis=0), np.argmax(on_day, axis=0), n_days)
     last_on = np.where(on_day.any(axis=0), n_days - 1 - np.argmax(on_day[::-1], axis=0), -1)
@@ -566,8 +578,8 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     run_end = np.where(from_start & (last_on < n_days - 1 - ENDED_DAYS), last_on + 1, n_days)
     ran = day_idx[:, None] < run_end[None, :]  # the days a long-running load had (if any)
     with _quiet_nan():
-        floor_level = np.nanmedian(np.where(on_day & ran, floor, np.nan), axis=0)
-        mean_level = np.nanmedian(np.where(on_day & ran, mean, np.nan), axis=0)
+        floor_level = nanmedian_columns(np.where(on_day & ran, floor, np.nan))
+        mean_level = nanmedian_columns(np.where(on_day & ran, mean, np.nan))
     # Behind PV the daytime import is the sun's, not the household's: its
     # variable part is not seen (the calibration gives it its class's).
     variable_kw = np.where(behind_pv, np.nan, np.maximum(mean_level - floor_level, 0.02))
@@ -905,7 +917,7 @@ class Calibration:
 def _robust_cv(values, level):
     """1.4826 MAD over days of each column, relative to ``level`` [-]."""
     with _quiet_nan():
-        spread = np.nanmedian(np.abs(values - np.nanmedian(values, axis=0)), axis=0)
+        spread = nanmedian_columns(np.abs(values - nanmedian_columns(values)))
     return 1.4826 * spread / np.maximum(level, 1e-6)
 
 
@@ -927,8 +939,7 @@ def _geo_mean(factors):
 
 
 def _nanmedian_where(values, mask):
-    with _quiet_nan():
-        return np.nanmedian(np.where(mask, values, np.nan), axis=0)
+    return nanmedian_columns(np.where(mask, values, np.nan))
 
 
 def _group_median(values, groups, min_group=10):

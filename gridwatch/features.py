@@ -13,6 +13,66 @@ import numpy as np
 from gridwatch.days import SlotOrder
 
 
+def nanmedian_columns(values) -> np.ndarray:
+    """Median of each column ignoring NaN (NaN when a column has none), without a loop per column.
+
+    ``numpy.nanmedian(..., axis=0)`` falls back to one Python call per column
+    when NaNs are present; this sorts once instead. An even count takes the
+    mean of the two middle values, as numpy does.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_rows, n_columns) or (n_rows,)
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_columns,) (a float for 1-D input)
+
+    Examples
+    --------
+    >>> nanmedian_columns(np.array([[1.0, np.nan], [2.0, 5.0], [4.0, np.nan]])).tolist()
+    [2.0, 5.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        return nanmedian_columns(values[:, None])[0]
+    ordered = np.sort(values, axis=0)  # NaN sorts last
+    n = np.sum(~np.isnan(values), axis=0)
+    lo = np.clip((n - 1) // 2, 0, None)
+    hi = np.clip(n // 2, 0, None)
+    cols = np.arange(values.shape[1])
+    with np.errstate(invalid="ignore"):
+        med = 0.5 * (ordered[lo, cols] + ordered[hi, cols])
+    return np.where(n > 0, med, np.nan)
+
+
+def nanquantile_columns(values, q) -> np.ndarray:
+    """Quantile ``q`` of each column ignoring NaN, linear between order statistics.
+
+    The sorting counterpart of ``numpy.nanquantile(values, q, axis=0)`` (see
+    :func:`nanmedian_columns`); ``q`` may be a sequence, giving one row per
+    quantile.
+
+    Examples
+    --------
+    >>> nanquantile_columns(np.array([[0.0], [1.0], [2.0], [np.nan]]), 0.25).tolist()
+    [0.5]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ordered = np.sort(values, axis=0)
+    n = np.sum(~np.isnan(values), axis=0)
+    cols = np.arange(values.shape[1])
+    out = []
+    for quantile in np.atleast_1d(q):  # a few quantiles
+        pos = quantile * np.maximum(n - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+        with np.errstate(invalid="ignore"):
+            a, b = ordered[lo, cols], ordered[hi, cols]
+            out.append(np.where(n > 0, a + (b - a) * (pos - lo), np.nan))
+    return np.stack(out) if np.ndim(q) else out[0]
+
+
 def _run_lengths(flags: np.ndarray) -> np.ndarray:
     """Length of the run of consecutive True values ending at each position, along axis 0."""
     flags = flags.astype(bool)
@@ -435,10 +495,8 @@ def on_state(kw: np.ndarray, hour_of_cell: np.ndarray, usual_kw: np.ndarray, pos
         on = post & valid & (above > 0.5 * step_kw[None, :])
     n_post = (post & valid).sum(axis=0)
     n_on = on.sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        q_on = np.nanquantile(np.where(on, above, np.nan), [0.25, 0.5, 0.75], axis=0)
-        q_pre = np.nanquantile(np.where(~post & valid, above, np.nan), [0.25, 0.75], axis=0)
+    q_on = nanquantile_columns(np.where(on, above, np.nan), [0.25, 0.5, 0.75])
+    q_pre = nanquantile_columns(np.where(~post & valid, above, np.nan), [0.25, 0.75])
     level = q_on[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         uptime = np.where(n_post > 0, n_on / np.maximum(n_post, 1), np.nan)

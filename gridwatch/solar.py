@@ -130,15 +130,16 @@ class PvMeters:
         self.has_pv = exports | self.import_only
 
 
-def pv_meters(kw: np.ndarray, dark: np.ndarray, export_kw: np.ndarray | None = None) -> PvMeters:
+def pv_meters(kw: np.ndarray, dark, export_kw: np.ndarray | None = None) -> PvMeters:
     """Find the meters behind rooftop PV.
 
     Parameters
     ----------
     kw : numpy.ndarray of shape (n_cells, n_meters)
         Import demand [kW], NaN where missing.
-    dark : numpy.ndarray of bool, shape (n_cells, n_meters)
-        :func:`dark_cells`.
+    dark : numpy.ndarray of bool, shape (n_cells, n_meters), or callable
+        :func:`dark_cells` of the meters, or a function giving them for some
+        column positions (only meters with many empty cells need them).
     export_kw : numpy.ndarray of shape (n_cells, n_meters), optional
         Export per cell [kW] (the ``kwh_export`` register), NaN where not read.
 
@@ -151,16 +152,26 @@ def pv_meters(kw: np.ndarray, dark: np.ndarray, export_kw: np.ndarray | None = N
     if export_kw is not None:
         with np.errstate(invalid="ignore"):
             exports = (export_kw > _EXPORT_MIN_KW).sum(axis=0) >= _MIN_EXPORT_CELLS
-    valid = ~np.isnan(kw)
+    # Import-only PV: nothing drawn in a good share of the sunny cells, something in the
+    # dark. Only meters with enough empty cells at all need the split by the sun.
+    import_only = np.zeros(n, dtype=bool)
     with np.errstate(invalid="ignore"):
-        zero = valid & (kw <= _NEAR_ZERO_KW)
-    light = valid & ~dark
-    in_dark = valid & dark
-    with np.errstate(invalid="ignore", divide="ignore"):
-        day_zero = (zero & ~dark).sum(axis=0) / light.sum(axis=0)
-        dark_zero = (zero & dark).sum(axis=0) / in_dark.sum(axis=0)
-    import_only = (np.nan_to_num(day_zero) >= _PV_DAY_ZERO_SHARE) & \
-        (np.nan_to_num(dark_zero, nan=1.0) <= _PV_DARK_ZERO_SHARE)
+        n_zero = np.count_nonzero(kw <= _NEAR_ZERO_KW, axis=0)  # NaN is not
+    n_valid = np.count_nonzero(~np.isnan(kw), axis=0)
+    cand = np.flatnonzero(n_zero >= _PV_DAY_ZERO_SHARE * 0.25 * n_valid)  # >= a quarter light
+    if len(cand):
+        sub = kw[:, cand]
+        sub_dark = dark(cand) if callable(dark) else dark[:, cand]
+        with np.errstate(invalid="ignore"):
+            zero = sub <= _NEAR_ZERO_KW
+        valid = ~np.isnan(sub)
+        n_zero_dark = np.count_nonzero(zero & sub_dark, axis=0)
+        n_dark = np.count_nonzero(valid & sub_dark, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            day_zero = (n_zero[cand] - n_zero_dark) / (n_valid[cand] - n_dark)
+            dark_zero = n_zero_dark / n_dark
+        import_only[cand] = (np.nan_to_num(day_zero) >= _PV_DAY_ZERO_SHARE) & \
+            (np.nan_to_num(dark_zero, nan=1.0) <= _PV_DARK_ZERO_SHARE)
     return PvMeters(exports, import_only)
 
 
@@ -190,11 +201,16 @@ def floor_cells(kw: np.ndarray, index: pd.DatetimeIndex, meters: pd.DataFrame, *
     dark : numpy.ndarray of bool, shape (n_cells, n_meters), or None
         :func:`dark_cells` of every meter (None when no meter shows PV).
     """
-    dark = dark_cells(index, _coords(meters, col.LAT), _coords(meters, col.LON),
-                      local_hour=local_hour, cell_hours=cell_hours)
-    pv = pv_meters(kw, dark, export_kw)
+    lat, lon = _coords(meters, col.LAT), _coords(meters, col.LON)
+
+    def dark_of(columns):
+        return dark_cells(index, lat[columns], lon[columns], local_hour=local_hour,
+                          cell_hours=cell_hours)
+
+    pv = pv_meters(kw, dark_of, export_kw)
     if not pv.has_pv.any():
         return None, pv, None
+    dark = dark_of(np.arange(kw.shape[1]))
     cells = dark.copy()
     cells[:, ~pv.has_pv] = True
     return cells, pv, dark
