@@ -11,6 +11,11 @@ Run: ``.venv/bin/python bench/bench_core.py [--meters 10000] [--days 90]``
    (hour-of-week dummies + heating degree-hours) per meter, on a sample of
    meters, and extrapolates to N meters.
 4. Prints both and the ratio.
+
+With ``--against DIR`` (the checkout of an earlier GridWatch, e.g. from
+``git worktree add /tmp/before <commit>``) it also runs that version on the
+same data, alternating with this one, and prints this version's time over
+that one's: the check that a change made nothing slower.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def make_dataset(path: Path, n_meters: int, days: int, seed: int = 0) -> Path:
     return path
 
 
-def run_gridwatch(data: Path, out: Path) -> dict:
+def run_gridwatch(data: Path, out: Path, source: Path | None = None) -> dict:
     code = (
         "import resource, time, json, sys\n"
         "from gridwatch.pipeline import run\n"
@@ -55,7 +60,14 @@ def run_gridwatch(data: Path, out: Path) -> dict:
         "'readings_in': r.info['counts']['readings']['in'], "
         "'timings': r.info['timings_s'], 'flagged': r.info['counts']['meters_flagged']}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = None
+    if source is not None:  # another checkout of GridWatch, imported first
+        import os
+
+        env = {**os.environ, "PYTHONPATH": str(source)}
+        code = f"import sys; sys.path.insert(0, {str(source)!r})\n" + code
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=env, cwd=None if source is None else str(source))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -108,13 +120,24 @@ def main():
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--sample", type=int, default=40, help="meters fitted by the alternative")
     parser.add_argument("--repeat", type=int, default=3, help="GridWatch runs; the fastest counts")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="an earlier GridWatch checkout to time beside this one")
     args = parser.parse_args()
 
     data = make_dataset(HERE / "data" / f"core_{args.meters}x{args.days}", args.meters, args.days)
     # Best of --repeat runs, each in a fresh process (first-touch page faults and
-    # other load on a shared machine only ever add time).
-    ours = min((run_gridwatch(data, HERE / "data" / "out_core") for _ in range(args.repeat)),
-               key=lambda r: r["elapsed_s"])
+    # other load on a shared machine only ever add time); with --against, the two
+    # versions alternate so that both meet the same load.
+    runs, theirs = [], []
+    for _ in range(args.repeat):
+        runs.append(run_gridwatch(data, HERE / "data" / "out_core"))
+        if args.against is not None:
+            theirs.append(run_gridwatch(data, HERE / "data" / "out_core_against", args.against))
+    ours = min(runs, key=lambda r: r["elapsed_s"])
+    if theirs:
+        best = min(r["elapsed_s"] for r in theirs)
+        print(f"this version {ours['elapsed_s']:.1f} s, {args.against} {best:.1f} s (best of "
+              f"{args.repeat} each): ratio {ours['elapsed_s'] / best:.2f}x")
     frames = _hourly_frames(data, args.sample)
     alternatives = {
         "statsmodels OLS per meter (hour of week + HDD)": per_meter_ols(frames),

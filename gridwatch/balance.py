@@ -47,7 +47,7 @@ assets except to format text):
    or a flat part of the load appeared on it. A rig on a separate line leaves
    no trace on any meter: the asset is flagged and says so.
 
-References: ``DATA_CONTRACT.md §upstream``, ``§transformers.csv``; issue 3.
+References: ``docs/data-contract.md §upstream``, ``§transformers.csv``; issue 3.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def main(debug):
 
 @main.command()
 @click.option("--input", "input_dir", default=None, type=click.Path(file_okay=False),
-              help="Dataset directory laid out as in DATA_CONTRACT.md (not with an InfluxDB "
+              help="Dataset directory laid out as in docs/data-contract.md (not with an InfluxDB "
                    "source).")
 @click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
               help="OUT_DIR: flags.csv, transformers.csv, data_quality.csv, report.html, plots/, "
@@ -173,7 +173,7 @@ def _logging_to(log_file, *, progress: bool):
 
 @main.command()
 @click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
-              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+              help="Dataset directory laid out as in docs/data-contract.md.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="TOML configuration: the [influxdb] server and schema (see "
                    "configs/influxdb.toml).")
@@ -315,7 +315,7 @@ def cases_suppress(case_id, reason, until, db, output, config_path):
 @main.command()
 @click.argument("site_id")
 @click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False),
-              help="Dataset directory laid out as in DATA_CONTRACT.md.")
+              help="Dataset directory laid out as in docs/data-contract.md.")
 @click.option("-o", "--output", "output_file", required=True, type=click.Path(dir_okay=False),
               help="PNG file to write.")
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",

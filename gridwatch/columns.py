@@ -1,6 +1,6 @@
 """The vocabulary: every column name GridWatch reads or writes, with its unit.
 
-Contract names (``DATA_CONTRACT.md``) are fixed; internal names follow the
+Contract names (``docs/data-contract.md``) are fixed; internal names follow the
 same rule of carrying their unit: ``kwh`` is energy per interval [kWh], ``kw``
 is mean demand over an interval [kW], ``temperature_c`` is [degrees C].
 """
@@ -55,7 +55,7 @@ KW = "kw"  # mean demand over an interval [kW]
 INTERVAL_MINUTES = "interval_minutes"
 COVERAGE = "coverage"  # fraction 0..1 of an interval's expected readings present
 
-# --- output: flags.csv (DATA_CONTRACT.md, in this order) -------------------------
+# --- output: flags.csv (docs/data-contract.md, in this order) -------------------------
 RANK = "rank"
 SCORE = "score"
 FLAGGED = "flagged"

@@ -153,7 +153,7 @@ class Measurement:
     resid_floor: np.ndarray
     run: np.ndarray
     run_end: np.ndarray
-    from_start: np.ndarray
+    from_start: np.ndarray  # a long-running load there when the data start, on enough days
     uptime: np.ndarray
     on_noise: np.ndarray
     within_noise: np.ndarray
@@ -577,6 +577,8 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     from_start = first_on <= first_valid + 2
     run_end = np.where(from_start & (last_on < n_days - 1 - ENDED_DAYS), last_on + 1, n_days)
     ran = day_idx[:, None] < run_end[None, :]  # the days a long-running load had (if any)
+    # ... on enough days with data to judge it (a meter with weeks of zeros has few)
+    long_enough = (valid_floor & ran).sum(axis=0) >= min(analysis.min_history_days, n_days)
     with _quiet_nan():
         floor_level = nanmedian_columns(np.where(on_day & ran, floor, np.nan))
         mean_level = nanmedian_columns(np.where(on_day & ran, mean, np.nan))
@@ -618,7 +620,7 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
         floor_level=floor_level, floor_ratio=floor_ratio, level_kw=level_kw, mean=mean,
         n_post_valid=n_post_valid, noise_ratio=noise_ratio, onset=onset, persistence=persistence,
         post_day=post_day, pre_heat=pre_heat, present=present, resid_floor=resid_floor,
-        run_end=run_end, from_start=from_start, uptime=uptime, on_noise=on_noise,
+        run_end=run_end, from_start=from_start & long_enough, uptime=uptime, on_noise=on_noise,
         within_noise=within_noise,
         run=run, shift_floor=shift_floor, shift_mean=shift_mean, warm_share=warm_share,
         unsteadiness=unsteadiness, valid_days=valid_days,

@@ -1,6 +1,6 @@
 """The output files of a run, with exactly the contract's columns.
 
-``flags.csv`` and ``transformers.csv`` follow ``DATA_CONTRACT.md``; every
+``flags.csv`` and ``transformers.csv`` follow ``docs/data-contract.md``; every
 file is written atomically (:mod:`gridwatch.atomic`).
 """
 

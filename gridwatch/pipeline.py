@@ -138,7 +138,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     Parameters
     ----------
     input_dir : str or os.PathLike, optional
-        A dataset laid out as in ``DATA_CONTRACT.md``; ``None`` when the
+        A dataset laid out as in ``docs/data-contract.md``; ``None`` when the
         config's source is InfluxDB.
     output_dir : str or os.PathLike, optional
         Where to write ``flags.csv``, ``transformers.csv``,
@@ -325,7 +325,7 @@ def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
     A suspect whose own data carry strong evidence (its consumption fell when
     the asset's unexplained load began) is flagged ``hidden_load_suspect``
     with the asset's estimates; a weak suspect is listed with its reasons but
-    not flagged (DATA_CONTRACT.md: a crew is not sent to every meter under a
+    not flagged (docs/data-contract.md: a crew is not sent to every meter under a
     transformer). A meter already flagged for a visible load keeps that flag
     and gains the reason. Meters suspected under several assets keep their
     strongest case.

@@ -1,7 +1,7 @@
 """Simulate labelled smart-meter datasets in the contract layout.
 
 :func:`simulate_dataset` writes a dataset directory laid out as
-``DATA_CONTRACT.md`` describes (``meters.csv``, ``readings``, ``weather.csv``,
+``docs/data-contract.md`` describes (``meters.csv``, ``readings``, ``weather.csv``,
 ``upstream``) together with ``labels.json``, the ground truth that
 :mod:`gridwatch.evaluation` scores a run against.
 
@@ -246,7 +246,7 @@ def simulate_dataset(
     pv_share=0.0,
     export_share=0.75,
 ) -> dict:
-    """Write a labelled synthetic dataset in the ``DATA_CONTRACT.md`` layout.
+    """Write a labelled synthetic dataset in the ``docs/data-contract.md`` layout.
 
     Parameters
     ----------

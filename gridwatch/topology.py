@@ -1,6 +1,6 @@
 """The supply tree: which meters hang below each transformer, feeder and substation.
 
-``meters`` carries the topology row by row (``DATA_CONTRACT.md §meters``):
+``meters`` carries the topology row by row (``docs/data-contract.md §meters``):
 meter -> ``transformer_id`` -> ``feeder_id`` -> ``substation_id``. An asset's
 metered energy is the sum over every meter below it, so a feeder collects
 its meters directly, including meters whose transformer is unknown (a feeder

@@ -1,4 +1,4 @@
-"""Load a dataset directory (``DATA_CONTRACT.md``) into InfluxDB, in the configured schema.
+"""Load a dataset directory (``docs/data-contract.md``) into InfluxDB, in the configured schema.
 
 For demos, migrations and the tests: each table is read with the file
 readers (raw, not cleaned: the run cleans what it reads back), converted to

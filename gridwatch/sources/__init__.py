@@ -1,4 +1,4 @@
-"""Input sources: read a dataset laid out per ``DATA_CONTRACT.md`` into clean frames.
+"""Input sources: read a dataset laid out per ``docs/data-contract.md`` into clean frames.
 
 :func:`read_dataset` is the one entry point the pipeline uses for files; the
 per-table readers live in :mod:`gridwatch.sources.files`.

@@ -1,7 +1,7 @@
 """Read the contract tables from CSV or Parquet files into canonical frames.
 
 Every reader returns ``(frame, issues)``. The frames are the same whatever the
-file format (``DATA_CONTRACT.md``):
+file format (``docs/data-contract.md``):
 
 * readings: ``meter_id`` (Categorical, sorted categories), ``timestamp``
   (``datetime64[us, UTC]``, START of the interval), ``kwh`` (float64);
