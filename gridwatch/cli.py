@@ -352,18 +352,31 @@ def plot(site_id, input_dir, output_file, as_of, config_path):
 @click.option("--format", "fmt", default="parquet", show_default=True,
               type=click.Choice(["parquet", "csv"]))
 @click.option("--clean", is_flag=True, help="Do not inject gaps, duplicates and bad values.")
+@click.option("--field", is_flag=True,
+              help="A field population: rigs of every behaviour (already running, stopping for "
+                   "hours, heating the house, behind PV...) at about 1 in 70 meters, heat pumps, "
+                   "PV inverter failures, small constant loads, move-ins, new freezers.")
+@click.option("--pv-share", default=None, type=click.FloatRange(0, 1),
+              help="Share of the ordinary homes with rooftop PV (import and export registers) "
+                   "[default: 0.2 with --field, else 0].")
 @_errors_to_exit
-def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean):
+def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, field, pv_share):
     """Write a realistic labelled dataset (with labels.json) in the contract layout.
 
     \b
     Example:
       gridwatch simulate out/sim --meters 2000 --days 60 --seed 7
+      gridwatch simulate out/field --field --meters 4000 --days 90 --as-of 2026-05-15
     """
-    from gridwatch.simulate import simulate_dataset
+    from gridwatch.simulate import FIELD_RIG_TYPE_MIX, FIELD_SCENARIO_MIX, simulate_dataset
 
+    if pv_share is None:
+        pv_share = 0.2 if field else 0.0
     labels = simulate_dataset(output_dir, n_meters=n_meters, days=days, as_of=as_of, seed=seed,
-                              timezone=timezone, fmt=fmt, dirty=not clean)
+                              timezone=timezone, fmt=fmt, dirty=not clean,
+                              scenario_mix=FIELD_SCENARIO_MIX if field else None,
+                              rig_type_mix=FIELD_RIG_TYPE_MIX if field else None,
+                              pv_share=pv_share)
     types = {}
     for meter in labels["meters"].values():
         types[meter["type"]] = types.get(meter["type"], 0) + 1

@@ -61,6 +61,7 @@ MIN_PRE_DAYS_FOR_HEATING = 10  # days before a load needed to fit its baseline a
 MAX_FLOOR_CV = 0.25  # day-to-day variation of a long-running floor, weather aside
 STOPS_MIN_T = 4.0  # a clear step (t-statistic) before its on-state is looked at
 MIN_UPTIME = 0.6  # a new load that runs this share of the hours is judged on its on-state ...
+RIG_ON_NOISE = 0.1  # an on-state this steady (interquartile range over level) is a rig's
 MAX_WITHIN_NOISE = 0.2  # ... when it adds less variability than this within a typical hour
 # (a thermostat cycling within the hour adds much more; a rig none) [share of its size]
 PEER_MULTIPLE = 2.0  # similar-premises sign: at least this many times their mean demand ...
@@ -532,8 +533,10 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
             np.fmax(shift_floor[sel], shift_mid))
     with np.errstate(invalid="ignore"):
         # ... when its stops last hours: no new variability within the hour (what a
-        # thermostat cycling adds), or, read hourly, a floor that rose more than the mean
-        hours_off = np.where(np.isnan(within_noise), floor_ratio >= 1.0,
+        # thermostat cycling adds), or, read hourly, a floor that rose more than the
+        # mean, or an on-state as steady as a rig's (a duty cycle seen hourly is not)
+        hours_off = np.where(np.isnan(within_noise),
+                             (floor_ratio >= 1.0) | (on_noise <= RIG_ON_NOISE),
                              within_noise <= MAX_WITHIN_NOISE)
         runs = (stops & (uptime >= MIN_UPTIME) & (on_noise <= detection.max_unsteadiness)
                 & hours_off)
@@ -815,6 +818,8 @@ def _decide(m: Measurement, calibration: Calibration | None) -> tuple[Detection,
             "floor_level_kw": floor_level,
             "excess_preexisting_kw": excess_pre,
             "valid_days": valid_days,
+            "not_seen_since": [dates[i].date().isoformat() if i >= 0 and f else ""
+                               for i, f in zip(ended_day, flagged, strict=True)],
         }
     ).set_index(col.METER_ID, drop=False)
     detection_result = Detection(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import matplotlib.dates
 import numpy as np
+import pandas as pd
 import pytest
 
 from gridwatch import columns as col
@@ -349,3 +351,21 @@ def test_title_line_draws_hostile_text(site_id):
         line.set_text(plots._plain(f"Meter {site_id} | not flagged"))
         assert site_id.replace("\t", "?").replace("\n", "?") in line.get_text()
         fig.canvas.draw()
+
+
+def test_a_load_not_seen_since_an_early_day_is_plotted_around_that_day(result):
+    meter, _ = _meter_ids(result)
+    table = result.detection.table
+    pos = list(table.index).index(meter)
+    saved = table["not_seen_since"].copy()
+    ended = result.grid.dates[5].date()
+    try:
+        table.iloc[pos, table.columns.get_loc("not_seen_since")] = ended.isoformat()
+        data = plots._meter_data(plots._Context(result), meter, weeks=2)
+        shown = matplotlib.dates.num2date(data.edges_day[-1]).date()  # end of the last day shown
+        assert shown == result.grid.dates[19].date()  # two weeks after the last day seen
+        default = plots._meter_data(plots._Context(result), _meter_ids(result)[1], weeks=2)
+        assert matplotlib.dates.num2date(default.edges_day[-1]).date() == \
+            (result.grid.dates[-1] + pd.Timedelta(days=1)).date()  # others end at the as-of
+    finally:
+        table["not_seen_since"] = saved

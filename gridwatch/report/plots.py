@@ -595,14 +595,22 @@ def _meter_data(ctx: _Context, meter_id: str, *, weeks) -> _MeterData:
     flag = ctx.flag_row(meter_id)
     onset = _onset_date(flag.get(col.ONSET))
 
-    # Window: the last `weeks` weeks ending at as-of, trimmed to days with data.
+    # Window: the last `weeks` weeks ending at as-of, trimmed to days with data; for a
+    # load not seen since a day before that, the weeks around that day (the evidence).
     n_days = grid.n_days
-    first = max(0, n_days - int(weeks) * 7)
-    has = np.flatnonzero(np.isfinite(det.mean_kw[first:, pos]))
+    last = n_days
+    ended = _onset_date(det.table[["not_seen_since"]].iloc[pos, 0]
+                        if "not_seen_since" in det.table else None)
+    if ended is not None:
+        end_day = int(np.searchsorted(ctx.dates.astype("datetime64[D]"), ended))
+        if end_day < n_days - int(weeks) * 7 + 7:
+            last = min(n_days, end_day + 14)
+    first = max(0, last - int(weeks) * 7)
+    has = np.flatnonzero(np.isfinite(det.mean_kw[first:last, pos]))
     if has.size:
         first += int(has[0])
-    days = np.arange(first, n_days)
-    cells = np.flatnonzero(grid.day_of_cell >= first)
+    days = np.arange(first, last)
+    cells = np.flatnonzero((grid.day_of_cell >= first) & (grid.day_of_cell < last))
     kw = result.kw.iloc[cells, pos].to_numpy(dtype=np.float64)
     expected = result.expected.predict(grid, columns=[pos])[cells, 0]
     dates = ctx.dates[days]
@@ -676,7 +684,8 @@ def _meter_data(ctx: _Context, meter_id: str, *, weeks) -> _MeterData:
         kw=kw,
         expected_kw=np.asarray(expected, dtype=np.float64),
         expected_label=("expected without new load (fitted before onset)" if onset is not None
-                        else "expected consumption"),
+                        else "expected consumption (fitted on all days: a load running all "
+                             "along is in it)" if flagged else "expected consumption"),
         edges_day=_date_num(_day_edges(dates)),
         peer_low_kw=_step(low[days] * scale),
         peer_high_kw=_step(high[days] * scale),
