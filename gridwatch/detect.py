@@ -585,8 +585,8 @@ def _measure(kw, grid, meters, *, temperature_c, spread_kw, detection, analysis,
     with _quiet_nan():
         floor_level = nanmedian_columns(np.where(on_day & ran, floor, np.nan))
         mean_level = nanmedian_columns(np.where(on_day & ran, mean, np.nan))
-    # Behind PV the daytime import is the sun's, not the household's: its
-    # variable part is not seen (the calibration gives it its class's).
+    # Behind PV the daytime import is the sun's, not the household's: its variable
+    # part is not seen (the calibration predicts it from its evening and night demand).
     variable_kw = np.where(behind_pv, np.nan, np.maximum(mean_level - floor_level, 0.02))
     if hdd is not None:
         pre_heat = TemperatureResponse(floor, hdd, valid_floor & ran)
@@ -1013,52 +1013,6 @@ def _robust_line(x, y, groups, *, min_group=30, iterations=8):
         z[sel] = (y[sel] - fitted[sel]) / scale
         scales[sel] = scale
     return fitted, z, scales
-
-
-def _masked_moments(a, b, mask):
-    """Per column over ``mask``: count, and the sums of da*db, da**2, db**2 (deviations)."""
-    ok = mask & ~np.isnan(a) & ~np.isnan(b)
-    n = ok.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        da = np.where(ok, a - np.where(ok, a, 0).sum(0) / n, 0)
-        db = np.where(ok, b - np.where(ok, b, 0).sum(0) / n, 0)
-    return n, (da * db).sum(0), (da**2).sum(0), (db**2).sum(0)
-
-
-def _masked_corr(a, b, mask):
-    """Pearson correlation per column of ``a`` and ``b`` over ``mask`` (NaN with < 5 points)."""
-    n, sab, saa, sbb = _masked_moments(a, b, mask)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n >= 5, sab / np.sqrt(saa * sbb), np.nan)
-
-
-def _masked_slope(a, b, mask):
-    """Least-squares slope of ``a`` on ``b`` per column over ``mask``."""
-    _, sab, _, sbb = _masked_moments(a, b, mask)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sab / sbb
-
-
-def _temperature_drop(temperature_c, onset, days=5):
-    """Mean temperature of the ``days`` before each onset minus the ``days`` from it [K]."""
-    n_days, n_meters = temperature_c.shape
-    idx = np.arange(n_days)[:, None]
-    before = (idx < onset[None, :]) & (idx >= onset[None, :] - days)
-    after = (idx >= onset[None, :]) & (idx < onset[None, :] + days)
-    with _quiet_nan():
-        drop = (np.nanmean(np.where(before, temperature_c, np.nan), axis=0)
-                - np.nanmean(np.where(after, temperature_c, np.nan), axis=0))
-    return np.where(onset >= 0, drop, np.nan)
-
-
-def _masked_range(b, mask):
-    """10th-90th percentile range of ``b`` per column over ``mask`` (NaN with under 2 values)."""
-    values = np.sort(np.where(mask, b, np.nan), axis=0)  # NaN sorts last
-    n = np.sum(mask & ~np.isnan(b), axis=0)
-    cols = np.arange(b.shape[1])
-    lo = values[np.clip(np.floor(0.1 * (n - 1)).astype(int), 0, None), cols]
-    hi = values[np.clip(np.floor(0.9 * (n - 1)).astype(int), 0, None), cols]
-    return np.where(n >= 2, hi - lo, np.nan)
 
 
 def _empirical_null_sf(z):

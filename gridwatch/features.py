@@ -291,40 +291,6 @@ def flat_increment_kw(before_kw: np.ndarray, after_kw: np.ndarray) -> np.ndarray
     return np.where((n >= 12) & (my > 0), a, np.nan)
 
 
-def robust_z(values: np.ndarray, groups: np.ndarray | None = None, *, min_group=10) -> np.ndarray:
-    """Robust standard score: (x - median) / (1.4826 MAD), optionally within groups.
-
-    Groups smaller than ``min_group`` use the whole population.
-
-    Parameters
-    ----------
-    values : numpy.ndarray of shape (n,)
-    groups : numpy.ndarray of int, shape (n,), optional
-        Group code per value (e.g. customer class).
-
-    Returns
-    -------
-    numpy.ndarray of shape (n,)
-    """
-    values = np.asarray(values, dtype=np.float64)
-    out = np.full(values.shape, np.nan)
-
-    def _z(v):
-        med = np.nanmedian(v)
-        mad = 1.4826 * np.nanmedian(np.abs(v - med))
-        return (v - med) / max(mad, 1e-12)
-
-    if np.all(np.isnan(values)):
-        return out
-    out[:] = _z(values)
-    if groups is not None:
-        for g in np.unique(groups):
-            sel = (groups == g) & ~np.isnan(values)
-            if sel.sum() >= min_group:
-                out[sel] = _z(values[sel])
-    return out
-
-
 def onset_cell(kw: np.ndarray, slots: np.ndarray, hour_of_cell: np.ndarray, onset_day: np.ndarray,
                profile_kw: np.ndarray, margin_kw: np.ndarray, *, days_before: int = 2,
                days_after: int = 1) -> np.ndarray:

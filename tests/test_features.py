@@ -6,7 +6,6 @@ from gridwatch.features import (
     flat_increment_kw,
     hourly_increment,
     repeated_value_runs,
-    robust_z,
 )
 
 
@@ -63,17 +62,6 @@ def test_hourly_increment_by_hand():
     np.testing.assert_allclose(after[:, 0], 3.0)
 
 
-def test_robust_z_ignores_outliers_and_uses_groups():
-    values = np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.02, 0.98, 1.0, 50.0])
-    z = robust_z(values)
-    assert z[-1] > 100
-    assert np.all(np.abs(z[:-1]) < 4)
-    groups = np.array([0] * 5 + [1] * 6)
-    assert np.isnan(robust_z(np.full(3, np.nan))).all()
-    assert robust_z(values, groups, min_group=5)[-1] > 10
-
-
-# --- how a load follows the weather ------------------------------------------------------------
 def _hdd(n_days=40):
     return np.linspace(0.0, 16.0, n_days)[:, None] * np.ones((1, 3))
 
