@@ -701,7 +701,8 @@ def _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, *, min_covera
                          pd.Series((~has_up).sum(axis=0), index=balanced), "kept",
                          detail="grid cells without upstream data (count = cells)", severity="info")
 
-    scale_kw = _masked_mean(metered, valid)
+    # The size of the flow, whichever way it goes (reverse flow from PV at midday).
+    scale_kw = _masked_mean(np.abs(metered), valid)
     scale_kw = np.where(np.isfinite(scale_kw) & (scale_kw > 0), scale_kw, 1.0)
     return _Aligned(delivered=delivered, metered=metered, filled=filled, coverage=coverage,
                     has_up=has_up, valid=valid, low=low, scale_kw=scale_kw, x=metered / scale_kw,
@@ -813,7 +814,7 @@ def _fill_values(K, missing, expected_kw, used, grid):
     if expected_kw is not None:
         exp = expected_kw.set_axis(expected_kw.columns.astype(str), axis=1).reindex(columns=used)
         exp = exp.to_numpy(dtype=np.float64)[t, m]
-        values = np.where(np.isfinite(exp), np.maximum(exp, 0.0), np.nan)
+        values = np.where(np.isfinite(exp), exp, np.nan)  # net: negative behind PV
     need = np.isnan(values)  # no expected consumption: the meter's own slot means
     if need.any():
         cols, pos = np.unique(m[need], return_inverse=True)  # only meters that need them

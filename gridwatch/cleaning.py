@@ -39,7 +39,7 @@ _NAT = np.iinfo(np.int64).min
 
 
 def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, spike_factor,
-                   id_column=col.METER_ID, table="readings"):
+                   id_column=col.METER_ID, table="readings", signed=False):
     """Sort, de-duplicate, align and screen interval energy readings.
 
     Used for meter readings and, with ``id_column="asset_id"`` and
@@ -69,7 +69,9 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
        minutes), so meters whose local hours start at :30 UTC (India) are not
        all misaligned. Rows that then collide follow rule 3; among them the one
        with the latest original timestamp is kept.
-    6. Negative ``kwh`` -> NaN (``negative_kwh``). Mean demand above
+    6. Negative ``kwh`` -> NaN (``negative_kwh``), unless ``signed``: then a
+       negative value is energy flowing the other way, kept and counted
+       (``reverse_flow``, info). Mean demand above
        ``max_plausible_kw``, or above ``contracted_kw_factor`` x
        ``contracted_kw`` where that is known -> NaN (``implausible_kwh``).
        Demand above ``spike_factor`` x the id's 99th percentile of demand and
@@ -96,6 +98,9 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     id_column : str, default "meter_id"
     table : str, default "readings"
         Table name used in issue codes.
+    signed : bool, default False
+        Negative energy is valid (upstream: the homes below an asset export
+        more than they import).
 
     Returns
     -------
@@ -178,8 +183,9 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     # 6. values
     negative = kwh < 0
     if negative.any():
-        tally("negative", codes, negative)
-        kwh[negative] = np.nan
+        tally("reverse_flow" if signed else "negative", codes, negative)
+        if not signed:
+            kwh[negative] = np.nan
     kw = kwh * _by_row(60.0 / np.maximum(interval, 1), codes, present)
     contracted_kw = _contracted_kw(meters, cats, id_column)
     limit = np.fmin(max_plausible_kw, contracted_kw_factor * contracted_kw)
@@ -244,6 +250,8 @@ _CODES = (  # name in counts, issue code, action, severity, detail
     ("misaligned", "{table}.misaligned_timestamp", "resolved", "warning",
      "timestamp not on the interval boundary; floored to it"),
     ("negative", "{table}.negative_kwh", "set_missing", "warning", "negative kwh set missing"),
+    ("reverse_flow", "{table}.reverse_flow", "kept", "info",
+     "negative kwh: the {id} exported more than it delivered (rooftop PV); kept in the balance"),
     ("implausible", "{table}.implausible_kwh", "set_missing", "warning",
      "mean demand above {max_plausible_kw:g} kW or {contracted_kw_factor:g} x contracted_kw; "
      "set missing"),

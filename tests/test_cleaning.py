@@ -374,3 +374,17 @@ def test_the_export_register_follows_its_row_and_negative_export_is_set_missing(
     assert out["kwh_export"].tolist()[:2] == [0.0, 1.0]  # each value stayed with its reading
     assert np.isnan(out["kwh_export"].iloc[2])
     assert counts(log)[("readings.negative_kwh_export", "M1")] == 1
+
+
+def test_upstream_reverse_flow_is_kept_and_counted_not_set_missing():
+    frame = make_readings(regular("T1", "2024-06-01T10:00Z", [2.0, -1.5, -0.5, 1.0]),
+                          id_column="asset_id")
+    meters = make_meters("M1", transformer_id="T1")
+    out, _, log = clean(frame, meters, id_column="asset_id", table="upstream", signed=True)
+    assert out["kwh"].tolist() == [2.0, -1.5, -0.5, 1.0]
+    assert counts(log)[("upstream.reverse_flow", "T1")] == 2
+    assert log.total(action="set_missing") == 0
+    # a meter's import register is never negative: there it is an error, set missing
+    meter_rows = make_readings(regular("M1", "2024-06-01T10:00Z", [0.2, -0.1]))
+    out, _, log = clean(meter_rows, meters)
+    assert np.isnan(out["kwh"].iloc[1]) and counts(log)[("readings.negative_kwh", "M1")] == 1

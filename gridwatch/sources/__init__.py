@@ -180,7 +180,7 @@ def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: I
     if upstream is not None:
         upstream, upstream_interval_minutes, log = clean_readings(
             upstream, meters, **{**cleaning, "max_plausible_kw": np.inf},
-            id_column=col.ASSET_ID, table="upstream")
+            id_column=col.ASSET_ID, table="upstream", signed=True)
         issues.extend(log)
         counts["upstream"]["used"] = len(upstream)
 
