@@ -65,6 +65,7 @@ from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles, sum
 from gridwatch.features import hourly_increment, nanmedian_columns, onset_cell, repeated_value_runs
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift
+from gridwatch.solar import dark_cells
 from gridwatch.topology import LEVELS, asset_members, membership_matrix
 
 __all__ = ["Balance", "TABLE_COLUMNS", "SUSPECTS_COLUMNS", "energy_balance"]
@@ -216,6 +217,7 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
                    min_day_coverage: float = 0.5, frozen_hours: int = 24,
                    min_population: int = 20, fixed_z: float = 6.0,
                    frozen_mask: np.ndarray | None = None,
+                   unmetered_pv: pd.Series | None = None,
                    calibration: BalanceCalibration | None = None,
                    evidence_only: bool = False) -> tuple[Balance, IssueLog]:
     """Balance every asset with upstream data against its meters; flag hidden loads.
@@ -270,6 +272,9 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         Cells of ``meter_kw`` already found to be stuck registers (e.g.
         :attr:`gridwatch.detect.Detection.masked`, same columns as
         ``meter_kw``); zero cells in it are ignored. Computed here when omitted.
+    unmetered_pv : pandas.Series of bool, optional
+        Meters behind rooftop PV whose export is not read, by ``meter_id``: their
+        assets are balanced on the dark hours (:func:`measure_balance`).
     calibration : BalanceCalibration, optional
         Significance calibrated on every asset of the run (default: on these).
     evidence_only : bool, default False
@@ -307,7 +312,8 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         fdr_alpha=fdr_alpha, min_unexplained_kw=min_unexplained_kw,
         max_no_load_share=max_no_load_share, no_load_floor_kw=no_load_floor_kw,
         min_day_coverage=min_day_coverage, frozen_hours=frozen_hours,
-        min_population=min_population, fixed_z=fixed_z, frozen_mask=frozen_mask)
+        min_population=min_population, fixed_z=fixed_z, frozen_mask=frozen_mask,
+        unmetered_pv=unmetered_pv)
     if evidence_only:
         return measured.evidence, measured.issues
     return decide_balance(measured, meter_kw, meters, calibration)
@@ -319,7 +325,8 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                     min_unexplained_kw: float = 0.5, max_no_load_share: float = 0.03,
                     no_load_floor_kw: float = 0.2, min_day_coverage: float = 0.5,
                     frozen_hours: int = 24, min_population: int = 20, fixed_z: float = 6.0,
-                    frozen_mask: np.ndarray | None = None) -> BalanceMeasurement:
+                    frozen_mask: np.ndarray | None = None,
+                    unmetered_pv: pd.Series | None = None) -> BalanceMeasurement:
     """Everything the energy balance measures before it judges significance.
 
     The expensive part of :func:`energy_balance` (parameters as there): the
@@ -328,6 +335,12 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     once, fits one :class:`BalanceCalibration` on every partition's
     :attr:`BalanceMeasurement.evidence`, and finishes each partition with
     :func:`decide_balance`.
+
+    ``unmetered_pv`` (bool per ``meter_id``) names the meters behind rooftop PV
+    whose export is not read (an import-only meter): the asset delivers less
+    than its meters record whenever the sun shines on them, by an amount the
+    clouds change every day. The balance of an asset with such a meter is
+    judged on the hours when the sun is down at its meters.
 
     Returns
     -------
@@ -350,18 +363,20 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     n_days = grid.n_days
     day_idx = np.arange(n_days)
     balanced, n_without = topo.balanced, topo.n_without
-    valid, x, resid = al.valid, al.x, al.resid
     cell_h = grid.cell_hours
     nominal = 24 / cell_h
     min_cells = np.full(n_days, max(int(np.ceil(nominal * min_day_coverage)), 1))
+    asset_min_cells = _dark_hours_only(al, topo, meters, grid, unmetered_pv, min_cells,
+                                       min_day_coverage, issues)
+    valid, x, resid = al.valid, al.x, al.resid
 
     # --- daily series over the usable cells ---------------------------------------------
-    y = daily_mean(resid, grid, min_cells)  # delivered - metered [kW]
-    x1 = daily_mean(np.where(valid, x, np.nan), grid, min_cells)
-    x2 = daily_mean(np.where(valid, x * x, np.nan), grid, min_cells)
-    delivered_day = daily_mean(np.where(valid, al.delivered, np.nan), grid, min_cells)
-    metered_day = daily_mean(np.where(valid, al.metered, np.nan), grid, min_cells)
-    filled_day = daily_mean(np.where(valid, al.filled, np.nan), grid, min_cells)
+    y = daily_mean(resid, grid, asset_min_cells)  # delivered - metered [kW]
+    x1 = daily_mean(np.where(valid, x, np.nan), grid, asset_min_cells)
+    x2 = daily_mean(np.where(valid, x * x, np.nan), grid, asset_min_cells)
+    delivered_day = daily_mean(np.where(valid, al.delivered, np.nan), grid, asset_min_cells)
+    metered_day = daily_mean(np.where(valid, al.metered, np.nan), grid, asset_min_cells)
+    filled_day = daily_mean(np.where(valid, al.filled, np.nan), grid, asset_min_cells)
 
     # --- losses and a level shift, jointly, on daily means ---------------------------
     X = np.stack([np.ones_like(y), x1, x2], axis=2).transpose(1, 0, 2)  # (A, D, 3)
@@ -384,7 +399,7 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                             post_cell & ~candidate[None, :])
     a_kw, c_kw, b_kw = beta[:, 0], beta[:, 1], beta[:, 2]
     loss_cell = a_kw + c_kw * x + b_kw * x * x
-    loss_day = daily_mean(np.where(valid, loss_cell, np.nan), grid, min_cells)
+    loss_day = daily_mean(np.where(valid, loss_cell, np.nan), grid, asset_min_cells)
     unexplained_day = y - loss_day
     post_day = (day_idx[:, None] >= first_full[None, :]) & (first_full[None, :] >= 0)
     full_day = ~((day_idx[:, None] == onset[None, :]) & partial_day[None, :])
@@ -681,14 +696,20 @@ def _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, *, min_covera
     t_miss, m_miss = np.nonzero(missing)
     del missing
     filled = np.asarray((sparse.csr_matrix((fill_values, (t_miss, m_miss)), shape=K.shape) @ A).todense())
+    filled_size = np.asarray((sparse.csr_matrix((np.abs(fill_values), (t_miss, m_miss)),
+                                                shape=K.shape) @ A).todense())
     any_missing = np.asarray((sparse.csr_matrix((np.ones(len(t_miss)), (t_miss, m_miss)), shape=K.shape)
                               @ A).todense()) > 0
     K[t_miss, m_miss] = 0.0  # in place: K now holds the measured part only
     measured = _dense_times_sparse(K, A)
+    # the share measured, of the energy flowing either way (exports are negative)
+    measured_size = _dense_times_sparse(np.abs(K), A) if (K < 0).any() else measured
     del K, fill_values, t_miss, m_miss
     metered = measured + filled
+    total_size = measured_size + filled_size
     with np.errstate(invalid="ignore", divide="ignore"):
-        coverage = np.where(metered > 0, measured / metered, np.where(any_missing, 0.0, 1.0))
+        coverage = np.where(total_size > 0, measured_size / total_size,
+                            np.where(any_missing, 0.0, 1.0))
     delivered = upstream_kw.set_axis(up_ids, axis=1)[balanced].to_numpy(dtype=np.float64)
     has_up = ~np.isnan(delivered)
     low = has_up & (coverage < min_coverage)
@@ -707,6 +728,49 @@ def _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, *, min_covera
     return _Aligned(delivered=delivered, metered=metered, filled=filled, coverage=coverage,
                     has_up=has_up, valid=valid, low=low, scale_kw=scale_kw, x=metered / scale_kw,
                     resid=np.where(valid, delivered - metered, np.nan), stuck=stuck, used=used, A=A)
+
+
+def _dark_hours_only(al, topo, meters, grid, unmetered_pv, min_cells, min_day_coverage, issues):
+    """Keep only the dark cells of the assets with unmetered PV export; the cells a day needs.
+
+    Updates ``al.valid`` and ``al.resid`` in place; returns the minimum count of
+    usable cells of each day and asset, ``(n_days, n_assets)``.
+    """
+    n_assets = len(topo.balanced)
+    out = np.broadcast_to(min_cells[:, None], (grid.n_days, n_assets))
+    if unmetered_pv is None:
+        return out
+    flag = unmetered_pv.reindex(al.used).fillna(False).to_numpy(dtype=np.float64)
+    affected = np.asarray(al.A.T @ flag).ravel() > 0
+    if not affected.any():
+        return out
+    cols = np.flatnonzero(affected)
+    where = topo.members.merge(meters[[col.METER_ID, *[c for c in (col.LAT, col.LON)
+                                                          if c in meters]]],
+                               on=col.METER_ID, how="left")
+    place = where.groupby(col.ASSET_ID, sort=False)[[c for c in (col.LAT, col.LON)
+                                                      if c in where]].median()
+    asset_ids = pd.Index(topo.balanced)[cols]
+    lat = (place[col.LAT].reindex(asset_ids) if col.LAT in place else
+           pd.Series(np.nan, index=asset_ids)).to_numpy(dtype=np.float64)
+    lon = (place[col.LON].reindex(asset_ids) if col.LON in place else
+           pd.Series(np.nan, index=asset_ids)).to_numpy(dtype=np.float64)
+    dark = dark_cells(grid.index, lat, lon, local_hour=grid.hour_of_cell,
+                      cell_hours=grid.cell_hours)
+    use = np.ones(al.valid.shape, dtype=bool)
+    use[:, cols] = dark
+    al.valid &= use
+    al.resid = np.where(use, al.resid, np.nan)
+    starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
+    per_day = np.add.reduceat(use.astype(np.int32), starts, axis=0)
+    out = np.where(affected[None, :], np.maximum(np.ceil(per_day * min_day_coverage), 1),
+                   min_cells[:, None]).astype(np.int64)
+    issues.add_per_meter(
+        "balance.dark_hours_only", "upstream",
+        pd.Series(affected.astype(int), index=topo.balanced), "kept", severity="info",
+        detail="meters behind rooftop PV read import-only (their export is not metered): "
+               "the balance is judged on the hours the sun is down")
+    return out
 
 
 @dataclass

@@ -141,14 +141,18 @@ def daily_quantiles(kw: np.ndarray, grid: DayGrid, quantiles, min_cells: np.ndar
 
 
 def daily_mean(kw: np.ndarray, grid: DayGrid, min_cells: np.ndarray) -> np.ndarray:
-    """Per-day mean demand [kW] ``(n_days, n_meters)``; NaN on days with too few cells."""
+    """Per-day mean demand [kW] ``(n_days, n_meters)``; NaN on days with too few cells.
+
+    ``min_cells`` is ``(n_days,)``, or ``(n_days, n_meters)`` for a count per column.
+    """
     valid = ~np.isnan(kw)
     starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
     n = np.add.reduceat(valid.astype(np.float64), starts, axis=0)
     s = np.add.reduceat(np.where(valid, kw, 0.0), starts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s / n
-    return np.where(n >= min_cells[:, None], mean, np.nan)
+    min_cells = np.asarray(min_cells)
+    return np.where(n >= (min_cells[:, None] if min_cells.ndim == 1 else min_cells), mean, np.nan)
 
 
 def by_day_any(mask: np.ndarray, grid: DayGrid, share: float = 0.5) -> np.ndarray:

@@ -475,6 +475,7 @@ class _Gridded:
     readings_in_window: int = 0
     upstream_kw: pd.DataFrame | None = None  # the assets' delivered demand, when given
     daily: DailyFigures | None = None  # the meters' daily figures: peer counts, then the detector
+    unmetered_pv: pd.Series | None = None  # meters behind PV read import-only (by meter_id)
 
 
 def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridded:
@@ -510,7 +511,7 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
     issues = IssueLog()
     temperature = meter_temperature(sub.weather, meters, index, grid, issues)
     demand = kw.to_numpy(dtype=np.float64)  # imported
-    cells, _, dark = floor_cells(demand, index, meters, local_hour=grid.hour_of_cell,
+    cells, pv, dark = floor_cells(demand, index, meters, local_hour=grid.hour_of_cell,
                                  cell_hours=grid.cell_hours,
                                  export_kw=None if export_kw is None else export_kw.to_numpy())
     if export_kw is not None:  # net: what the home draws beyond its own generation
@@ -520,7 +521,9 @@ def _grid(sub: Dataset, index, grid, config: Config, *, release=False) -> _Gridd
                           frozen_hours=config.data.frozen_hours, floor_cells=cells, dark=dark)
     return _Gridded(kw=kw, spread=spread.to_numpy(), meters=meters,
                     no_window=list(meter_ids[~has_data]), temperature=temperature, issues=issues,
-                    readings_in_window=in_window, upstream_kw=upstream_kw, daily=daily)
+                    readings_in_window=in_window, upstream_kw=upstream_kw, daily=daily,
+                    unmetered_pv=pd.Series(pv.import_only, index=meters[col.METER_ID].astype(str))
+                    if pv.import_only.any() else None)
 
 
 def _ids_in_order(ids: pd.Series) -> pd.Index:
@@ -695,7 +698,7 @@ def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
         fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
         max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
         min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
-        frozen_mask=detection.masked)
+        frozen_mask=detection.masked, unmetered_pv=g.unmetered_pv)
     cache.put("balance_measured", measured)
     return measured
 

@@ -459,3 +459,37 @@ def test_balancing_partitions_of_whole_transformers_equals_balancing_all(n_parts
     pd.testing.assert_frame_equal(suspects.sort_values(["asset_id", "rank"]).reset_index(drop=True),
                                   whole.suspects.sort_values(["asset_id", "rank"])
                                   .reset_index(drop=True), check_exact=True)
+
+
+def _unmetered_pv(case, tx, n_homes, seed=5):
+    """``n_homes`` of transformer ``tx`` with 4 kWp PV read import-only: the asset sees
+    their net, the meters only their import; clouds change the sun every day."""
+    rng = np.random.default_rng(seed)
+    hour = case.grid.hour_of_cell
+    sun = np.clip(np.sin((hour - 6) / 12 * np.pi), 0, None)  # 06-18 UTC at 0 E
+    cloud = rng.uniform(0.1, 1.0, N_DAYS)[case.grid.day_of_cell]
+    homes = case.cols(tx)[:n_homes]
+    gen = 4.0 * 0.8 * (sun * cloud)[:, None] * np.ones((1, n_homes))
+    net = case.true_kw[:, homes] - gen
+    case.true_kw[:, homes] = net  # what the transformer delivers to them
+    case.recorded_kw[:, homes] = np.maximum(net, 0.0)  # what their import registers read
+    case.meters["lat"], case.meters["lon"] = 0.0, 0.0
+    return pd.Series(case.meters["meter_id"].isin(case.meters["meter_id"].iloc[homes]).to_numpy(),
+                     index=case.meters["meter_id"])
+
+
+def test_unmetered_pv_export_is_left_out_by_balancing_the_dark_hours():
+    case = make_case(30, seed=4)
+    unmetered = _unmetered_pv(case, 0, 8)
+    add_rig(case, 0, 1.5, day=21)
+    upstream, meter_kw = case.frames()
+    # over all hours, the sun's daily swing buries the 1.5 kW
+    plain, _ = energy_balance(upstream, meter_kw, None, case.meters, case.grid)
+    dark, issues = energy_balance(upstream, meter_kw, None, case.meters, case.grid,
+                                  unmetered_pv=unmetered)
+    r = row(dark, "TX-001")
+    assert r["flagged"] and r["unexplained_kw"] == pytest.approx(1.5, rel=0.25)
+    assert abs((pd.Timestamp(r["onset"]) - case.grid.dates[21]).days) <= 1
+    assert dark.table["flagged"].sum() == 1
+    assert issues.total("balance.dark_hours_only") == 1
+    assert not row(plain, "TX-001")["flagged"]  # what the balance did before
