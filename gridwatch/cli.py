@@ -359,29 +359,49 @@ def plot(site_id, input_dir, output_file, as_of, config_path):
 @click.option("--pv-share", default=None, type=click.FloatRange(0, 1),
               help="Share of the ordinary homes with rooftop PV (import and export registers) "
                    "[default: 0.2 with --field, else 0].")
+@click.option("--network-faults", is_flag=True,
+              help="Add labelled metering faults and mapping errors: CT ratio changes and SCADA "
+                   "clock offsets on about 3 % of transformers each, 72 h SCADA outages on about "
+                   "2 %, and meters listed under another transformer of their feeder.")
+@click.option("--mismap-share", default=None, type=click.FloatRange(0, 1),
+              help="With --network-faults: share of meters listed under a wrong transformer, a "
+                   "third of them in swaps [default: 0.05].")
 @_errors_to_exit
-def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, field, pv_share):
+def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, field, pv_share,
+             network_faults, mismap_share):
     """Write a realistic labelled dataset (with labels.json) in the contract layout.
 
     \b
     Example:
       gridwatch simulate out/sim --meters 2000 --days 60 --seed 7
       gridwatch simulate out/field --field --meters 4000 --days 90 --as-of 2026-05-15
+      gridwatch simulate out/network --meters 2000 --network-faults --mismap-share 0.05
     """
     from gridwatch.simulate import FIELD_RIG_TYPE_MIX, FIELD_SCENARIO_MIX, simulate_dataset
 
+    if mismap_share is not None and not network_faults:
+        from gridwatch.errors import ConfigError
+
+        raise ConfigError("--mismap-share needs --network-faults",
+                          hint="add --network-faults or drop --mismap-share")
     if pv_share is None:
         pv_share = 0.2 if field else 0.0
     labels = simulate_dataset(output_dir, n_meters=n_meters, days=days, as_of=as_of, seed=seed,
                               timezone=timezone, fmt=fmt, dirty=not clean,
                               scenario_mix=FIELD_SCENARIO_MIX if field else None,
                               rig_type_mix=FIELD_RIG_TYPE_MIX if field else None,
-                              pv_share=pv_share)
+                              pv_share=pv_share, network_faults=network_faults,
+                              mismap_share=mismap_share)
     types = {}
     for meter in labels["meters"].values():
         types[meter["type"]] = types.get(meter["type"], 0) + 1
     click.echo(f"wrote {n_meters} meters x {days} days to {output_dir} "
                f"({', '.join(f'{k}: {v}' for k, v in sorted(types.items()))})")
+    if network_faults:
+        n = labels["network_faults"]
+        click.echo(f"network faults: {n['ct_ratio']} CT ratio changes, {n['clock_offset']} clock "
+                   f"offsets, {n['scada_outage']} SCADA outages (transformers); "
+                   f"{n['mismapped']} mismapped meters ({n['swap_pairs']} swaps)")
 
 
 @main.command()
@@ -390,7 +410,11 @@ def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, fiel
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_errors_to_exit
 def evaluate(output_dir, labels, as_json):
-    """Score a run's flags.csv against a simulation's labels.json.
+    """Score a run's flags.csv, transformers.csv and topology.csv against a labels.json.
+
+    transformers.csv and topology.csv are scored when present; with labels of
+    mismapped meters (simulate --network-faults), a run with transformers.csv
+    but no topology.csv listed no meter.
 
     \b
     Example:
@@ -417,5 +441,12 @@ def evaluate(output_dir, labels, as_json):
     transformers = None
     if transformers_path.exists():
         transformers = pd.read_csv(transformers_path, dtype=str, keep_default_na=False)
-    metrics = evaluate_flags(flags, label_data, transformers=transformers)
+    topology_path = Path(output_dir) / "topology.csv"
+    topology = None
+    if topology_path.exists():
+        topology = topology_path  # may be empty: no meter listed
+    elif transformers is not None and any("listed_transformer_id" in m
+                                          for m in label_data["meters"].values()):
+        topology = pd.DataFrame(columns=["meter_id", "likely_transformer_id"])
+    metrics = evaluate_flags(flags, label_data, transformers=transformers, topology=topology)
     click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics))

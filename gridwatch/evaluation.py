@@ -15,10 +15,17 @@ The labels come from :func:`gridwatch.simulate.simulate_dataset`
 - *onset*: how close the flagged onset is to the true one;
 - *size*: how close ``excess_kw`` is to the rig's nominal draw;
 - *transformers* (with ``transformers.csv``): what fraction of hidden loads
-  was found (recall, overall and per bypass kind), what fraction of clean
-  transformers was flagged, how often the culprit is among the first 3
-  suspects, how close ``unexplained_kw`` is to the hidden load and the
-  asset's onset to the true one.
+  was found (recall, overall, of at least 1 kW and per bypass kind), what
+  fraction of clean transformers was flagged, how often the culprit is among
+  the first 3 suspects, how close ``unexplained_kw`` is to the hidden load
+  and the asset's onset to the true one; with labelled network faults
+  (``simulate_dataset(..., network_faults=True)``), how many CT ratio
+  changes and clock offsets were reported as ``metering_fault`` or taken
+  for a hidden load, and the false alarms on transformers touched by
+  mismapped meters or a SCADA outage;
+- *topology* (with ``topology.csv``): what fraction of the mismapped meters
+  was listed with their true transformer as the likely one, and what
+  fraction of the correctly mapped meters was listed.
 
 Definitions
 -----------
@@ -36,9 +43,22 @@ Transformers are scored over the assets of ``labels["transformers"]`` (other
 rows of ``transformers.csv``, feeders for instance, are ignored; a labelled
 asset missing from it counts as not flagged). A transformer with a
 ``hidden_kw`` carries a hidden load and is *detected* when flagged; the
-others are *clean* and flagged ones are false alarms. ``hidden_kw`` is what
+others are *clean*, except those with a labelled ``metering_fault`` (scored
+on their own), and flagged ones are false alarms. ``hidden_kw`` is what
 the transformer delivers that its meters do not record (rig plus household
-load diverted around the meter), the truth for ``unexplained_kw``.
+load diverted around the meter), the truth for ``unexplained_kw``. A
+metering-fault transformer is *reported* when its ``kind`` is
+``metering_fault`` and *taken for a hidden load* when it is flagged with
+another kind (``transformers.csv`` without a ``kind`` column: every kind is
+empty).
+
+A meter is *mismapped* when its label's ``listed_transformer_id`` (the
+transformer in ``meters.csv``) is not its true ``transformer_id``. It is
+*found* when ``topology.csv`` lists it with ``likely_transformer_id`` equal
+to the true transformer. A correctly mapped meter listed in ``topology.csv``
+is a false listing; those are counted over the meters of transformers with
+upstream data (the assets of ``transformers.csv`` when given, else every
+labelled transformer).
 """
 
 from __future__ import annotations
@@ -53,13 +73,22 @@ import pandas as pd
 from gridwatch import columns as col
 from gridwatch.simulate import HIDDEN_TYPES, LABEL_TYPES, POSITIVE_TYPES
 
-__all__ = ["AGE_GROUPS", "TOP_SUSPECTS", "evaluate", "evaluate_transformers", "flag_frame",
-           "format_evaluation", "label_frame"]
+__all__ = ["AGE_GROUPS", "HIDDEN_KW_MIN", "METERING_FAULT_KINDS", "TOP_SUSPECTS", "evaluate",
+           "evaluate_topology", "evaluate_transformers", "flag_frame", "format_evaluation",
+           "label_frame"]
 
 #: Recall groups of visible rigs, in report order.
 AGE_GROUPS = (">=3 days", "0-2 days", "preexisting")
 #: A culprit counts as named when it is among this many first suspects.
 TOP_SUSPECTS = 3
+#: Hidden loads of at least this size [kW] get a recall of their own.
+HIDDEN_KW_MIN = 1.0
+#: Labelled metering faults (``labels["transformers"][...]["metering_fault"]["kind"]``).
+METERING_FAULT_KINDS = ("ct_ratio", "clock_offset")
+# Contract names (docs/data-contract.md: transformers.csv ``kind``, topology.csv columns).
+_METERING_FAULT = "metering_fault"
+_LISTED_TRANSFORMER_ID = "listed_transformer_id"
+_LIKELY_TRANSFORMER_ID = "likely_transformer_id"
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n", ""}
 
@@ -151,7 +180,7 @@ def flag_frame(flags) -> pd.DataFrame:
     return out
 
 
-def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
+def evaluate(flags, labels, *, k=None, transformers=None, topology=None) -> dict:
     """Metrics of a run's flags against the labels of a simulated dataset.
 
     Parameters
@@ -169,6 +198,9 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
     transformers : pandas.DataFrame or str or os.PathLike, optional
         ``transformers.csv``; adds the asset-level metrics of
         :func:`evaluate_transformers` under ``"transformers"``.
+    topology : pandas.DataFrame or str or os.PathLike, optional
+        ``topology.csv`` (an empty frame when the run listed no meter); adds
+        the metrics of :func:`evaluate_topology` under ``"topology"``.
 
     Returns
     -------
@@ -198,7 +230,8 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         - ``excess_kw_median_rel_error``: median of
           ``|excess_kw - rig_kw| / rig_kw`` over detected visible rigs with
           a finite ``excess_kw``; ``n_kw_scored``;
-        - ``counts``: ``{type: {"n": ..., "flagged": ...}}``.
+        - ``counts``: ``{type: {"n": ..., "flagged": ...}}``;
+        - ``transformers`` and ``topology`` when those tables are given.
 
     Raises
     ------
@@ -316,8 +349,14 @@ def evaluate(flags, labels, *, k=None, transformers=None) -> dict:
         "n_kw_scored": len(rel),
         "counts": counts,
     }
+    assets = None
     if transformers is not None:
+        transformers = _read_table(transformers)
         metrics["transformers"] = evaluate_transformers(transformers, labels)
+        if col.ASSET_ID in transformers.columns:
+            assets = transformers[col.ASSET_ID].astype(str)
+    if topology is not None:
+        metrics["topology"] = evaluate_topology(topology, labels, assets=assets)
     return metrics
 
 
@@ -373,6 +412,8 @@ def format_evaluation(metrics) -> str:
     ]
     if "transformers" in m:
         lines += ["", *_format_transformers(m["transformers"])]
+    if "topology" in m:
+        lines += ["", *_format_topology(m["topology"])]
     if m["n_not_scored"] or m["n_unlabelled_flags"]:
         lines.append(f"note: {m['n_not_scored']} labelled meters absent from flags, "
                      f"{m['n_unlabelled_flags']} flagged meters absent from labels")
@@ -388,6 +429,7 @@ def evaluate_transformers(transformers, labels) -> dict:
     transformers : pandas.DataFrame or str or os.PathLike
         ``transformers.csv`` as a frame (every column may be text, as the CLI
         reads it) or its path. ``asset_id`` is required; ``flagged``,
+        ``kind`` (``hidden_load``, ``metering_fault`` or empty),
         ``unexplained_kw`` [kW], ``onset`` (``YYYY-MM-DD``) and ``suspects``
         (meter ids joined by ``;``, most likely first) are used when present.
     labels : dict or str or os.PathLike
@@ -401,8 +443,11 @@ def evaluate_transformers(transformers, labels) -> dict:
 
         - ``n_hidden``, ``detected``, ``recall``: transformers with a hidden
           load, those flagged, the fraction;
+        - ``n_hidden_ge_1kw``, ``detected_ge_1kw``, ``recall_ge_1kw``: the
+          same for hidden loads of at least :data:`HIDDEN_KW_MIN` kW;
         - ``n_clean``, ``false_alarms``, ``false_alarm_rate``: the same for
-          transformers without one;
+          transformers with neither a hidden load nor a labelled metering
+          fault (flagged with any kind);
         - ``culprit_in_suspects``, ``culprit_first``,
           ``culprit_in_top3`` (counts ``n_culprit_in_top3``): fraction of
           detected transformers whose culprit is listed at all, first, or
@@ -418,11 +463,23 @@ def evaluate_transformers(transformers, labels) -> dict:
         - ``by_kind``: ``{bypass_kind: {"n_hidden", "detected", "recall",
           "n_culprit_in_top3", "culprit_in_top3", "n_culprit_first",
           "culprit_first"}}`` per kind of the culprit (``"unspecified"``
-          for labels without ``bypass_kind``).
+          for labels without ``bypass_kind``);
+        - ``metering_faults`` (None when the labels have no
+          ``metering_fault``): per kind of :data:`METERING_FAULT_KINDS`,
+          ``{"n", "reported", "reported_rate", "flagged_hidden",
+          "flagged_hidden_rate"}`` (labelled; ``kind == metering_fault``;
+          flagged with another kind), and ``clean_reported`` /
+          ``clean_reported_rate`` (clean transformers reported as a metering
+          fault) and ``hidden_reported`` (hidden loads reported as one);
+        - ``false_alarms_by_group`` (None when the labels have neither
+          mismapped meters nor SCADA outages): ``{group: {"n",
+          "false_alarms", "false_alarm_rate"}}`` over the clean transformers
+          ``mismap_affected`` (the listed or true transformer of a mismapped
+          meter), ``mismap_unaffected`` and ``scada_outage`` (with a
+          labelled outage); a group is present when its labels are.
     """
     labels = _load_labels(labels)
-    if not isinstance(transformers, pd.DataFrame):
-        transformers = pd.read_csv(transformers, dtype=str, keep_default_na=False)
+    transformers = _read_table(transformers)
     if col.ASSET_ID not in transformers.columns:
         raise ValueError(f"transformers has no '{col.ASSET_ID}' column; "
                          f"columns: {list(transformers.columns)}")
@@ -441,6 +498,8 @@ def evaluate_transformers(transformers, labels) -> dict:
     onset = _to_dates(column(col.ONSET, None).to_numpy())
     onset.index = tf.index
     suspects = column(col.SUSPECTS, "").fillna("").astype(str)
+    reported = column(col.KIND, "").fillna("").astype(str).str.strip().str.lower() \
+        == _METERING_FAULT
 
     hidden_kw = pd.Series({a: v.get("hidden_kw") for a, v in truth.items()}, dtype="float64")
     hidden = hidden_kw.notna().reindex(assets)
@@ -465,7 +524,10 @@ def evaluate_transformers(transformers, labels) -> dict:
     within = int((err.abs() <= 1).sum())
 
     n_hidden, n_detected = int(hidden.sum()), int(detected.sum())
-    clean = ~hidden
+    big = hidden & (hidden_kw >= HIDDEN_KW_MIN)
+    fault = pd.Series({a: ((v.get("metering_fault") or {}).get("kind") or "")
+                       for a, v in truth.items()}, index=assets, dtype=object)
+    clean = ~hidden & (fault == "")
     false_alarms = int((clean & flagged).sum())
     by_kind = {}
     for k in sorted(kind[hidden].unique()):  # 3 bypass kinds
@@ -495,6 +557,146 @@ def evaluate_transformers(transformers, labels) -> dict:
         "n_onset_within_1d": within,
         "n_onset_scored": int(dated.sum()),
         "by_kind": by_kind,
+        "n_hidden_ge_1kw": int(big.sum()),
+        "detected_ge_1kw": int((big & flagged).sum()),
+        "recall_ge_1kw": _ratio(int((big & flagged).sum()), int(big.sum())),
+        "metering_faults": _metering_fault_metrics(truth, fault, flagged, reported, hidden,
+                                                   clean),
+        "false_alarms_by_group": _false_alarm_groups(labels, assets, clean, flagged),
+    }
+
+
+def _metering_fault_metrics(truth, fault, flagged, reported, hidden, clean):
+    """Reported and taken-for-hidden counts per labelled metering-fault kind (or None)."""
+    if not any("metering_fault" in v for v in truth.values()):
+        return None
+    out = {}
+    for kind in METERING_FAULT_KINDS:
+        members = fault == kind
+        n = int(members.sum())
+        n_reported = int((members & reported).sum())
+        n_hidden = int((members & flagged & ~reported).sum())
+        out[kind] = {"n": n, "reported": n_reported, "reported_rate": _ratio(n_reported, n),
+                     "flagged_hidden": n_hidden, "flagged_hidden_rate": _ratio(n_hidden, n)}
+    n_clean_reported = int((clean & reported).sum())
+    out["clean_reported"] = n_clean_reported
+    out["clean_reported_rate"] = _ratio(n_clean_reported, int(clean.sum()))
+    out["hidden_reported"] = int((hidden & reported).sum())
+    return out
+
+
+def _false_alarm_groups(labels, assets, clean, flagged):
+    """False alarms among clean transformers touched by mismapping or an outage (or None)."""
+    meters = labels["meters"].values()
+    truth = labels["transformers"]
+    groups = {}
+    if any(_LISTED_TRANSFORMER_ID in m for m in meters):
+        touched = set()
+        for m in meters:  # one pass over the labelled meters
+            listed = m.get(_LISTED_TRANSFORMER_ID) or m[col.TRANSFORMER_ID]
+            if listed != m[col.TRANSFORMER_ID]:
+                touched.update((listed, m[col.TRANSFORMER_ID]))
+        affected = pd.Series(assets.isin(list(touched)), index=assets)
+        groups["mismap_affected"] = affected
+        groups["mismap_unaffected"] = ~affected
+    if any("scada_outage" in v for v in truth.values()):
+        groups["scada_outage"] = pd.Series([bool(truth[a].get("scada_outage")) for a in assets],
+                                           index=assets)
+    if not groups:
+        return None
+    out = {}
+    for name, members in groups.items():
+        members = members & clean
+        n, n_false = int(members.sum()), int((members & flagged).sum())
+        out[name] = {"n": n, "false_alarms": n_false, "false_alarm_rate": _ratio(n_false, n)}
+    return out
+
+
+def evaluate_topology(topology, labels, *, assets=None) -> dict:
+    """Metrics of ``topology.csv`` (meters whose listed transformer is doubtful).
+
+    Parameters
+    ----------
+    topology : pandas.DataFrame or str or os.PathLike
+        ``topology.csv`` as a frame (text columns, as the CLI reads it; may
+        have no rows) or its path (an empty file means no meter listed).
+        ``meter_id`` is required; ``likely_transformer_id`` is used when
+        present.
+    labels : dict or str or os.PathLike
+        Labels from :func:`gridwatch.simulate.simulate_dataset` or the path
+        of ``labels.json``; a meter without ``listed_transformer_id`` is
+        listed under its true transformer.
+    assets : sequence of str, optional
+        Transformers with upstream data (the ``asset_id`` of
+        ``transformers.csv``): false listings are counted over the
+        correctly mapped meters listed under them. Default: every labelled
+        transformer.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; a rate with an empty denominator is None.
+
+        - ``n_mismapped``; ``found`` and ``recall``: mismapped meters listed
+          with their true transformer as ``likely_transformer_id``;
+          ``listed`` and ``recall_listed``: listed at all;
+        - ``n_correct``, ``false_listings``, ``false_listing_rate``:
+          correctly mapped meters (on transformers with upstream data) and
+          those listed;
+        - ``by_kind``: ``{"swap" | "moved": {"n", "found", "recall",
+          "listed"}}`` for the mismapped meters of a swap and the others;
+        - ``n_unlabelled``: rows for meters absent from the labels.
+
+    Raises
+    ------
+    ValueError
+        When ``meter_id`` is missing or a meter is listed twice.
+    """
+    labels = _load_labels(labels)
+    topology = _read_table(topology)
+    if len(topology.columns) and col.METER_ID not in topology.columns:
+        raise ValueError(f"topology has no '{col.METER_ID}' column; "
+                         f"columns: {list(topology.columns)}")
+    ids = topology[col.METER_ID].astype(str) if len(topology.columns) else pd.Series([], dtype=str)
+    if ids.duplicated().any():
+        raise ValueError(f"topology lists meter {ids[ids.duplicated()].iloc[0]!r} twice")
+    likely_col = (topology[_LIKELY_TRANSFORMER_ID] if _LIKELY_TRANSFORMER_ID in topology.columns
+                  else pd.Series("", index=topology.index, dtype=object))
+    likely_of = pd.Series(likely_col.fillna("").astype(str).str.strip().to_numpy(),
+                          index=ids.to_numpy(), dtype=object)
+
+    meters = labels["meters"]
+    index = pd.Index([str(m) for m in meters], dtype=object)
+    true = pd.Series([str(v[col.TRANSFORMER_ID]) for v in meters.values()], index=index)
+    listed_tx = pd.Series([str(v.get(_LISTED_TRANSFORMER_ID) or v[col.TRANSFORMER_ID])
+                           for v in meters.values()], index=index)
+    swap = pd.Series([bool(v.get("swap")) for v in meters.values()], index=index)
+    mismapped = listed_tx != true
+    listed = index.isin(likely_of.index)
+    likely = likely_of.reindex(index).fillna("")
+    found = mismapped & listed & (likely == true)
+    upstream = list(labels["transformers"]) if assets is None else [str(a) for a in assets]
+    correct = ~mismapped & listed_tx.isin(upstream)
+
+    by_kind = {}
+    for name, members in (("swap", mismapped & swap), ("moved", mismapped & ~swap)):
+        n, n_found = int(members.sum()), int((members & found).sum())
+        by_kind[name] = {"n": n, "found": n_found, "recall": _ratio(n_found, n),
+                         "listed": int((members & listed).sum())}
+    n_mis, n_correct = int(mismapped.sum()), int(correct.sum())
+    n_found, n_listed = int(found.sum()), int((mismapped & listed).sum())
+    n_false = int((correct & listed).sum())
+    return {
+        "n_mismapped": n_mis,
+        "found": n_found,
+        "recall": _ratio(n_found, n_mis),
+        "listed": n_listed,
+        "recall_listed": _ratio(n_listed, n_mis),
+        "n_correct": n_correct,
+        "false_listings": n_false,
+        "false_listing_rate": _ratio(n_false, n_correct),
+        "by_kind": by_kind,
+        "n_unlabelled": int((~likely_of.index.isin(index)).sum()),
     }
 
 
@@ -505,9 +707,17 @@ def _format_transformers(t) -> list[str]:
     ]
     for k, v in t["by_kind"].items():
         lines.append(f"  {'  ' + k:<32}{v['detected']:>7}{v['n_hidden']:>7}{_fmt(v['recall']):>8}")
+    if "n_hidden_ge_1kw" in t:
+        lines.append(f"  {'  >= 1 kW':<32}{t['detected_ge_1kw']:>7}{t['n_hidden_ge_1kw']:>7}"
+                     f"{_fmt(t['recall_ge_1kw']):>8}")
+    lines.append(f"  {'clean, flagged (false alarms)':<32}{t['false_alarms']:>7}{t['n_clean']:>7}"
+                 f"{_fmt(t['false_alarm_rate'], 3):>8}")
+    names = {"mismap_affected": "touched by a mismapped meter",
+             "mismap_unaffected": "not touched by one", "scada_outage": "with a SCADA outage"}
+    for key, v in (t.get("false_alarms_by_group") or {}).items():
+        lines.append(f"  {'  ' + names[key]:<32}{v['false_alarms']:>7}{v['n']:>7}"
+                     f"{_fmt(v['false_alarm_rate'], 3):>8}")
     lines += [
-        f"  {'clean, flagged (false alarms)':<32}{t['false_alarms']:>7}{t['n_clean']:>7}"
-        f"{_fmt(t['false_alarm_rate'], 3):>8}",
         f"  {'culprit in top 3 suspects':<32}{t['n_culprit_in_top3']:>7}{t['detected']:>7}"
         f"{_fmt(t['culprit_in_top3']):>8}",
     ]
@@ -520,7 +730,44 @@ def _format_transformers(t) -> list[str]:
         f"unexplained kW rel. error {_fmt(t['unexplained_kw_median_rel_error'], 3)} "
         f"(median, n={t['n_kw_scored']})",
     ]
+    faults = t.get("metering_faults")
+    if faults:
+        lines += ["", f"{'metering faults':<34}{'labelled':>9}{'as fault':>10}{'as hidden':>11}"]
+        for key, label in (("ct_ratio", "CT ratio change"), ("clock_offset", "clock offset")):
+            v = faults[key]
+            lines.append(f"  {label:<32}{v['n']:>9}{v['reported']:>10}{v['flagged_hidden']:>11}")
+        lines.append(f"  reported as a metering fault: {faults['clean_reported']} clean "
+                     f"transformers, {faults['hidden_reported']} hidden loads")
     return lines
+
+
+def _format_topology(t) -> list[str]:
+    lines = [
+        f"{'topology (mismapped meters)':<34}{'found':>7}{'of':>7}{'rate':>8}",
+        f"  {'likely = true transformer':<32}{t['found']:>7}{t['n_mismapped']:>7}"
+        f"{_fmt(t['recall']):>8}",
+    ]
+    for key, label in (("swap", "  in a swap"), ("moved", "  moved")):
+        v = t["by_kind"][key]
+        if v["n"]:
+            lines.append(f"  {label:<32}{v['found']:>7}{v['n']:>7}{_fmt(v['recall']):>8}")
+    lines += [
+        f"  {'listed at all':<32}{t['listed']:>7}{t['n_mismapped']:>7}"
+        f"{_fmt(t['recall_listed']):>8}",
+        f"  {'correctly mapped, listed':<32}{t['false_listings']:>7}{t['n_correct']:>7}"
+        f"{_fmt(t['false_listing_rate'], 3):>8}",
+    ]
+    return lines
+
+
+def _read_table(table) -> pd.DataFrame:
+    """A run's CSV table as text columns (a frame is returned as is; an empty file has no rows)."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    try:
+        return pd.read_csv(table, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _load_labels(labels) -> dict:

@@ -10,7 +10,10 @@ industrial, agricultural), mining rigs (the positives), look-alike loads that
 a naive detector confuses with a rig (storage heaters, heat pumps and
 resistive heating, EV charging, new occupants, thermostatic cycling loads,
 stuck registers, licensed steady loads) and hidden rigs wired around the meter
-(``bypass``), visible only in the transformer's upstream energy.
+(``bypass``), visible only in the transformer's upstream energy. With
+``network_faults`` the network data get a utility's metering faults and
+mapping errors too (CT ratio changes, SCADA clock offsets and outages,
+meters listed under the wrong transformer), labelled.
 
 Everything is generated on a 15-minute grid as one ``time x meter`` array per
 block of meters (no Python loop per reading) and aggregated to each meter's
@@ -217,6 +220,19 @@ _RIG_UNITS = {
 _RIG_UNIT_P = (0.25, 0.30, 0.35, 0.10)
 _BALANCE_TEMPERATURE_C = 15.5  # heating degree base [degrees C]
 
+# Metering faults and mapping errors (``network_faults``, issue 13 item 4).
+_NETWORK_FAULT_SPAWN_KEY = (13, 4)  # a key the chunk generators (keys (0,), (1,) ...) never take
+_CT_RATIO_SHARE = 0.03  # of transformers
+_CLOCK_OFFSET_SHARE = 0.03
+_SCADA_OUTAGE_SHARE = 0.02
+_CT_FACTOR_UP = (1.04, 1.12)  # 70 % of the changes read high
+_CT_FACTOR_DOWN = (0.88, 0.96)
+_CT_FACTOR_UP_P = 0.7
+_CLOCK_OFFSET_HOURS = (-2, -1, 1, 2)
+_CLOCK_OFFSET_P = (0.15, 0.35, 0.35, 0.15)
+_SCADA_OUTAGE_HOURS = 72
+_SWAP_SHARE = 1 / 3  # of mismapped meters, in pairs
+
 _REGIONS = (  # name, lat, lon, temperature offset [degrees C]
     ("north", 55.86, -4.25, -1.5),
     ("central", 53.48, -2.24, 0.0),
@@ -245,6 +261,8 @@ def simulate_dataset(
     rig_type_mix=None,
     pv_share=0.0,
     export_share=0.75,
+    network_faults=False,
+    mismap_share=None,
 ) -> dict:
     """Write a labelled synthetic dataset in the ``docs/data-contract.md`` layout.
 
@@ -303,6 +321,18 @@ def simulate_dataset(
     export_share : float, default 0.75
         Share of the PV homes whose meter reads its export register (the
         others are import-only: ``kwh_export`` empty).
+    network_faults : bool, default False
+        Add the metering faults and mapping errors of a utility's network
+        data (issue 13, item 4), labelled: CT ratio changes and SCADA clock
+        offsets in the upstream energy of a few transformers, 72-hour SCADA
+        outages, and meters listed in ``meters.csv`` under another
+        transformer of their feeder (see Notes). Needs ``upstream``. When
+        False the files are byte-identical to a dataset simulated without
+        this option.
+    mismap_share : float, optional
+        Share of meters listed under a wrong transformer (0..1). Default
+        0.05 with ``network_faults``, else 0 (a positive share needs
+        ``network_faults``).
 
     Returns
     -------
@@ -326,6 +356,21 @@ def simulate_dataset(
         transformer delivers that its meters do not record) and ``dirty``
         (counts of injected defects, upstream gaps included).
 
+        With ``network_faults`` only: every meter also has
+        ``listed_transformer_id`` (its transformer in ``meters.csv``;
+        ``transformer_id`` stays the true one), ``mismapped`` (bool),
+        ``swap`` (bool: listed under the transformer of ``swap_with``, a
+        meter listed under its own) and ``swap_with`` (meter id or None);
+        every transformer has ``metering_fault`` (None,
+        ``{"kind": "ct_ratio", "factor", "start", "date"}`` with ``start``
+        the local ``YYYY-MM-DDTHH:MM`` of the first scaled 15-minute
+        interval and ``date`` its day, or ``{"kind": "clock_offset",
+        "hours"}``) and ``scada_outage`` (None or ``{"start", "hours": 72}``);
+        ``network_faults`` counts them (``ct_ratio``, ``clock_offset``,
+        ``scada_outage`` transformers, ``mismapped`` meters, ``swapped``
+        meters and ``swap_pairs``, ``mismap_share``) and the upstream rows
+        they removed (``scada_outage_rows``, ``clock_offset_dropped_rows``).
+
     Raises
     ------
     ValueError
@@ -345,6 +390,28 @@ def simulate_dataset(
     CT ratio error of up to +-0.5 %, plus noise; with ``dirty`` about 10 %
     of transformers also miss a block of 1-6 h (70 %) or 12-48 h of
     upstream intervals, before the last 3 days.
+
+    With ``network_faults`` (all drawn from a generator of their own):
+
+    - *CT ratio change*: on about 3 % of the transformers (at least one
+      when there are 10 or more), from one 15-minute interval on a day 25-85 %
+      into the window (any time of day) to the end, the upstream energy is
+      multiplied by a factor from 1.04-1.12 (70 %) or 0.88-0.96;
+    - *clock offset*: on about 3 % of the others, the whole upstream series
+      is stamped ``h`` hours off (``h`` in -2, -1, +1, +2, mostly +-1): the
+      energy of true time ``t`` is written at ``t + h``; rows pushed out of
+      the window are dropped;
+    - *SCADA outage*: on about 2 % of the others (at least one when there
+      are 10 or more transformers, none in windows under 6 days), 72 h of
+      upstream intervals are missing, ending before the last 3 days;
+    - *mismapped meters*: ``mismap_share`` of the meters on feeders of two
+      or more transformers (never a ``bypass`` meter) are listed under
+      another transformer of their feeder; a third of them in swaps (two
+      meters on two transformers exchange their listed transformer). Only
+      ``transformer_id`` in ``meters.csv`` changes: the energy still flows
+      through the true transformer.
+
+    Neither metering fault is put on a transformer with a ``bypass`` meter.
 
     Examples
     --------
@@ -368,6 +435,7 @@ def simulate_dataset(
         raise ValueError(f"unknown time zone {timezone!r}") from exc
     as_of_date = as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of))
     mix = _resolve_mix(scenario_mix, upstream)
+    mismap_share = _resolve_network_faults(network_faults, mismap_share, upstream)
     cmix = _resolve_class_mix(class_mix)
 
     out_dir = Path(out_dir)
@@ -387,15 +455,26 @@ def simulate_dataset(
     field_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2026,)))
     _draw_field(pop, scen, grid, weather, field_rng, _resolve_rig_type_mix(rig_type_mix),
                 float(pv_share), float(export_share))
+    faults = None
+    if network_faults:  # from a generator of their own, like the field scenarios
+        net_rng = np.random.default_rng(
+            np.random.SeedSequence(int(seed), spawn_key=_NETWORK_FAULT_SPAWN_KEY))
+        faults = _draw_network_faults(pop, grid, net_rng, mismap_share)
 
     labels = _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix)
+    if faults is not None:
+        _add_network_fault_labels(labels, pop, grid, faults, mismap_share)
 
-    _write_meters(out_dir / "meters.csv", pop)
+    _write_meters(out_dir / "meters.csv", pop,
+                  listed=None if faults is None else faults.listed_transformer)
     _write_weather(out_dir / "weather.csv", grid, weather)
-    dirty_counts, diverted = _write_series(out_dir, pop, scen, grid, weather, rng,
-                                           fmt=fmt, dirty=dirty, upstream=upstream)
+    dirty_counts, diverted, fault_rows = _write_series(out_dir, pop, scen, grid, weather, rng,
+                                                       fmt=fmt, dirty=dirty, upstream=upstream,
+                                                       faults=faults)
     _add_diverted(labels, pop, diverted)
     labels["dirty"] = dirty_counts
+    if faults is not None:
+        labels["network_faults"].update(fault_rows)
     write_json(out_dir / "labels.json", labels)
     return labels
 
@@ -441,6 +520,21 @@ def _resolve_mix(scenario_mix, upstream):
     if total > 1.0 + 1e-9:
         raise ValueError(f"scenario_mix fractions sum to {total:.3f} > 1")
     return mix
+
+
+def _resolve_network_faults(network_faults, mismap_share, upstream):
+    """Return the mismapped share of meters, checking it against ``network_faults``."""
+    if network_faults and not upstream:
+        raise ValueError("network_faults needs upstream=True: the faults are in the upstream "
+                         "table and in the meters' transformers")
+    if mismap_share is None:
+        return 0.05 if network_faults else 0.0
+    share = float(mismap_share)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"mismap_share = {share} is outside 0..1")
+    if share > 0 and not network_faults:
+        raise ValueError(f"mismap_share = {share} needs network_faults=True")
+    return share
 
 
 def _resolve_rig_type_mix(rig_type_mix):
@@ -1098,6 +1192,105 @@ def _draw_bypass_kinds(scen, kind_mix, rng):
     p["diverted_frac"] = np.select([kind == 1, kind == 2], [whole, partial], 0.0)
 
 
+# =====================================================================================
+# metering faults and mapping errors (network_faults)
+# =====================================================================================
+@dataclass(frozen=True)
+class _NetworkFaults:
+    ct_factor: np.ndarray  # (n_tx,) CT ratio factor, 1.0 for none
+    ct_start_step: np.ndarray  # (n_tx,) first scaled step, n_steps for none
+    clock_hours: np.ndarray  # (n_tx,) int: the upstream series is stamped this many hours off
+    outage_start_step: np.ndarray  # (n_tx,) first step of a 72 h SCADA outage, -1 for none
+    listed_transformer: np.ndarray  # (n_meters,) transformer index listed in meters.csv
+    swap_with: np.ndarray  # (n_meters,) the other meter of a swap, -1 for none
+
+
+def _fault_count(share, n_tx, n_eligible):
+    """About ``share`` of ``n_tx`` transformers, at least 1 from 10 transformers on."""
+    n = int(math.floor(share * n_tx + 0.5))
+    if n_tx >= 10:
+        n = max(n, 1)
+    return min(n, n_eligible)
+
+
+def _draw_network_faults(pop, grid, rng, mismap_share):
+    """CT ratio changes, clock offsets, SCADA outages and mismapped meters."""
+    n_tx = len(pop.transformer_ids)
+    T = grid.n_steps
+    bypass_tx = np.unique(pop.transformer[pop.label == "bypass"])
+    eligible = rng.permutation(np.setdiff1d(np.arange(n_tx), bypass_tx))
+    n_ct = _fault_count(_CT_RATIO_SHARE, n_tx, len(eligible))
+    n_clock = _fault_count(_CLOCK_OFFSET_SHARE, n_tx, len(eligible) - n_ct)
+    ct, clock = eligible[:n_ct], eligible[n_ct:n_ct + n_clock]
+
+    ct_factor = np.ones(n_tx)
+    up = rng.random(n_ct) < _CT_FACTOR_UP_P
+    ct_factor[ct] = np.round(np.where(up, rng.uniform(*_CT_FACTOR_UP, n_ct),
+                                      rng.uniform(*_CT_FACTOR_DOWN, n_ct)), 4)
+    ct_start = np.full(n_tx, T, dtype=np.int64)
+    ct_start[ct] = _onset_step(grid, _mid_window_days(n_ct, grid.days, rng), rng, 0.0, 24.0)
+    clock_hours = np.zeros(n_tx, dtype=np.int64)
+    clock_hours[clock] = rng.choice(_CLOCK_OFFSET_HOURS, size=n_clock, p=_CLOCK_OFFSET_P)
+
+    # 72 h outages ending before the last 3 days (none in windows under 6 days).
+    outage_start = np.full(n_tx, -1, dtype=np.int64)
+    length = _SCADA_OUTAGE_HOURS * _STEPS_PER_HOUR
+    latest = grid.day_start[grid.days - 3] - length if grid.days >= 6 else -1
+    others = np.setdiff1d(np.arange(n_tx), np.r_[ct, clock])
+    n_out = _fault_count(_SCADA_OUTAGE_SHARE, n_tx, len(others)) if latest >= 0 else 0
+    hit = rng.choice(others, size=n_out, replace=False)
+    outage_start[hit] = rng.integers(0, latest + 1, n_out)
+
+    listed, swap_with = _draw_mismaps(pop, rng, mismap_share)
+    return _NetworkFaults(ct_factor, ct_start, clock_hours, outage_start, listed, swap_with)
+
+
+def _draw_mismaps(pop, rng, mismap_share):
+    """Listed transformer of each meter and the swap partners (-1 when none).
+
+    ``mismap_share`` of the meters are listed under another transformer of
+    their feeder, a third of them in swaps. Meters on single-transformer
+    feeders and ``bypass`` meters keep their transformer.
+    """
+    tx = pop.transformer
+    listed = tx.copy()
+    swap_with = np.full(pop.n, -1, dtype=np.int64)
+    _, feeder_of_tx = np.unique(pop.feeder_ids, return_inverse=True)
+    tx_per_feeder = np.bincount(feeder_of_tx)
+    first_tx = np.searchsorted(feeder_of_tx, np.arange(len(tx_per_feeder)))  # feeders are blocks
+    feeder = feeder_of_tx[tx]
+    meter_lo = np.searchsorted(feeder, feeder, side="left")  # meters are sorted by transformer
+    meter_hi = np.searchsorted(feeder, feeder, side="right")
+    free = (tx_per_feeder[feeder] >= 2) & (pop.label != "bypass")
+    n_mis = min(int(math.floor(mismap_share * pop.n + 0.5)), int(free.sum()))
+    n_pairs = int(math.floor(_SWAP_SHARE * n_mis / 2 + 0.5))
+
+    pairs = []
+    for a in rng.permutation(np.flatnonzero(free)):  # stops after n_pairs pairs (< 1 % of meters)
+        if len(pairs) == n_pairs:
+            break
+        if not free[a]:
+            continue
+        lo, hi = meter_lo[a], meter_hi[a]
+        cand = lo + np.flatnonzero(free[lo:hi] & (tx[lo:hi] != tx[a]))
+        if not len(cand):
+            continue
+        b = int(rng.choice(cand))
+        pairs.append((a, b))
+        free[[a, b]] = False
+    if pairs:
+        a, b = np.array(pairs).T
+        listed[a], listed[b] = tx[b], tx[a]
+        swap_with[a], swap_with[b] = b, a
+
+    n_move = n_mis - 2 * len(pairs)
+    movers = rng.choice(np.flatnonzero(free), size=min(n_move, int(free.sum())), replace=False)
+    f = feeder[movers]
+    shift = rng.integers(1, tx_per_feeder[f])  # to any other transformer of the feeder
+    listed[movers] = first_tx[f] + (tx[movers] - first_tx[f] + shift) % tx_per_feeder[f]
+    return listed, swap_with
+
+
 def _add_diverted(labels, pop, diverted):
     """Put the diverted household load [kW] of each bypass meter into the labels."""
     for i, d_kw in diverted.items():
@@ -1105,6 +1298,48 @@ def _add_diverted(labels, pop, diverted):
         meter["diverted_kw"] = round(float(d_kw), 3)
         asset = labels["transformers"][meter["transformer_id"]]
         asset["hidden_kw"] = round(meter["rig_kw"] + meter["diverted_kw"], 3)
+
+
+def _add_network_fault_labels(labels, pop, grid, faults, mismap_share):
+    """Label the metering faults and mapping errors (``network_faults``)."""
+    ids = pop.meter_id
+    listed_ids = pop.transformer_ids[faults.listed_transformer]
+    mismapped = faults.listed_transformer != pop.transformer
+    for i in range(pop.n):  # one dict entry per meter (not per reading)
+        j = int(faults.swap_with[i])
+        labels["meters"][str(ids[i])].update({
+            "listed_transformer_id": str(listed_ids[i]),
+            "mismapped": bool(mismapped[i]),
+            "swap": j >= 0,
+            "swap_with": str(ids[j]) if j >= 0 else None,
+        })
+    T = grid.n_steps
+    local = grid.utc.tz_convert(grid.tz)
+    for t, asset in enumerate(pop.transformer_ids):  # one entry per transformer
+        fault = None
+        if faults.ct_start_step[t] < T:
+            start = int(faults.ct_start_step[t])
+            fault = {"kind": "ct_ratio", "factor": float(faults.ct_factor[t]),
+                     "start": local[start].strftime("%Y-%m-%dT%H:%M"),
+                     "date": grid.day_date(grid.day[start])}
+        elif faults.clock_hours[t]:
+            fault = {"kind": "clock_offset", "hours": int(faults.clock_hours[t])}
+        outage = None
+        if faults.outage_start_step[t] >= 0:
+            outage = {"start": local[int(faults.outage_start_step[t])].strftime("%Y-%m-%dT%H:%M"),
+                      "hours": _SCADA_OUTAGE_HOURS}
+        labels["transformers"][str(asset)].update({"metering_fault": fault,
+                                                   "scada_outage": outage})
+    n_swapped = int((faults.swap_with >= 0).sum())
+    labels["network_faults"] = {
+        "ct_ratio": int((faults.ct_start_step < T).sum()),
+        "clock_offset": int((faults.clock_hours != 0).sum()),
+        "scada_outage": int((faults.outage_start_step >= 0).sum()),
+        "mismapped": int(mismapped.sum()),
+        "swapped": n_swapped,
+        "swap_pairs": n_swapped // 2,
+        "mismap_share": float(mismap_share),
+    }
 
 
 def _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix):
@@ -1809,6 +2044,44 @@ def _upstream_kwh(true_kw, tx_local, rng, reverse_flow=False):
     return np.round((delivered if reverse_flow else np.maximum(delivered, 0)) * _STEP_HOURS, 3)
 
 
+_FAULT_ROW_KEYS = ("scada_outage_rows", "clock_offset_dropped_rows")
+
+
+def _ct_ratio_kwh(energy_kwh, factor, start_step):
+    """Upstream energy [kWh] after CT ratio changes, shape (n_steps, n_tx).
+
+    Column ``j`` is multiplied by ``factor[j]`` from step ``start_step[j]``
+    on (``start_step >= n_steps``: no change) and rounded to 1 Wh again.
+    """
+    n_steps = energy_kwh.shape[0]
+    cols = np.flatnonzero(start_step < n_steps)
+    if not len(cols):
+        return energy_kwh
+    out = energy_kwh.copy()
+    after = np.arange(n_steps)[:, None] >= start_step[cols][None, :]
+    out[:, cols] = np.where(after, np.round(energy_kwh[:, cols] * factor[cols], 3),
+                            energy_kwh[:, cols])
+    return out
+
+
+def _scada_faults(asset, step, kwh, faults, grid):
+    """Drop SCADA outage rows and stamp clock-offset assets ``h`` hours off.
+
+    ``asset, step, kwh`` are long upstream rows (transformer index, 15-min
+    step, energy). Rows stamped outside the window are dropped. Returns the
+    kept rows (with their new steps) and the counts of rows removed.
+    """
+    start = faults.outage_start_step[asset]
+    length = _SCADA_OUTAGE_HOURS * _STEPS_PER_HOUR
+    in_outage = (start >= 0) & (step >= start) & (step < start + length)
+    stamped = step + faults.clock_hours[asset] * _STEPS_PER_HOUR
+    outside = (stamped < 0) | (stamped >= grid.n_steps)
+    keep = ~(in_outage | outside)
+    counts = {"scada_outage_rows": int(in_outage.sum()),
+              "clock_offset_dropped_rows": int((outside & ~in_outage).sum())}
+    return asset[keep], stamped[keep], kwh[keep], counts
+
+
 def _upstream_gaps(n_tx, grid, rng):
     """Rows kept (transformer-major, 15-min steps) after SCADA gaps on ~10 % of transformers.
 
@@ -1870,13 +2143,17 @@ class _TableWriter:
         self.writer.close()
 
 
-def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstream):
+def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstream, faults=None):
     """Simulate meter blocks and stream readings and upstream tables to disk.
 
-    Returns the dirty counts and ``{meter index: diverted household load [kW]}``.
+    ``faults`` (a :class:`_NetworkFaults` or None) changes the upstream
+    table only, after the block's random draws. Returns the dirty counts,
+    ``{meter index: diverted household load [kW]}`` and the upstream rows
+    the faults removed (``scada_outage_rows``, ``clock_offset_dropped_rows``).
     """
     ext = "parquet" if fmt == "parquet" else "csv"
     counts = dict.fromkeys(_DIRTY_KEYS, 0)
+    fault_rows = dict.fromkeys(_FAULT_ROW_KEYS, 0)
     diverted = {}
     freeze = np.full(pop.n, -1, dtype=np.int64)
     if "frozen_meter" in scen:
@@ -1919,7 +2196,11 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
                     kw -= export_kw.astype(np.float32)  # ... less what the homes export
                 tx = pop.transformer[lo:hi]
                 energy = _upstream_kwh(kw, tx, crng, reverse_flow=has_pv)
-                asset = np.repeat(np.unique(tx), grid.n_steps)
+                tx_index = np.unique(tx)
+                if faults is not None:
+                    energy = _ct_ratio_kwh(energy, faults.ct_factor[tx_index],
+                                           faults.ct_start_step[tx_index])
+                asset = np.repeat(tx_index, grid.n_steps)
                 step = np.tile(np.arange(grid.n_steps), energy.shape[1])
                 energy = energy.T.ravel()
                 if dirty:  # drawn last from the block's generator: readings do not change
@@ -1927,6 +2208,10 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
                     asset, step, energy = asset[keep], step[keep], energy[keep]
                     counts["upstream_gaps"] += n_gaps
                     counts["upstream_gap_rows"] += int((~keep).sum())
+                if faults is not None:
+                    asset, step, energy, n = _scada_faults(asset, step, energy, faults, grid)
+                    for key, value in n.items():
+                        fault_rows[key] += value
                 up.write(asset, step, energy)
     # A table left by an earlier run in another format (or with upstream) would be read
     # beside this one; remove it.
@@ -1935,7 +2220,7 @@ def _write_series(out_dir, pop, scen, grid, weather, rng, *, fmt, dirty, upstrea
     (out_dir / f"upstream.{other}").unlink(missing_ok=True)
     if not upstream:
         (out_dir / f"upstream.{ext}").unlink(missing_ok=True)
-    return counts, diverted
+    return counts, diverted, fault_rows
 
 
 def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
@@ -1958,11 +2243,17 @@ def _simulate_block(grid, pop, scen, weather, lo, hi, rng):
     return kw, hidden, diverted, generation
 
 
-def _write_meters(path, pop):
+def _write_meters(path, pop, listed=None):
+    """Write ``meters.csv``; ``listed`` (transformer index per meter) is what it says.
+
+    The feeder and substation are the true transformer's (a mismapped meter is
+    listed under another transformer of its own feeder).
+    """
     tx = pop.transformer
+    listed = tx if listed is None else listed
     frame = pd.DataFrame({
         col.METER_ID: pop.meter_id,
-        col.TRANSFORMER_ID: pop.transformer_ids[tx],
+        col.TRANSFORMER_ID: pop.transformer_ids[listed],
         col.FEEDER_ID: pop.feeder_ids[tx],
         col.SUBSTATION_ID: pop.substation_ids[tx],
         col.CUSTOMER_CLASS: np.array(_CLASSES)[pop.cls],
