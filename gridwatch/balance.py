@@ -61,10 +61,12 @@ from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
 
 from gridwatch import columns as col
+from gridwatch import topology_check
 from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles, sum_by_slot
 from gridwatch.features import hourly_increment, nanmedian_columns, onset_cell, repeated_value_runs
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift
+from gridwatch.metering_faults import clock_offsets, ratio_changes, shift_rows
 from gridwatch.solar import dark_cells
 from gridwatch.topology import LEVELS, asset_members, membership_matrix
 
@@ -72,10 +74,11 @@ __all__ = ["Balance", "TABLE_COLUMNS", "SUSPECTS_COLUMNS", "energy_balance"]
 
 #: Columns of :attr:`Balance.table`, contract-facing ones first.
 TABLE_COLUMNS = (
-    col.ASSET_ID, "level", col.FLAGGED, col.UNEXPLAINED_KW, col.ONSET, col.SUSPECTS, col.REASONS,
+    col.ASSET_ID, "level", col.FLAGGED, col.KIND, col.UNEXPLAINED_KW, col.ONSET, col.SUSPECTS, col.REASONS,
     col.COVERAGE, "n_meters", "loss_kw",
     # diagnostics
-    "excess_kwh", "kind", "n_meters_without_data", "mean_delivered_kw", "mean_metered_kw",
+    "excess_kwh", "load_type", "clock_offset_h", "ratio_factor", "ratio_mar", "ratio_noise",
+    "n_meters_without_data", "mean_delivered_kw", "mean_metered_kw",
     "loss_share", "no_load_kw", "ratio_error", "load_loss_kw", "step_kw", "step_t", "step_z",
     "candidate_onset", "persistence", "excess_preexisting_kw", "p_value", "q_value",
     "valid_days", "low_coverage_cells",
@@ -142,6 +145,9 @@ class Balance:
         Columns of the daily arrays (the balanced assets).
     dates : pandas.DatetimeIndex
         Rows of the daily arrays (local days).
+    topology : pandas.DataFrame
+        The meters whose listed transformer is doubtful
+        (:data:`gridwatch.topology_check.TOPOLOGY_COLUMNS`, ``topology.csv``).
     """
 
     table: pd.DataFrame
@@ -152,6 +158,7 @@ class Balance:
     unexplained_kw: np.ndarray
     asset_ids: list = field(default_factory=list)
     dates: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([]))
+    topology: pd.DataFrame = field(default_factory=topology_check.empty_topology)
 
 
 _MEASURED = (
@@ -192,6 +199,7 @@ class BalanceMeasurement:
     topo: _Topology
     aligned: _Aligned | None = None
     arrays: dict = field(default_factory=dict)
+    topology: pd.DataFrame = field(default_factory=topology_check.empty_topology)
 
 
 class _quiet:
@@ -219,7 +227,8 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
                    frozen_mask: np.ndarray | None = None,
                    unmetered_pv: pd.Series | None = None,
                    calibration: BalanceCalibration | None = None,
-                   evidence_only: bool = False) -> tuple[Balance, IssueLog]:
+                   evidence_only: bool = False, check_topology: bool = True,
+                   use_inferred_topology: bool = False) -> tuple[Balance, IssueLog]:
     """Balance every asset with upstream data against its meters; flag hidden loads.
 
     Called on all assets at once, the assets given are the population that
@@ -280,6 +289,11 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
     evidence_only : bool, default False
         Return only the per-asset evidence (a DataFrame, index ``asset_id``)
         and the issues, for :meth:`BalanceCalibration.fit`.
+    check_topology : bool, default True
+        List the meters whose listed transformer is doubtful
+        (:attr:`Balance.topology`; :mod:`gridwatch.topology_check`).
+    use_inferred_topology : bool, default False
+        Balance the confidently misplaced meters under their likely transformer.
 
     Returns
     -------
@@ -313,7 +327,8 @@ def energy_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame, expected_k
         max_no_load_share=max_no_load_share, no_load_floor_kw=no_load_floor_kw,
         min_day_coverage=min_day_coverage, frozen_hours=frozen_hours,
         min_population=min_population, fixed_z=fixed_z, frozen_mask=frozen_mask,
-        unmetered_pv=unmetered_pv)
+        unmetered_pv=unmetered_pv, check_topology=check_topology,
+        use_inferred_topology=use_inferred_topology)
     if evidence_only:
         return measured.evidence, measured.issues
     return decide_balance(measured, meter_kw, meters, calibration)
@@ -326,7 +341,8 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                     no_load_floor_kw: float = 0.2, min_day_coverage: float = 0.5,
                     frozen_hours: int = 24, min_population: int = 20, fixed_z: float = 6.0,
                     frozen_mask: np.ndarray | None = None,
-                    unmetered_pv: pd.Series | None = None) -> BalanceMeasurement:
+                    unmetered_pv: pd.Series | None = None, check_topology: bool = True,
+                    use_inferred_topology: bool = False) -> BalanceMeasurement:
     """Everything the energy balance measures before it judges significance.
 
     The expensive part of :func:`energy_balance` (parameters as there): the
@@ -341,6 +357,12 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     than its meters record whenever the sun shines on them, by an amount the
     clouds change every day. The balance of an asset with such a meter is
     judged on the hours when the sun is down at its meters.
+
+    ``check_topology`` tests every meter against the transformers of its
+    feeder (:func:`gridwatch.topology_check.check_topology`) and lists the
+    meters whose listed transformer is doubtful; with
+    ``use_inferred_topology`` the balance is measured again with the
+    confidently misplaced meters moved to their likely transformer.
 
     Returns
     -------
@@ -360,6 +382,8 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
             issues=issues, grid=grid, options=options, topo=topo)
     al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, min_coverage=min_coverage,
                 frozen_hours=frozen_hours, frozen_mask=frozen_mask)
+    clock = clock_offsets(al.delivered, al.metered, grid)
+    _correct_clocks(al, clock, topo, min_coverage, issues)
     n_days = grid.n_days
     day_idx = np.arange(n_days)
     balanced, n_without = topo.balanced, topo.n_without
@@ -368,6 +392,32 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     min_cells = np.full(n_days, max(int(np.ceil(nominal * min_day_coverage)), 1))
     asset_min_cells = _dark_hours_only(al, topo, meters, grid, unmetered_pv, min_cells,
                                        min_day_coverage, issues)
+    # the map is checked on the cells the balance uses (dark hours behind unmetered PV)
+    mapping = topology_check.empty_topology()
+    if check_topology:
+        map_issues = IssueLog()
+        mapping = _check_membership(al, topo, meter_kw, meters, grid, map_issues)
+        if use_inferred_topology and len(mapping):
+            moved_meters, n_moved = topology_check.inferred_meters(meters, mapping)
+            if n_moved:
+                again = measure_balance(
+                    upstream_kw, meter_kw, expected_kw, moved_meters, grid,
+                    min_coverage=min_coverage, fdr_alpha=fdr_alpha,
+                    min_unexplained_kw=min_unexplained_kw, max_no_load_share=max_no_load_share,
+                    no_load_floor_kw=no_load_floor_kw, min_day_coverage=min_day_coverage,
+                    frozen_hours=frozen_hours, min_population=min_population, fixed_z=fixed_z,
+                    frozen_mask=frozen_mask, unmetered_pv=unmetered_pv, check_topology=False)
+                moved = mapping[(mapping["confidence"] >= topology_check.MIN_INFERRED_CONFIDENCE)
+                                & (mapping["likely_transformer_id"] != "")]
+                map_issues.add_per_meter(
+                    "meters.transformer_inferred", "meters",
+                    pd.Series(1, index=moved[col.METER_ID].astype(str).to_numpy()), "resolved",
+                    detail="balance.use_inferred_topology: balanced under its likely transformer "
+                           "(topology.csv), not the one listed in meters", severity="info")
+                again.issues = IssueLog().extend(map_issues).extend(again.issues)
+                again.topology = mapping
+                return again
+        issues.extend(map_issues)
     valid, x, resid = al.valid, al.x, al.resid
 
     # --- daily series over the usable cells ---------------------------------------------
@@ -434,21 +484,32 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     # Filled cells are estimates: a change in how much is filled at the onset (a meter
     # that stops reporting, or freezes) could make a step of its own.
     fill_unc = FILL_REL_ERROR * _change_at(filled_day, onset)
-    down_kw, se_down, fill_down = _downward_step(y, X, scan, filled_day, min_pre=min_pre)
+    down_kw, se_down, fill_down, down_onset = _downward_step(y, X, scan, filled_day, min_pre=min_pre)
+
+    # --- a ratio change of the upstream measurement is not a load ----------------------
+    ratio = _ratio_change(al, grid, scan.onset, down_onset, issues, topo, mapping, meter_kw)
+    fault = ratio.found | clock.certain
     evidence = pd.DataFrame({
         "share": share, "mean_delivered_kw": mean_delivered, "complete": complete,
         "testable": testable, "step_kw": step_kw, "se_step_kw": se_step, "fill_unc_kw": fill_unc,
         "down_kw": down_kw, "se_down_kw": se_down, "fill_down_kw": fill_down,
+        "ratio_change": ratio.found,
     }, index=pd.Index(list(balanced), name=col.ASSET_ID))
     return BalanceMeasurement(
         evidence=evidence, issues=issues, grid=grid, options=options, topo=topo, aligned=al,
+        topology=mapping,
         arrays={"a_kw": a_kw, "allowed": allowed, "b_kw": b_kw, "c_kw": c_kw, "complete": complete,
                 "day_onset": day_onset, "delivered_day": delivered_day, "loss_day": loss_day,
                 "mean_delivered": mean_delivered, "mean_metered": mean_metered,
                 "metered_day": metered_day, "min_cells": min_cells, "n_post": n_post,
                 "onset": onset, "persistence": persistence, "scan": scan, "size_step": size_step,
                 "step_kw": step_kw, "testable": testable, "unexplained_day": unexplained_day,
-                "y": y})
+                "y": y, "clock_hours": clock.hours, "clock_certain": clock.certain,
+                "clock_rss_ratio": clock.rss_ratio, "ratio_found": ratio.found,
+                "ratio_factor": ratio.factor, "ratio_day": ratio.day, "fault": fault,
+                "ratio_mar": ratio.mar_ratio, "ratio_noise": ratio.noise_ratio,
+                "down_onset": down_onset, "down_kw": down_kw,
+                "feeder": _feeders_of_assets(topo, meters)})
 
 
 def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters: pd.DataFrame,
@@ -499,9 +560,22 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
     excess_pre = a_kw - typical_share * mean_delivered
     pre_big = complete & (a_kw > allowed) & (excess_pre >= min_unexplained_kw)
 
+    # a ratio change is never a hidden load; a clock offset was corrected before the balance
+    fault = m.arrays["ratio_found"]
     step_ok = (testable & step_sig & (size_step >= min_unexplained_kw)
-               & (step_kw >= min_unexplained_kw) & (persistence >= MIN_PERSISTENCE))
-    pre_ok = pre_big & pre_sig & ~step_ok
+               & (step_kw >= min_unexplained_kw) & (persistence >= MIN_PERSISTENCE)) & ~fault
+    pre_ok = pre_big & pre_sig & ~step_ok & ~fault
+    # energy a sibling transformer misses: a meter on the wrong transformer, not a theft
+    with _quiet():
+        deficit_kw = -np.nanmean(y, axis=0)  # its meters record more than it delivers
+    twins = topology_check.matched_by_siblings(
+        balanced, m.arrays["feeder"], new_load=step_ok, onset=onset, step_kw=size_step,
+        down_onset=m.arrays["down_onset"], down_kw=np.nan_to_num(m.arrays["down_kw"]),
+        preexisting=pre_ok, excess_kw=excess_pre, deficit_kw=np.nan_to_num(deficit_kw),
+        min_kw=min_unexplained_kw)
+    twin = pd.Index(balanced).isin(twins[col.ASSET_ID])
+    step_twin, pre_twin = step_ok & twin, pre_ok & twin
+    step_ok, pre_ok = step_ok & ~twin, pre_ok & ~twin
     flagged = step_ok | pre_ok
     unexplained_kw = np.where(step_ok, size_step, np.where(pre_ok, excess_pre, 0.0))
     unexplained_kw = np.maximum(np.nan_to_num(unexplained_kw), 0.0)
@@ -539,6 +613,9 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
         strong_n=strong_n, names=names, min_unexplained_kw=min_unexplained_kw, step_sig=step_sig,
         coverage=_masked_mean(coverage, has_up), min_coverage=min_coverage,
     )
+    reasons = _with_fault_reasons(reasons, m.arrays, dates)
+    reasons = _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, size_step,
+                                 excess_pre, onset, dates)
     with _quiet():
         valid_days = (~np.isnan(y)).sum(axis=0)
     body = pd.DataFrame({
@@ -551,7 +628,13 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
         col.COVERAGE: _masked_mean(coverage, has_up),
         "loss_kw": loss_mean,
         "excess_kwh": excess_kwh,
-        "kind": np.where(step_ok, KIND_ONSET, np.where(pre_ok, KIND_PREEXISTING, "")),
+        col.KIND: np.where(flagged, col.KIND_HIDDEN_LOAD,
+                           np.where(m.arrays["fault"], col.KIND_METERING_FAULT, "")),
+        "load_type": np.where(step_ok, KIND_ONSET, np.where(pre_ok, KIND_PREEXISTING, "")),
+        "clock_offset_h": m.arrays["clock_hours"],
+        "ratio_factor": m.arrays["ratio_factor"],
+        "ratio_mar": m.arrays["ratio_mar"],
+        "ratio_noise": m.arrays["ratio_noise"],
         "mean_delivered_kw": mean_delivered,
         "mean_metered_kw": mean_metered,
         "loss_share": loss_mean / np.maximum(mean_delivered, 1e-6),
@@ -572,7 +655,7 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
     table = _assemble_table(up_ids, topo.meta, topo.why_not, body)
     balance = Balance(table=table, suspects=suspects, delivered_kw=delivered_day,
                       metered_kw=metered_day, loss_kw=loss_day, unexplained_kw=unexplained_day,
-                      asset_ids=asset_ids, dates=dates)
+                      asset_ids=asset_ids, dates=dates, topology=m.topology)
     return balance, issues
 
 
@@ -771,6 +854,105 @@ def _dark_hours_only(al, topo, meters, grid, unmetered_pv, min_cells, min_day_co
         detail="meters behind rooftop PV read import-only (their export is not metered): "
                "the balance is judged on the hours the sun is down")
     return out
+
+
+def _correct_clocks(al, clock, topo, min_coverage, issues):
+    """Shift the upstream series of the assets with a certain clock offset; say so.
+
+    Updates ``al.delivered``, ``has_up``, ``low``, ``valid`` and ``resid`` in place.
+    """
+    if not clock.certain.any():
+        return
+    before = al.has_up.sum(axis=0)
+    al.delivered = np.where(clock.certain[None, :], shift_rows(al.delivered, clock.cells),
+                            al.delivered)
+    al.has_up = ~np.isnan(al.delivered)
+    al.low = al.has_up & (al.coverage < min_coverage)
+    al.valid = al.has_up & ~al.low
+    al.resid = np.where(al.valid, al.delivered - al.metered, np.nan)
+    lost = before - al.has_up.sum(axis=0)
+    hours = clock.hours
+    for code, sign in (("upstream.clock_ahead", 1), ("upstream.clock_behind", -1)):
+        which = clock.certain & (np.sign(hours) == sign)
+        if not which.any():
+            continue
+        issues.add_per_meter(
+            code, "upstream",
+            pd.Series(np.abs(hours[which]).round().astype(int), index=pd.Index(topo.balanced)[which]),
+            "resolved",
+            detail=f"the upstream clock runs {'ahead of' if sign > 0 else 'behind'} its meters' by "
+                   "whole hours (count = hours): its series was shifted back before the energy "
+                   f"balance ({int(lost[which].sum())} cells at the window's edge left without data); "
+                   "reported as a metering_fault in transformers.csv")
+
+
+def _check_membership(al, topo, meter_kw, meters, grid, issues):
+    """The meters whose listed transformer is doubtful (:mod:`gridwatch.topology_check`)."""
+    level = topo.members.drop_duplicates(col.ASSET_ID).set_index(col.ASSET_ID)["level"]
+    is_tx = level.reindex(topo.balanced).to_numpy() == "transformer"
+    if not is_tx.any():
+        return topology_check.empty_topology()
+    ids = pd.Index(meter_kw.columns.astype(str))
+    checked = topology_check.check_topology(
+        al.resid[:, is_tx], pd.Index(topo.balanced)[is_tx],
+        meter_kw.to_numpy(dtype=np.float64)[:, ids.get_indexer(al.used)], al.used, meters,
+        metered_kw=al.metered[:, is_tx], hour_of_cell=grid.hour_of_cell)
+    table = checked.table
+    issues.add_per_meter(
+        "meters.doubtful_transformer", "meters",
+        pd.Series(1, index=table[col.METER_ID].astype(str).to_numpy()), "kept",
+        detail="its consumption does not appear in its listed transformer's upstream energy "
+               "(see topology.csv for the likely transformer); check the network map")
+    return table
+
+
+def _membership_corrected(al, topo, mapping, meter_kw):
+    """``(resid, metered)`` of the assets with the doubtful meters under their likely transformer.
+
+    A misplaced meter's load is noise in two balances, enough to hide the
+    shape of a ratio change; the fault tests judge the membership the data
+    support, whatever ``use_inferred_topology`` says.
+    """
+    move = mapping[(mapping["confidence"] >= topology_check.MIN_INFERRED_CONFIDENCE)
+                   & (mapping["likely_transformer_id"].astype(str) != "")]
+    assets = pd.Index(topo.balanced)
+    src = assets.get_indexer(move["listed_transformer_id"].astype(str))
+    dst = assets.get_indexer(move["likely_transformer_id"].astype(str))
+    ok = (src >= 0) & (dst >= 0)
+    if not ok.any():
+        return al.resid, al.metered
+    ids = pd.Index(meter_kw.columns.astype(str)).get_indexer(move[col.METER_ID].astype(str)[ok])
+    K = np.nan_to_num(meter_kw.to_numpy(dtype=np.float64)[:, ids])  # (n_cells, n_moved)
+    n = int(ok.sum())
+    change = sparse.csr_matrix((np.r_[-np.ones(n), np.ones(n)],
+                                (np.r_[np.arange(n), np.arange(n)], np.r_[src[ok], dst[ok]])),
+                               shape=(n, len(assets)))
+    moved_kw = _dense_times_sparse(K, change)  # metered gained (+) or lost (-) per asset
+    metered = al.metered + moved_kw
+    return np.where(al.valid, al.delivered - metered, np.nan), metered
+
+
+def _ratio_change(al, grid, up_day, down_day, issues, topo, mapping, meter_kw):
+    """A ratio change of the upstream measurement at the upward or downward candidate day."""
+    resid, metered = _membership_corrected(al, topo, mapping, meter_kw)
+    found = None
+    for day in (up_day, down_day):  # the biggest rise, then the biggest fall
+        r = ratio_changes(resid, metered, al.scale_kw, grid, day)
+        if found is None:
+            found = r
+        else:
+            take = r.found & ~found.found
+            found = type(r)(found=found.found | r.found,
+                            **{name: np.where(take, getattr(r, name), getattr(found, name))
+                               for name in ("factor", "day", "mar_ratio", "noise_ratio")})
+    if found.found.any():
+        issues.add_per_meter(
+            "upstream.ratio_change", "upstream",
+            pd.Series(1, index=pd.Index(topo.balanced)[found.found]), "kept",
+            detail="the upstream reading changed in proportion to the load from one day on (a CT "
+                   "or meter ratio change): reported as a metering_fault in transformers.csv, not "
+                   "as a hidden load")
+    return found
 
 
 @dataclass
@@ -980,6 +1162,8 @@ def _downward_step(y, X, scan, filled_day, *, min_pre):
     -------
     down_kw, se_down_kw, fill_down_kw : numpy.ndarray of shape (n_assets,)
         Its size, standard error and the uncertainty of filled cells across it [kW].
+    down_onset : numpy.ndarray of int, shape (n_assets,)
+        Its day (-1 when none).
     """
     day_idx = np.arange(y.shape[0])
     up_step = np.nan_to_num(scan.shift) * (day_idx[:, None] >= scan.onset[None, :]) * (
@@ -988,7 +1172,7 @@ def _downward_step(y, X, scan, filled_day, *, min_pre):
     with np.errstate(divide="ignore", invalid="ignore"):
         se_down = np.where(np.isfinite(down.t) & (down.t > 0), down.shift / down.t, np.inf)
     fill_down = FILL_REL_ERROR * _change_at(filled_day, down.onset)
-    return np.where(down.onset >= 0, down.shift, np.nan), se_down, fill_down
+    return np.where(down.onset >= 0, down.shift, np.nan), se_down, fill_down, down.onset
 
 
 @dataclass
@@ -1017,7 +1201,7 @@ class BalanceCalibration:
     """
 
     EVIDENCE = ("share", "mean_delivered_kw", "complete", "testable", "step_kw", "se_step_kw",
-                "fill_unc_kw", "down_kw", "se_down_kw", "fill_down_kw")
+                "fill_unc_kw", "down_kw", "se_down_kw", "fill_down_kw", "ratio_change")
 
     table: pd.DataFrame
     typical_share: float
@@ -1027,9 +1211,13 @@ class BalanceCalibration:
             min_population: int = 20, fixed_z: float = 6.0) -> BalanceCalibration:
         """Calibrate on the evidence of every asset of the run (``evidence_only`` frames, concatenated)."""
         get = {name: evidence[name].to_numpy(dtype=np.float64) for name in cls.EVIDENCE
-               if name not in ("complete", "testable")}
+               if name not in ("complete", "testable", "ratio_change")}
         complete = evidence["complete"].to_numpy(dtype=bool)
         testable = evidence["testable"].to_numpy(dtype=bool)
+        # a ratio change's fall is no asset's natural change: left out of the null
+        fault = (evidence["ratio_change"].to_numpy(dtype=bool) if "ratio_change" in evidence
+                 else np.zeros(len(evidence), dtype=bool))
+        get["down_kw"] = np.where(fault, np.nan, get["down_kw"])
         share, step_kw = get["share"], get["step_kw"]
         n_assets = len(evidence)
         big_population = int(np.isfinite(share).sum()) >= min_population
@@ -1363,6 +1551,63 @@ def _asset_reasons(*, asset_ids, flagged, step_ok, pre_ok, onset_text, unexplain
     return out
 
 
+def _feeders_of_assets(topo, meters):
+    """The feeder of each balanced transformer ("" for other levels or when unknown)."""
+    if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
+        return np.full(len(topo.balanced), "", dtype=object)
+    level = topo.members.drop_duplicates(col.ASSET_ID).set_index(col.ASSET_ID)["level"]
+    feeder = (meters.assign(_t=meters[col.TRANSFORMER_ID].astype("string"))
+              .dropna(subset=["_t"]).groupby("_t")[col.FEEDER_ID].first().astype("string"))
+    out = feeder.reindex(pd.Index(topo.balanced)).fillna("").to_numpy(dtype=object)
+    return np.where(level.reindex(topo.balanced).to_numpy() == "transformer", out, "")
+
+
+def _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, size_kw, excess_kw, onset,
+                       dates):
+    """Say why an unexplained load matched by a sibling's missing energy is not flagged."""
+    out = list(reasons)
+    partner = twins.set_index(col.ASSET_ID)
+    for i in np.flatnonzero(step_twin | pre_twin):  # a loop over the few such assets, for text
+        p = partner.loc[asset_ids[i]]
+        if step_twin[i]:
+            text = (f"not flagged: its unexplained load rose {_fmt_kw(size_kw[i])} on "
+                    f"{dates[onset[i]].date().isoformat()}, and {p['partner']} on the same feeder "
+                    f"fell by {_fmt_kw(p['partner_kw'])} then: a meter listed under {p['partner']} "
+                    "is probably fed by this transformer (a map error, not a theft; see "
+                    "topology.csv)")
+        else:
+            text = (f"not flagged: it delivers about {_fmt_kw(excess_kw[i])} more than its meters "
+                    f"record, and the meters of {p['partner']} on the same feeder record "
+                    f"{_fmt_kw(p['partner_kw'])} more than it delivers: a meter listed under "
+                    f"{p['partner']} is probably fed by this transformer (a map error, not a "
+                    "theft; see topology.csv)")
+        out[i] = text
+    return out
+
+
+def _with_fault_reasons(reasons, arrays, dates):
+    """Put the metering fault of each asset first in its reasons."""
+    out = list(reasons)
+    hours, certain = arrays["clock_hours"], arrays["clock_certain"]
+    found, factor, day = arrays["ratio_found"], arrays["ratio_factor"], arrays["ratio_day"]
+    for i in np.flatnonzero(certain | found):  # a loop over the faulty assets, to format text
+        parts = []
+        if certain[i]:
+            h = abs(float(hours[i]))
+            parts.append(f"metering fault: the upstream clock is {h:g} h "
+                         f"{'ahead of' if hours[i] > 0 else 'behind'} the meters' (the residual "
+                         f"vanishes with the series shifted by {h:g} h); corrected before the balance")
+        if found[i]:
+            parts.append(f"metering fault: the upstream reading is x{factor[i]:.3f} of what it was "
+                         f"from {dates[day[i]].date().isoformat()} on, in proportion to the load at "
+                         "every hour (a CT or meter ratio change, not a load); check the CT ratio "
+                         "and the meter constant")
+        # what the fault makes of the residual is no load: its "not flagged" lines go
+        parts += [p for p in out[i].split("; ") if p and not p.startswith("not flagged:")]
+        out[i] = "; ".join(parts)
+    return out
+
+
 def _assemble_table(up_ids, meta, why_not, body):
     """Every upstream asset, balanced or not, in the upstream order, with :data:`TABLE_COLUMNS`."""
     table = pd.DataFrame(index=up_ids)
@@ -1371,7 +1616,7 @@ def _assemble_table(up_ids, meta, why_not, body):
     table[col.FLAGGED] = table[col.FLAGGED].fillna(False).astype(bool)
     table[col.UNEXPLAINED_KW] = table[col.UNEXPLAINED_KW].fillna(0.0).astype(float)
     table["excess_kwh"] = table["excess_kwh"].fillna(0.0).astype(float)
-    for name in (col.ONSET, col.SUSPECTS, "kind", "candidate_onset"):
+    for name in (col.ONSET, col.SUSPECTS, col.KIND, "load_type", "candidate_onset"):
         table[name] = table[name].fillna("").astype(str)
     reasons = table[col.REASONS].fillna("").astype(str)
     table[col.REASONS] = np.where(why_not.reindex(up_ids).to_numpy() != "", why_not.reindex(up_ids),

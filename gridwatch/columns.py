@@ -85,7 +85,16 @@ KIND_HIDDEN = "hidden_load_suspect"
 # --- output: transformers.csv -------------------------------------------------------
 UNEXPLAINED_KW = "unexplained_kw"
 SUSPECTS = "suspects"
-TRANSFORMERS_COLUMNS = (ASSET_ID, FLAGGED, UNEXPLAINED_KW, ONSET, SUSPECTS)
+TRANSFORMERS_COLUMNS = (ASSET_ID, FLAGGED, KIND, UNEXPLAINED_KW, ONSET, SUSPECTS)
+
+# --- output: topology.csv -----------------------------------------------------------
+LISTED_TRANSFORMER_ID = "listed_transformer_id"
+LIKELY_TRANSFORMER_ID = "likely_transformer_id"
+EVIDENCE = "evidence"
+CONFIDENCE = "confidence"
+TOPOLOGY_COLUMNS = (METER_ID, LISTED_TRANSFORMER_ID, LIKELY_TRANSFORMER_ID, EVIDENCE, CONFIDENCE)
+KIND_HIDDEN_LOAD = "hidden_load"  # energy delivered but not metered (theft-like)
+KIND_METERING_FAULT = "metering_fault"  # a ratio change or clock offset of the upstream measurement
 
 # --- output: data_quality.csv ---------------------------------------------------------
 DATA_QUALITY_COLUMNS = ("code", "severity", "table", "meter_id", "count", "action", "detail")

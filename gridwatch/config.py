@@ -134,6 +134,11 @@ class BalanceConfig(_Section):
     no_load_floor_kw: float = Field(
         0.2, ge=0, description="Absolute allowance added to max_no_load_share [kW]."
     )
+    use_inferred_topology: bool = Field(
+        False,
+        description="Balance each meter that topology.csv places under another transformer with "
+        "confidence >= 0.5 under that transformer instead of the one listed in meters.",
+    )
 
 
 class ReportConfig(_Section):

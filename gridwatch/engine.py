@@ -698,7 +698,8 @@ def _balance_measured(sub: Dataset, g: _Gridded, *, index, grid, config, shared,
         fdr_alpha=b.fdr_alpha, min_unexplained_kw=b.min_unexplained_kw,
         max_no_load_share=b.max_no_load_share, no_load_floor_kw=b.no_load_floor_kw,
         min_day_coverage=config.analysis.min_day_coverage, frozen_hours=config.data.frozen_hours,
-        frozen_mask=detection.masked, unmetered_pv=g.unmetered_pv)
+        frozen_mask=detection.masked, unmetered_pv=g.unmetered_pv,
+        use_inferred_topology=b.use_inferred_topology)
     cache.put("balance_measured", measured)
     return measured
 
@@ -814,6 +815,8 @@ class Combined:
         The detector's per-meter table (index ``meter_id``), meters in input order.
     balance_table, suspects : pandas.DataFrame or None
         The energy balance's per-asset table (assets in upstream order) and suspects.
+    topology : pandas.DataFrame or None
+        The meters whose listed transformer is doubtful, meters in input order.
     issues : IssueLog
     no_window : list of str
         Meters without readings in the window.
@@ -824,6 +827,7 @@ class Combined:
     suspects: pd.DataFrame | None
     issues: IssueLog
     no_window: list
+    topology: pd.DataFrame | None = None
 
 
 def combine(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=None) -> Combined:
@@ -846,7 +850,11 @@ def combine(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=None
     suspects = pd.concat(listed, ignore_index=True)  # empty frames would turn columns to object
     rank = order.reindex(suspects[col.ASSET_ID].astype(str)).to_numpy()
     suspects = suspects.iloc[np.lexsort((suspects["rank"].to_numpy(), rank))].reset_index(drop=True)
-    return Combined(table, bal, suspects, issues, no_window)
+    maps = [b.topology for b in balances if len(b.topology)] or [balances[0].topology]
+    topology = pd.concat(maps, ignore_index=True)
+    topology = topology.iloc[np.argsort(position.reindex(topology[col.METER_ID].astype(str))
+                                        .to_numpy(), kind="stable")].reset_index(drop=True)
+    return Combined(table, bal, suspects, issues, no_window, topology)
 
 
 def _release_arrow_memory():
@@ -921,7 +929,8 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
             table=together.balance_table, suspects=together.suspects,
             **{name: np.concatenate([getattr(b, name) for b in balances], axis=1)[:, a_order]
                for name in ("delivered_kw", "metered_kw", "loss_kw", "unexplained_kw")},
-            asset_ids=[asset_ids[i] for i in a_order], dates=balances[0].dates)
+            asset_ids=[asset_ids[i] for i in a_order], dates=balances[0].dates,
+            topology=together.topology)
     return PartitionAnalysis(
         table=detection.table, detection=detection, expected=expected, kw=kw, meters=meters,
         balance=balance, issues=together.issues, no_window=together.no_window,

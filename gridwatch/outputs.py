@@ -70,20 +70,24 @@ def format_flags(table: pd.DataFrame) -> pd.DataFrame:
 def format_transformers(table: pd.DataFrame) -> pd.DataFrame:
     """Shape the energy balance's asset table into ``transformers.csv`` rows.
 
-    Flagged assets first, then by unexplained load [kW], then by id.
+    Flagged assets first, then metering faults, then by unexplained load [kW], then by id.
     """
     if table.empty:
         return empty_transformers()
     t = table.reset_index(drop=True)
+    kind = (t[col.KIND].astype("string").fillna("") if col.KIND in t
+            else pd.Series("", index=t.index, dtype="string"))
     order = np.lexsort((
         t[col.ASSET_ID].astype(str).to_numpy(),
         -np.nan_to_num(t[col.UNEXPLAINED_KW].to_numpy(dtype=float), nan=0.0),
+        (kind != col.KIND_METERING_FAULT).to_numpy(dtype=bool),
         ~t[col.FLAGGED].to_numpy(dtype=bool),
     ))
     t = t.iloc[order].reset_index(drop=True)
     return pd.DataFrame({
         col.ASSET_ID: _text(t[col.ASSET_ID]),
         col.FLAGGED: np.where(t[col.FLAGGED].to_numpy(dtype=bool), "true", "false"),
+        col.KIND: kind.iloc[order].to_numpy(dtype=object),
         col.UNEXPLAINED_KW: t[col.UNEXPLAINED_KW].astype(float).round(3) + 0.0,
         col.ONSET: t[col.ONSET].astype("string").fillna(""),
         col.SUSPECTS: _text(t[col.SUSPECTS]),
@@ -95,9 +99,33 @@ def empty_transformers() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in col.TRANSFORMERS_COLUMNS})
 
 
+def format_topology(table: pd.DataFrame | None) -> pd.DataFrame:
+    """Shape the topology check's table into ``topology.csv`` rows (meters in input order).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or None
+        :attr:`gridwatch.balance.Balance.topology` (None: no energy balance).
+    """
+    if table is None or table.empty:
+        return empty_topology()
+    return pd.DataFrame({
+        col.METER_ID: _text(table[col.METER_ID]),
+        col.LISTED_TRANSFORMER_ID: _text(table[col.LISTED_TRANSFORMER_ID]),
+        col.LIKELY_TRANSFORMER_ID: _text(table[col.LIKELY_TRANSFORMER_ID]),
+        col.EVIDENCE: _text(table[col.EVIDENCE]),
+        col.CONFIDENCE: table[col.CONFIDENCE].astype(float).round(3) + 0.0,
+    })[list(col.TOPOLOGY_COLUMNS)]
+
+
+def empty_topology() -> pd.DataFrame:
+    """A ``topology.csv`` frame with the contract's columns and no rows."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in col.TOPOLOGY_COLUMNS})
+
+
 def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame,
-                  data_quality: pd.DataFrame) -> dict:
-    """Write ``flags.csv``, ``transformers.csv`` and ``data_quality.csv``.
+                  data_quality: pd.DataFrame, topology: pd.DataFrame | None = None) -> dict:
+    """Write ``flags.csv``, ``transformers.csv``, ``topology.csv`` and ``data_quality.csv``.
 
     Each file is replaced atomically. The pipeline writes ``run.json`` after
     them (and after the report), so its presence means the run is complete.
@@ -116,8 +144,11 @@ def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame
         "flags": out / "flags.csv",
         "transformers": out / "transformers.csv",
         "data_quality": out / "data_quality.csv",
+        "topology": out / "topology.csv",
     }
     write_csv(paths["flags"], flags)
     write_csv(paths["transformers"], transformers[list(col.TRANSFORMERS_COLUMNS)])
+    write_csv(paths["topology"], (empty_topology() if topology is None else topology)
+              [list(col.TOPOLOGY_COLUMNS)])
     write_csv(paths["data_quality"], dq)
     return {k: str(v) for k, v in paths.items()}

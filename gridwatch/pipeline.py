@@ -27,7 +27,13 @@ from gridwatch.detect import Detection
 from gridwatch.engine import analyse
 from gridwatch.errors import ConfigError, InputError
 from gridwatch.issues import IssueLog
-from gridwatch.outputs import empty_transformers, format_flags, format_transformers, write_outputs
+from gridwatch.outputs import (
+    empty_transformers,
+    format_flags,
+    format_topology,
+    format_transformers,
+    write_outputs,
+)
 from gridwatch.peers import DemandBands
 from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, read_dataset
@@ -48,6 +54,8 @@ class RunResult:
         ``flags.csv`` rows.
     transformers : pandas.DataFrame
         ``transformers.csv`` rows.
+    topology : pandas.DataFrame
+        ``topology.csv`` rows: meters whose listed transformer is doubtful.
     issues : IssueLog
         Every data-quality finding.
     detection : Detection
@@ -90,6 +98,7 @@ class RunResult:
     meters: pd.DataFrame | None = None
     cases: pd.DataFrame | None = None
     peer_bands: DemandBands | None = None
+    topology: pd.DataFrame | None = None
 
 
 def parse_as_of(as_of) -> dt.date:
@@ -224,6 +233,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
             balance.table = balance_table
             transformers = format_transformers(balance_table)
     flags = format_flags(analysed)
+    topology = format_topology(balance.topology if balance is not None else None)
     timings["total_s"] = time.perf_counter() - started
 
     info = {
@@ -238,16 +248,19 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         "config": config.to_dict(),
         "counts": {**_counts(ds, issues, n_used, flags),
                    "assets_with_upstream": int(len(transformers)),
-                   "assets_flagged": int((transformers[col.FLAGGED] == "true").sum())},
+                   "assets_flagged": int((transformers[col.FLAGGED] == "true").sum()),
+                   "metering_faults": int((transformers[col.KIND] == col.KIND_METERING_FAULT).sum()),
+                   "meters_doubtful_transformer": int(len(topology))},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "engine": {"kind": config.engine.kind, "partitions": n_partitions},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
-                       balance=balance, meters=meters, cases=cases, peer_bands=part.bands)
+                       balance=balance, meters=meters, cases=cases, peer_bands=part.bands,
+                       topology=topology)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
-                                     data_quality=issues.to_frame())
+                                     data_quality=issues.to_frame(), topology=topology)
         if config.report.enabled:
             log.info("writing report.html and plots")
             t0 = time.perf_counter()

@@ -28,6 +28,7 @@ from gridwatch.issues import IssueLog
 from gridwatch.partitions import bytes_per_meter, plan_partitions
 from gridwatch.sources import Dataset, files
 from gridwatch.sources.partitioned import check_whole_table
+from gridwatch.topology import feeders_of
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=(), keep_flagg
             meters, budget_bytes=config.engine.memory_budget_mb * 2**20,
             bytes_per_meter=bytes_per_meter(config.analysis.history_days,
                                             config.analysis.grid_minutes),
-            upstream_asset_ids=source.upstream_asset_ids())
+            # whole feeders: the topology check compares a meter with its feeder's transformers
+            upstream_asset_ids=_with_feeders(meters, source.upstream_asset_ids()))
         for number, row in plan.oversized.iterrows():  # the run's business, not the data's
             log.warning("partition %d: one asset group of %d meters is larger than "
                         "engine.memory_budget_mb; it is analysed whole", number,
@@ -219,3 +221,9 @@ def _upstream_asset_ids(path) -> list:
     ids = pa.dictionary(pa.int32(), pa.string())
     table, _ = files._read(path, [col.ASSET_ID], {col.ASSET_ID: ids}, dictionary=(col.ASSET_ID,))
     return list(files._ids(table.column(col.ASSET_ID)).categories)
+
+
+def _with_feeders(meters, upstream_asset_ids):
+    """The assets with upstream data and the feeders of those among them that are transformers."""
+    ids = list(upstream_asset_ids)
+    return sorted(set(ids) | set(feeders_of(meters, ids)))

@@ -113,3 +113,25 @@ def membership_matrix(members: pd.DataFrame, meter_ids, asset_ids) -> sparse.csr
                                shape=(len(meter_ids), len(asset_ids))).tocsr()
     matrix.data[:] = 1.0  # duplicates were summed by tocsr: a pair counts once
     return matrix
+
+
+def feeders_of(meters: pd.DataFrame, transformer_ids) -> list:
+    """The feeders of the given transformers (sorted ids), from the ``meters`` table.
+
+    The topology check compares a meter with every transformer of its feeder:
+    a run in partitions keeps those feeders whole.
+
+    Examples
+    --------
+    >>> meters = pd.DataFrame({"meter_id": ["M1", "M2", "M3"],
+    ...                        "transformer_id": ["T1", "T2", "T3"],
+    ...                        "feeder_id": ["F1", "F1", "F2"]})
+    >>> feeders_of(meters, ["T1"])
+    ['F1']
+    """
+    if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
+        return []
+    tx = meters[col.TRANSFORMER_ID].astype("string").str.strip()
+    feeder = meters[col.FEEDER_ID].astype("string").str.strip()
+    hit = tx.isin(pd.Index([str(t) for t in transformer_ids])).to_numpy() & feeder.notna().to_numpy()
+    return sorted(set(feeder[hit].astype(str)) - {""})

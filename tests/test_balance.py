@@ -116,7 +116,7 @@ def test_hidden_two_kw_load_is_flagged_dated_and_sized(n_tx):
     balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
     r = row(balance, "TX-001")
     assert r["flagged"]
-    assert r["kind"] == "new_load"
+    assert r["load_type"] == "new_load"
     onset = pd.Timestamp(r["onset"])
     assert abs((onset - case.grid.dates[20]).days) <= 1
     assert r["unexplained_kw"] == pytest.approx(2.0, rel=0.25)
@@ -176,7 +176,7 @@ def test_whole_house_bypass_of_a_storage_heated_home_keeps_its_onset():
     add_rig(case, 0, 1.5, day=20)
     balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
     r = row(balance, "TX-001")
-    assert r["flagged"] and r["kind"] == "new_load"
+    assert r["flagged"] and r["load_type"] == "new_load"
     assert abs((pd.Timestamp(r["onset"]) - case.grid.dates[20]).days) <= 1
     truth = 1.5 + case.true_kw[-7 * 24:, culprit].mean()
     assert r["unexplained_kw"] == pytest.approx(truth, rel=0.25)
@@ -220,7 +220,7 @@ def test_load_running_before_the_window_in_a_population():
     flagged = balance.table.loc[balance.table["flagged"], "asset_id"].tolist()
     assert flagged == ["TX-004"]
     r = row(balance, "TX-004")
-    assert r["kind"] == "preexisting_load" and r["onset"] == ""
+    assert r["load_type"] == "preexisting_load" and r["onset"] == ""
     assert r["unexplained_kw"] == pytest.approx(2.0, rel=0.25)
 
 
@@ -230,7 +230,7 @@ def test_load_running_before_the_window_is_flagged_without_onset():
     balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
     r = row(balance, "TX-001")
     assert r["flagged"]
-    assert r["kind"] == "preexisting_load"
+    assert r["load_type"] == "preexisting_load"
     assert r["onset"] == ""
     assert r["unexplained_kw"] == pytest.approx(2.0, rel=0.25)
     assert "already running when the data start" in r["reasons"]

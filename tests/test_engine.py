@@ -29,16 +29,22 @@ def dataset(tmp_path_factory):
 
 
 def _partitions(meters, upstream_ids, n_parts, seed):
-    """Whole transformers (and their upstream), shuffled into ``n_parts`` uneven partitions."""
+    """Whole feeders (their transformers and upstream), shuffled into ``n_parts`` uneven partitions.
+
+    Whole feeders, as the run plans them: the topology check compares each
+    meter with every transformer of its feeder.
+    """
     tx = meters[col.TRANSFORMER_ID].astype(str)
-    names = np.array(sorted(tx.unique()))
-    part_of = dict(zip(names, np.random.default_rng(seed).integers(0, n_parts, len(names)),
+    feeder = meters[col.FEEDER_ID].astype(str)
+    names = np.array(sorted(feeder.unique()))
+    part_of = dict(zip(names, np.random.default_rng(seed).permutation(len(names)) % n_parts,
                        strict=True))
     parts = []
     for p in range(n_parts):
-        own = [t for t in names if part_of[t] == p]
-        parts.append(Partition(meter_ids=tuple(meters.loc[tx.isin(own), col.METER_ID].astype(str)),
-                               asset_ids=tuple(a for a in upstream_ids if a in own)))
+        own = feeder.isin([f for f in names if part_of[f] == p])
+        own_tx = set(tx[own])
+        parts.append(Partition(meter_ids=tuple(meters.loc[own, col.METER_ID].astype(str)),
+                               asset_ids=tuple(a for a in upstream_ids if a in own_tx)))
     return [p for p in parts if p.meter_ids]
 
 

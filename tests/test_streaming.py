@@ -131,7 +131,7 @@ def test_a_partitioned_run_refuses_a_broken_file_as_the_full_read_does(tmp_path,
     import pandas as pd
 
     path = tmp_path / "data"
-    simulate_dataset(path, n_meters=60, days=20, as_of=AS_OF, seed=2, fmt="csv")
+    simulate_dataset(path, n_meters=200, days=20, as_of=AS_OF, seed=2, fmt="csv")  # 3 feeders
     readings = pd.read_csv(path / "readings.csv", dtype=str)
     if damage == "timestamps":  # 15 % unreadable, spread over every partition
         readings.loc[readings.index % 7 == 0, "timestamp"] = "31/02/2026 25:00"
@@ -153,7 +153,7 @@ def test_a_partition_whose_meters_all_lost_their_values_does_not_sink_the_run(tm
     import pandas as pd
 
     path = tmp_path / "data"
-    simulate_dataset(path, n_meters=60, days=20, as_of=AS_OF, seed=2, fmt="csv")
+    simulate_dataset(path, n_meters=200, days=20, as_of=AS_OF, seed=2, fmt="csv")  # 3 feeders
     meters = pd.read_csv(path / "meters.csv", dtype=str)
     silent = meters.loc[meters["transformer_id"] == meters["transformer_id"].iloc[0], "meter_id"]
     readings = pd.read_csv(path / "readings.csv", dtype=str)
@@ -180,10 +180,10 @@ def test_partitions_that_end_earlier_are_gridded_on_the_runs_window(tmp_path, ca
     import pandas as pd
 
     path = tmp_path / "data"
-    simulate_dataset(path, n_meters=80, days=20, as_of=AS_OF, seed=4, fmt="csv")
+    simulate_dataset(path, n_meters=200, days=20, as_of=AS_OF, seed=2, fmt="csv")  # 3 feeders
     meters = pd.read_csv(path / "meters.csv", dtype=str)
-    transformers = sorted(meters["transformer_id"].unique())
-    late = meters.loc[meters["transformer_id"].isin(transformers[::2]), "meter_id"]
+    feeders = sorted(meters["feeder_id"].unique())  # a partition holds whole feeders
+    late = meters.loc[meters["feeder_id"].isin(feeders[::2]), "meter_id"]
     readings = pd.read_csv(path / "readings.csv", dtype=str)
     cut = pd.to_datetime(readings["timestamp"], utc=True) >= pd.Timestamp("2026-03-29", tz="UTC")
     readings[~(readings["meter_id"].isin(late) & cut)].to_csv(path / "readings.csv", index=False)

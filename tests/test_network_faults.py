@@ -1,0 +1,170 @@
+"""Metering faults and meters on the wrong transformer (issue 13), on cases built here.
+
+The populations are those of ``test_balance`` (transformers of 20 households,
+upstream = true demand + losses + noise), with the faults applied to the
+upstream series or to the meters table by hand, so the truth is known
+independently of the code under test.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridwatch import columns as col
+from gridwatch.balance import energy_balance
+from gridwatch.metering_faults import clock_offsets, shift_rows
+from gridwatch.outputs import format_topology, format_transformers
+from gridwatch.topology_check import inferred_meters
+from tests.test_balance import add_rig, bypass_house, make_case, row
+
+ONSET_DAY = 20
+
+
+def _faulty_population(seed, *, ct=(), clock=(), rig=None, bypass=None):
+    case = make_case(n_tx=30, seed=seed)
+    if rig is not None:
+        add_rig(case, rig, 2.0, ONSET_DAY)
+    if bypass is not None:  # a big household (about 1.2 kW) goes around its meter
+        meter = case.cols(bypass)[0]
+        case.true_kw[:, meter] *= 1.2 / case.true_kw[:, meter].mean()
+        case.recorded_kw[:, meter] = case.true_kw[:, meter]
+        bypass_house(case, meter, ONSET_DAY)
+    up, kw = case.frames()
+    for tx, factor in ct:  # from 14:00 on the onset day
+        up.iloc[ONSET_DAY * 24 + 14:, tx] *= factor
+    for tx, hours in clock:  # the reading of true hour t is stamped t + hours
+        up.iloc[:, tx] = up.iloc[:, tx].shift(hours)
+    return case, up, kw
+
+
+def _mismap(case, share, seed, *, swaps=0):
+    """List ``share`` of the meters under another transformer of their feeder; ``swaps`` pairs too."""
+    rng = np.random.default_rng(seed)
+    meters = case.meters.copy()
+    tx = meters[col.TRANSFORMER_ID].to_numpy().copy()
+    feeder = meters[col.FEEDER_ID].to_numpy()
+    truth = pd.Series(tx.copy(), index=meters[col.METER_ID])
+    moved = rng.choice(len(meters), int(share * len(meters)), replace=False)
+    for i in moved:  # a handful of meters, to build the case
+        tx[i] = rng.choice(sorted(set(tx[feeder == feeder[i]]) - {truth.iloc[i]}))
+    for _ in range(swaps):
+        a = rng.choice(np.setdiff1d(np.arange(len(meters)), moved))
+        others = np.flatnonzero((feeder == feeder[a]) & (truth.to_numpy() != truth.iloc[a]))
+        b = rng.choice(np.setdiff1d(others, moved))
+        tx[a], tx[b] = truth.iloc[b], truth.iloc[a]
+        moved = np.r_[moved, a, b]
+    meters[col.TRANSFORMER_ID] = tx
+    return meters, truth, set(meters[col.METER_ID].iloc[moved])
+
+
+# --- metering faults ---------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [1.07, 0.93, 1.05])
+def test_ct_ratio_change_is_a_metering_fault_not_a_hidden_load(factor):
+    case, up, kw = _faulty_population(seed=1, ct=[(0, factor)], rig=2)
+    balance, issues = energy_balance(up, kw, None, case.meters, case.grid)
+    r = row(balance, "TX-001")
+    assert r["kind"] == "metering_fault" and not r["flagged"] and r["unexplained_kw"] == 0
+    assert r["ratio_factor"] == pytest.approx(factor, abs=0.01)
+    assert f"x{factor:.2f}" in r["reasons"] or f"x{r['ratio_factor']:.3f}" in r["reasons"]
+    assert "2026-02-22" in r["reasons"] and "CT" in r["reasons"]
+    rig = row(balance, "TX-003")  # the rig in the same population is still a hidden load
+    assert rig["flagged"] and rig["kind"] == "hidden_load"
+    assert "upstream.ratio_change" in set(issues.to_frame()["code"])
+    others = balance.table[~balance.table["asset_id"].isin(["TX-001", "TX-003"])]
+    assert not others["flagged"].any() and (others["kind"] == "").all()
+
+
+def test_whole_house_bypass_is_never_taken_for_a_ratio_change():
+    found = []
+    for seed in range(3):
+        case, up, kw = _faulty_population(seed=seed, bypass=4)
+        balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
+        found.append(row(balance, "TX-005")["kind"])
+    assert "metering_fault" not in found
+    assert found.count("hidden_load") >= 2
+
+
+@pytest.mark.parametrize("hours", [1, -1, 2])
+def test_clock_offset_is_found_corrected_and_reported(hours):
+    case, up, kw = _faulty_population(seed=2, clock=[(1, hours)], rig=1)
+    balance, issues = energy_balance(up, kw, None, case.meters, case.grid)
+    r = row(balance, "TX-002")
+    assert r["clock_offset_h"] == hours
+    # the rig on the same transformer is still found once the clock is corrected
+    assert r["flagged"] and r["kind"] == "hidden_load"
+    assert f"{abs(hours)} h {'ahead of' if hours > 0 else 'behind'}" in r["reasons"]
+    assert "corrected" in r["reasons"]
+    code = "upstream.clock_ahead" if hours > 0 else "upstream.clock_behind"
+    dq = issues.to_frame()
+    assert dq.loc[dq["code"] == code, "meter_id"].tolist() == ["TX-002"]
+    assert (balance.table.drop(index=1)["clock_offset_h"] == 0).all()
+
+
+def test_clock_offsets_need_the_shift_to_explain_the_residual():
+    case, up, kw = _faulty_population(seed=3)
+    metered = np.stack([kw.to_numpy()[:, case.cols(t)].sum(axis=1) for t in range(30)], axis=1)
+    clean = clock_offsets(up.to_numpy(), metered, case.grid)
+    assert not clean.certain.any()
+    late = clock_offsets(shift_rows(up.to_numpy(), np.full(30, -1)), metered, case.grid)
+    assert late.certain.all() and (late.hours == 1).all()
+
+
+def test_transformers_csv_has_the_kind_column_and_lists_faults_after_flags():
+    case, up, kw = _faulty_population(seed=1, ct=[(0, 1.08)], rig=2)
+    balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
+    out = format_transformers(balance.table)
+    assert list(out.columns) == list(col.TRANSFORMERS_COLUMNS)
+    assert out["kind"].tolist()[:2] == ["hidden_load", "metering_fault"]
+    assert out["asset_id"].tolist()[:2] == ["TX-003", "TX-001"]
+
+
+# --- topology ----------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mismapped_meters_are_listed_with_their_true_transformer(seed):
+    case, up, kw = _faulty_population(seed=seed, rig=2)
+    meters, truth, moved = _mismap(case, 0.05, seed=10 + seed, swaps=3)
+    balance, issues = energy_balance(up, kw, None, meters, case.grid)
+    topo = balance.topology
+    listed = topo.set_index(col.METER_ID)
+    right = (listed["likely_transformer_id"] == truth.reindex(listed.index)).reindex(sorted(moved))
+    assert right.fillna(False).mean() >= 0.8
+    wrongly = set(listed.index) - moved
+    assert len(wrongly) <= 0.01 * (len(meters) - len(moved))
+    assert (listed["listed_transformer_id"] == meters.set_index(col.METER_ID)[col.TRANSFORMER_ID]
+            .reindex(listed.index)).all()
+    assert topo["confidence"].between(0, 1).all()
+    assert topo["evidence"].str.contains("moves against").all()
+    dq = issues.to_frame()
+    assert set(dq.loc[dq["code"] == "meters.doubtful_transformer", "meter_id"]) == set(listed.index)
+    assert list(format_topology(topo).columns) == list(col.TOPOLOGY_COLUMNS)
+
+
+def test_correct_map_gives_no_topology_rows():
+    case, up, kw = _faulty_population(seed=4, rig=2, ct=[(0, 1.07)])
+    balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
+    assert len(balance.topology) <= 0.01 * len(case.meters)
+
+
+def test_clock_offset_does_not_make_its_meters_look_mismapped():
+    case, up, kw = _faulty_population(seed=5, clock=[(3, 1), (7, -2)])
+    balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
+    assert len(balance.topology) <= 0.01 * len(case.meters)
+
+
+def test_inferred_topology_balances_the_meters_where_they_are():
+    case, up, kw = _faulty_population(seed=6, ct=[(0, 1.07)], rig=2)
+    meters, truth, moved = _mismap(case, 0.08, seed=16)
+    listed, _ = energy_balance(up, kw, None, meters, case.grid)
+    inferred, issues = energy_balance(up, kw, None, meters, case.grid, use_inferred_topology=True)
+    corrected, n = inferred_meters(meters, inferred.topology)
+    assert n >= 0.7 * len(moved)
+    assert (corrected.set_index(col.METER_ID)[col.TRANSFORMER_ID].reindex(sorted(moved))
+            == truth.reindex(sorted(moved))).mean() >= 0.7
+    moved_codes = issues.to_frame().query("code == 'meters.transformer_inferred'")
+    assert len(moved_codes) == n
+    # the map the data support explains the balance better: smaller unexplained spread
+    spread = {name: np.nanmedian(np.nanstd(b.unexplained_kw, axis=0))
+              for name, b in (("listed", listed), ("inferred", inferred))}
+    assert spread["inferred"] < 0.8 * spread["listed"]
+    assert row(inferred, "TX-003")["flagged"] and not row(inferred, "TX-001")["flagged"]
+    assert inferred.table.loc[~inferred.table["asset_id"].isin(["TX-003"]), "flagged"].sum() == 0
