@@ -108,9 +108,13 @@ SCAN_WINDOW_DAYS = 12  # a meter's own change is looked for this close to the on
 TIMING_DAYS = 2  # a meter's own change this close to the asset's onset is "at the onset"
 NEAR_ZERO_KW = 0.05  # recorded demand at or below this is "near zero" [kW]
 NEAR_ZERO_SHARE = 0.15  # ... or at or below this share of what it was
+NIGHT_LAST_HOUR = 4  # a meter behind PV is judged on the local hours 0..4 [h]
 MAX_MATCH = 1.5  # a fall bigger than this many times the unexplained load did not hide it
 MIN_EVIDENCE = 0.1  # suspects with less evidence are not listed
 FILL_REL_ERROR = 0.25  # relative error of a filled meter's daily mean [-]
+TOPOLOGY_PASSES = 2  # looks at the map, each with the meters found before moved
+DOUBTFUL_DETAIL = ("its consumption does not appear in its listed transformer's upstream energy "
+                   "(see topology.csv for the likely transformer); check the network map")
 
 
 @dataclass
@@ -508,6 +512,7 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                 "clock_rss_ratio": clock.rss_ratio, "ratio_found": ratio.found,
                 "ratio_factor": ratio.factor, "ratio_day": ratio.day, "fault": fault,
                 "ratio_mar": ratio.mar_ratio, "ratio_noise": ratio.noise_ratio,
+                "ratio_possible": ratio.possible,
                 "down_onset": down_onset, "down_kw": down_kw,
                 "feeder": _feeders_of_assets(topo, meters)})
 
@@ -558,7 +563,13 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
     step_sig, pre_sig = (cal[name].to_numpy(dtype=bool) for name in ("step_sig", "pre_sig"))
     typical_share = calibration.typical_share
     excess_pre = a_kw - typical_share * mean_delivered
-    pre_big = complete & (a_kw > allowed) & (excess_pre >= min_unexplained_kw)
+    # ... and the asset must deliver that much more than its meters record, on average: a
+    # no-load term bent by a misplaced big customer's shape is no load
+    with _quiet():
+        mean_excess = (mean_delivered - mean_metered - typical_share * mean_delivered
+                       - np.nanmean(np.where(valid, b_kw * x * x, np.nan), axis=0))
+    pre_big = (complete & (a_kw > allowed) & (excess_pre >= min_unexplained_kw)
+               & (np.nan_to_num(mean_excess) >= 0.5 * excess_pre))
 
     # a ratio change is never a hidden load; a clock offset was corrected before the balance
     fault = m.arrays["ratio_found"]
@@ -655,7 +666,9 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
     table = _assemble_table(up_ids, topo.meta, topo.why_not, body)
     balance = Balance(table=table, suspects=suspects, delivered_kw=delivered_day,
                       metered_kw=metered_day, loss_kw=loss_day, unexplained_kw=unexplained_day,
-                      asset_ids=asset_ids, dates=dates, topology=m.topology)
+                      asset_ids=asset_ids, dates=dates,
+                      topology=_with_stepped_meters(m.topology, twins, step_twin, onset, topo,
+                                                    meter_kw, al, grid, min_cells, issues))
     return balance, issues
 
 
@@ -893,16 +906,31 @@ def _check_membership(al, topo, meter_kw, meters, grid, issues):
     if not is_tx.any():
         return topology_check.empty_topology()
     ids = pd.Index(meter_kw.columns.astype(str))
-    checked = topology_check.check_topology(
-        al.resid[:, is_tx], pd.Index(topo.balanced)[is_tx],
-        meter_kw.to_numpy(dtype=np.float64)[:, ids.get_indexer(al.used)], al.used, meters,
-        metered_kw=al.metered[:, is_tx], hour_of_cell=grid.hour_of_cell)
-    table = checked.table
+    K = meter_kw.to_numpy(dtype=np.float64)[:, ids.get_indexer(al.used)]
+    tx_ids = pd.Index(topo.balanced)[is_tx]
+    table = topology_check.check_topology(
+        al.resid[:, is_tx], tx_ids, K, al.used, meters, metered_kw=al.metered[:, is_tx],
+        hour_of_cell=grid.hour_of_cell).table
+    for _ in range(TOPOLOGY_PASSES - 1):
+        # Misplaced meters are noise in the residuals the others are judged on: with the
+        # ones found moved, a second look finds meters the first one could not see.
+        if table.empty:
+            break
+        moved, _n = topology_check.inferred_meters(meters, table)
+        resid, metered = _membership_corrected(al, topo, table, meter_kw)
+        again = topology_check.check_topology(
+            resid[:, is_tx], tx_ids, K, al.used, moved, metered_kw=metered[:, is_tx],
+            hour_of_cell=grid.hour_of_cell).table
+        new = again[~again[col.METER_ID].isin(table[col.METER_ID])]
+        if new.empty:
+            break
+        table = pd.concat([table, new], ignore_index=True)
+        order = pd.Index(al.used).get_indexer(table[col.METER_ID])
+        table = table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     issues.add_per_meter(
         "meters.doubtful_transformer", "meters",
         pd.Series(1, index=table[col.METER_ID].astype(str).to_numpy()), "kept",
-        detail="its consumption does not appear in its listed transformer's upstream energy "
-               "(see topology.csv for the likely transformer); check the network map")
+        detail=DOUBTFUL_DETAIL)
     return table
 
 
@@ -936,15 +964,16 @@ def _ratio_change(al, grid, up_day, down_day, issues, topo, mapping, meter_kw):
     """A ratio change of the upstream measurement at the upward or downward candidate day."""
     resid, metered = _membership_corrected(al, topo, mapping, meter_kw)
     found = None
-    for day in (up_day, down_day):  # the biggest rise, then the biggest fall
-        r = ratio_changes(resid, metered, al.scale_kw, grid, day)
+    for day, direction in ((up_day, 1), (down_day, -1)):  # the biggest rise, then fall
+        r = ratio_changes(resid, metered, al.scale_kw, grid, day, direction=direction)
         if found is None:
             found = r
         else:
             take = r.found & ~found.found
             found = type(r)(found=found.found | r.found,
                             **{name: np.where(take, getattr(r, name), getattr(found, name))
-                               for name in ("factor", "day", "mar_ratio", "noise_ratio")})
+                               for name in ("factor", "day", "mar_ratio", "noise_ratio")},
+                            possible=(found.possible | r.possible) & ~(found.found | r.found))
     if found.found.any():
         issues.add_per_meter(
             "upstream.ratio_change", "upstream",
@@ -1328,7 +1357,17 @@ def _suspects(meter_kw, stuck, used, A, meters, grid, asset_ids, flagged, onset,
     # What the meters recorded (frozen values and zeros included), for these meters only.
     recorded = meter_kw.set_axis(meter_kw.columns.astype(str), axis=1)[used[uniq]].to_numpy(
         dtype=np.float64)
-    day_kw = daily_mean(recorded, grid, min_cells)[:, inverse]  # (D, P)
+    # A meter behind PV (it exports: negative net cells) imports less as spring comes,
+    # which is no bypass: its level is judged on the night hours.
+    behind_pv = (recorded < 0).any(axis=0)
+    if behind_pv.any():
+        night = (grid.hour_of_cell <= NIGHT_LAST_HOUR)[:, None]
+        day_kw = daily_mean(np.where(behind_pv[None, :] & ~night, np.nan, recorded), grid,
+                            np.where(behind_pv[None, :],
+                                     max(NIGHT_LAST_HOUR // 2, 1), min_cells[:, None]))
+        day_kw = day_kw[:, inverse]  # (D, P)
+    else:
+        day_kw = daily_mean(recorded, grid, min_cells)[:, inverse]  # (D, P)
     (floor_kw,) = daily_quantiles(recorded, grid, [0.25], min_cells)
     floor_kw = floor_kw[:, inverse]
     frozen_day = by_day_any(stuck[:, uniq], grid, share=0.0)[:, inverse]
@@ -1551,6 +1590,31 @@ def _asset_reasons(*, asset_ids, flagged, step_ok, pre_ok, onset_text, unexplain
     return out
 
 
+def _with_stepped_meters(topology, twins, step_twin, onset, topo, meter_kw, al, grid, min_cells,
+                         issues):
+    """The topology rows, and the meters whose own new load a matched step points to."""
+    stepped = twins[twins[col.ASSET_ID].isin(pd.Index(topo.balanced)[step_twin])]
+    if stepped.empty:
+        return topology
+    partners = topo.members[topo.members[col.ASSET_ID].isin(stepped["partner"])]
+    ids = pd.Index(pd.unique(partners[col.METER_ID].astype(str)))
+    recorded = meter_kw.set_axis(meter_kw.columns.astype(str), axis=1)[ids].to_numpy(
+        dtype=np.float64)
+    day_kw = daily_mean(recorded, grid, min_cells)
+    at = dict(zip(topo.balanced, onset, strict=True))
+    rows = topology_check.meters_that_stepped(stepped, partners, day_kw, ids, at, grid.dates)
+    rows = rows[~rows[col.METER_ID].isin(topology[col.METER_ID])]
+    if rows.empty:
+        return topology
+    issues.add_per_meter(
+        "meters.doubtful_transformer", "meters",
+        pd.Series(1, index=rows[col.METER_ID].astype(str).to_numpy()), "kept",
+        detail=DOUBTFUL_DETAIL)
+    out = pd.concat([topology, rows], ignore_index=True)
+    order = pd.Index(al.used).get_indexer(out[col.METER_ID])
+    return out.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
+
 def _feeders_of_assets(topo, meters):
     """The feeder of each balanced transformer ("" for other levels or when unknown)."""
     if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
@@ -1590,6 +1654,12 @@ def _with_fault_reasons(reasons, arrays, dates):
     out = list(reasons)
     hours, certain = arrays["clock_hours"], arrays["clock_certain"]
     found, factor, day = arrays["ratio_found"], arrays["ratio_factor"], arrays["ratio_day"]
+    possible = arrays["ratio_possible"]
+    for i in np.flatnonzero(possible):  # a hint beside whatever else the asset shows
+        out[i] = "; ".join(p for p in (out[i], (
+            f"its unexplained load follows the transformer's load hour by hour (about "
+            f"x{factor[i]:.3f}): check the CT ratio and the meter constant before sending a "
+            "crew")) if p)
     for i in np.flatnonzero(certain | found):  # a loop over the faulty assets, to format text
         parts = []
         if certain[i]:

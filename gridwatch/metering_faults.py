@@ -44,6 +44,15 @@ RATIO_MAX_MAR_RATIO = 0.35  # the proportional model leaves at most this share o
 RATIO_MAX_NOISE = 2.0  # ... and at most this many times the residual before the onset [-]
 RATIO_MIN_CHANGE = 0.015  # smallest ratio change reported, |k - 1| [-]
 RATIO_MIN_DAYS = 2  # full days after the onset the fit needs [days]
+RATIO_PRE_DAYS = 14  # days before the change it is judged against [days]
+PROFILE_MIN_LOAD_SPREAD = 0.08  # the load's daily profile must vary this much (CV) to tell [-]
+PROFILE_MAX_RSS_SHARE = 0.7  # the load's profile explains at least 30 % of the change's [-]
+PROFILE_MIN_SLOPE_T = 4.0  # t of the change's slope on the load's profile [-]
+PROFILE_STRONG_RSS_SHARE = 0.3  # ... and for a ratio change on the profile alone [-]
+PROFILE_STRONG_SLOPE_T = 6.0
+PROFILE_MIN_HOURS = 8  # hours of day with data (fewer on the dark hours behind PV) [h]
+PROFILE_MAX_INTERCEPT = 0.4  # intercept of the free line, share of the mean change [-]
+PROFILE_MAX_SLOPE_GAP = 0.3  # the free line's slope within this share of the origin line's [-]
 
 
 def shift_rows(values: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -183,6 +192,9 @@ class RatioChanges:
     noise_ratio : numpy.ndarray of float, shape (n_assets,)
         Typical residual after the change under the proportional model over
         that before the change [-].
+    possible : numpy.ndarray of bool, shape (n_assets,)
+        Not found, but the daily profile of the change looks proportional to
+        the load's (``factor`` set): a hint to check the CT ratio.
     """
 
     found: np.ndarray
@@ -190,10 +202,11 @@ class RatioChanges:
     day: np.ndarray
     mar_ratio: np.ndarray
     noise_ratio: np.ndarray
+    possible: np.ndarray
 
 
 def ratio_changes(resid_kw: np.ndarray, metered_kw: np.ndarray, scale_kw: np.ndarray,
-                  grid: DayGrid, candidate_day: np.ndarray, *,
+                  grid: DayGrid, candidate_day: np.ndarray, *, direction: int = 0,
                   max_mar_ratio: float = RATIO_MAX_MAR_RATIO,
                   max_noise: float = RATIO_MAX_NOISE,
                   min_change: float = RATIO_MIN_CHANGE) -> RatioChanges:
@@ -225,6 +238,9 @@ def ratio_changes(resid_kw: np.ndarray, metered_kw: np.ndarray, scale_kw: np.nda
     grid : DayGrid
     candidate_day : numpy.ndarray of int, shape (n_assets,)
         Day of each asset's candidate change; -1 when none.
+    direction : {0, 1, -1}, default 0
+        The candidate is a rise (1: only ``k > 1`` is a ratio change) or a
+        fall (-1: only ``k < 1``) of the residual; 0 either.
 
     Returns
     -------
@@ -235,7 +251,10 @@ def ratio_changes(resid_kw: np.ndarray, metered_kw: np.ndarray, scale_kw: np.nda
     day = grid.day_of_cell[:, None]
     x = np.asarray(metered_kw, dtype=np.float64) / scale_kw[None, :]
     post = (day > candidate_day[None, :]) & (candidate_day[None, :] >= 0)
-    ok = np.isfinite(resid_kw) & np.isfinite(x) & (day != candidate_day[None, :])
+    # judged against the weeks just before the change: the noise of a balance moves
+    # with its meters' gaps and fills over a season
+    ok = (np.isfinite(resid_kw) & np.isfinite(x) & (day != candidate_day[None, :])
+          & (day >= candidate_day[None, :] - RATIO_PRE_DAYS))
     y = np.where(ok, resid_kw, 0.0)
     xs = np.where(ok, x, 0.0)
     base = [ok * 1.0, xs, xs * xs]
@@ -258,13 +277,79 @@ def ratio_changes(resid_kw: np.ndarray, metered_kw: np.ndarray, scale_kw: np.nda
     k_minus_1 = beta_ratio[:, 3] / scale_kw  # the extra g x is (k - 1) x metered
     starts = np.concatenate([[0], np.cumsum(grid.cells_per_day)[:-1]])
     n_post_days = (np.add.reduceat(post_ok.astype(np.int32), starts, axis=0) > 0).sum(axis=0)
-    found = ((candidate_day >= 0) & (n_post_days >= RATIO_MIN_DAYS)
-             & (np.nan_to_num(mar_ratio, nan=np.inf) <= max_mar_ratio)
-             & (np.nan_to_num(noise_ratio, nan=np.inf) <= max_noise)
-             & (np.abs(k_minus_1) >= min_change))
-    return RatioChanges(found=found, factor=np.where(found, 1.0 + k_minus_1, np.nan),
+    # the hours after the change are as quiet as the weeks before it: no household's
+    # own noise came with it (a bypassed house brings its kettle)
+    quiet = np.nan_to_num(noise_ratio, nan=np.inf) <= max_noise
+    hourly = np.nan_to_num(mar_ratio, nan=np.inf) <= max_mar_ratio
+    profile_g, profile, strong = _proportional_profile(resid_kw, metered_kw, ok, post_ok, grid)
+    k_minus_1 = np.where(hourly, k_minus_1, profile_g)
+    testable = ((candidate_day >= 0) & (n_post_days >= RATIO_MIN_DAYS) & quiet
+                & (np.abs(k_minus_1) >= min_change)
+                & ((direction == 0) | (np.sign(k_minus_1) == np.sign(direction))))
+    # A steady rig and a bypassed household can look proportional in a noisy profile:
+    # the profile alone names a ratio change only when it is unmistakable, else it is a
+    # hint for the analyst beside the hidden load.
+    found = testable & (hourly | strong)
+    possible = testable & profile & ~found
+    return RatioChanges(found=found, factor=np.where(found | possible, 1.0 + k_minus_1, np.nan),
+                        possible=possible,
                         day=np.where(found, candidate_day, -1), mar_ratio=mar_ratio,
                         noise_ratio=noise_ratio)
+
+
+def _hour_profile(values, use, grid):
+    """Median of each column at each local hour of day over the ``use`` cells: ``(24, n)``."""
+    n_days, n = grid.n_days, values.shape[1]
+    cube = np.full((n_days, 24, n), np.nan)
+    cube[grid.day_of_cell, grid.hour_of_cell] = np.where(use, values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(cube, axis=0)
+
+
+def _proportional_profile(resid_kw, metered_kw, ok, post_ok, grid):
+    """Whether the change of the residual's daily profile is proportional to the load's profile.
+
+    The hour-of-day medians average the noise of single hours away (a meter
+    filled for weeks, a household's kettle). After a ratio change the
+    residual rose by ``(k - 1) x load`` at each hour: a line through the
+    origin of the load's profile, its slope clearly non-zero and the same as
+    the origin line's. A load adds the same at every hour (an intercept, no
+    slope); a bypassed household its own, peakier shape (a slope with a
+    negative intercept) and the noise of its appliances, which the caller's
+    quiet-hours test catches.
+
+    Returns ``(k - 1, proportional, strong)`` per asset: ``strong`` when the
+    origin line leaves at most :data:`PROFILE_STRONG_RSS_SHARE` of a flat
+    change, with a steep, clearly non-zero slope.
+    """
+    pre = ok & ~post_ok
+    change = _hour_profile(resid_kw, post_ok, grid) - _hour_profile(resid_kw, pre, grid)
+    load = _hour_profile(np.asarray(metered_kw, dtype=np.float64), post_ok, grid)
+    both = np.isfinite(change) & np.isfinite(load)
+    n = both.sum(axis=0)
+    c = np.where(both, change, 0.0)
+    m = np.where(both, load, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = (c * m).sum(axis=0) / (m * m).sum(axis=0)  # through the origin
+        mean_c, mean_m = c.sum(axis=0) / n, m.sum(axis=0) / n
+        dm = np.where(both, load - mean_m, 0.0)
+        slope = (dm * np.where(both, change - mean_c, 0.0)).sum(axis=0) / (dm * dm).sum(axis=0)
+        intercept = mean_c - slope * mean_m
+        rss_free = (np.where(both, change - mean_c - slope * (load - mean_m), 0.0) ** 2).sum(axis=0)
+        rss_flat = (np.where(both, change - mean_c, 0.0) ** 2).sum(axis=0)
+        rss_origin = (np.where(both, change - g * load, 0.0) ** 2).sum(axis=0)
+        spread = np.sqrt((dm * dm).sum(axis=0) / n) / np.abs(mean_m)
+        slope_t = slope / np.sqrt(rss_free / np.maximum(n - 2, 1) / (dm * dm).sum(axis=0))
+    proportional = ((n >= PROFILE_MIN_HOURS) & (np.nan_to_num(spread) >= PROFILE_MIN_LOAD_SPREAD)
+                    & (np.abs(np.nan_to_num(slope_t)) >= PROFILE_MIN_SLOPE_T)
+                    & (rss_free <= PROFILE_MAX_RSS_SHARE * rss_flat)
+                    & (np.abs(intercept) <= PROFILE_MAX_INTERCEPT * np.abs(mean_c))
+                    & (np.abs(slope - g) <= PROFILE_MAX_SLOPE_GAP * np.abs(g)))
+    strong = (proportional & (rss_origin <= PROFILE_STRONG_RSS_SHARE * rss_flat)
+              & (np.abs(np.nan_to_num(slope_t)) >= PROFILE_STRONG_SLOPE_T)
+              & (np.abs(intercept) <= 0.5 * PROFILE_MAX_INTERCEPT * np.abs(mean_c)))
+    return np.where(np.isfinite(g), g, 0.0), proportional, strong
 
 
 def _least_squares(design: np.ndarray, y: np.ndarray) -> np.ndarray:

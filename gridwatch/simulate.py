@@ -223,7 +223,6 @@ _BALANCE_TEMPERATURE_C = 15.5  # heating degree base [degrees C]
 # Metering faults and mapping errors (``network_faults``, issue 13 item 4).
 _NETWORK_FAULT_SPAWN_KEY = (13, 4)  # a key the chunk generators (keys (0,), (1,) ...) never take
 _CT_RATIO_SHARE = 0.03  # of transformers
-_CLOCK_OFFSET_SHARE = 0.03
 _SCADA_OUTAGE_SHARE = 0.02
 _CT_FACTOR_UP = (1.04, 1.12)  # 70 % of the changes read high
 _CT_FACTOR_DOWN = (0.88, 0.96)
@@ -263,6 +262,7 @@ def simulate_dataset(
     export_share=0.75,
     network_faults=False,
     mismap_share=None,
+    metering_fault_share=0.03,
 ) -> dict:
     """Write a labelled synthetic dataset in the ``docs/data-contract.md`` layout.
 
@@ -333,6 +333,10 @@ def simulate_dataset(
         Share of meters listed under a wrong transformer (0..1). Default
         0.05 with ``network_faults``, else 0 (a positive share needs
         ``network_faults``).
+    metering_fault_share : float, default 0.03
+        With ``network_faults``: share of the transformers with a CT ratio
+        change, and again with a clock offset (0..0.3; tests raise it to
+        measure the fault tests on more cases).
 
     Returns
     -------
@@ -459,7 +463,10 @@ def simulate_dataset(
     if network_faults:  # from a generator of their own, like the field scenarios
         net_rng = np.random.default_rng(
             np.random.SeedSequence(int(seed), spawn_key=_NETWORK_FAULT_SPAWN_KEY))
-        faults = _draw_network_faults(pop, grid, net_rng, mismap_share)
+        if not 0.0 <= float(metering_fault_share) <= 0.3:
+            raise ValueError(f"metering_fault_share = {metering_fault_share} is outside 0..0.3")
+        faults = _draw_network_faults(pop, grid, net_rng, mismap_share,
+                                      float(metering_fault_share))
 
     labels = _labels(pop, scen, grid, as_of_date, timezone, seed, n_meters, days, mix)
     if faults is not None:
@@ -1213,14 +1220,14 @@ def _fault_count(share, n_tx, n_eligible):
     return min(n, n_eligible)
 
 
-def _draw_network_faults(pop, grid, rng, mismap_share):
+def _draw_network_faults(pop, grid, rng, mismap_share, fault_share=_CT_RATIO_SHARE):
     """CT ratio changes, clock offsets, SCADA outages and mismapped meters."""
     n_tx = len(pop.transformer_ids)
     T = grid.n_steps
     bypass_tx = np.unique(pop.transformer[pop.label == "bypass"])
     eligible = rng.permutation(np.setdiff1d(np.arange(n_tx), bypass_tx))
-    n_ct = _fault_count(_CT_RATIO_SHARE, n_tx, len(eligible))
-    n_clock = _fault_count(_CLOCK_OFFSET_SHARE, n_tx, len(eligible) - n_ct)
+    n_ct = _fault_count(fault_share, n_tx, len(eligible))
+    n_clock = _fault_count(fault_share, n_tx, len(eligible) - n_ct)
     ct, clock = eligible[:n_ct], eligible[n_ct:n_ct + n_clock]
 
     ct_factor = np.ones(n_tx)

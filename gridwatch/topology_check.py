@@ -31,7 +31,7 @@ import pandas as pd
 from gridwatch import columns as col
 
 __all__ = ["TOPOLOGY_COLUMNS", "TopologyCheck", "check_topology", "inferred_meters",
-           "matched_by_siblings"]
+           "matched_by_siblings", "meters_that_stepped"]
 
 #: Columns of ``topology.csv`` (contract-facing), then diagnostics.
 TOPOLOGY_COLUMNS = (*col.TOPOLOGY_COLUMNS, col.FEEDER_ID, "listed_coefficient", "listed_t",
@@ -387,3 +387,70 @@ def matched_by_siblings(asset_ids, feeder_ids, *, new_load, onset, step_kw, down
         .drop_duplicates("asset_id")
     return best.rename(columns={"asset_id_s": "partner"})[["asset_id", "partner", "partner_kw"]] \
         .reset_index(drop=True)
+
+
+def meters_that_stepped(twins, members, day_kw, meter_ids, onset, dates, *,
+                        window_days: int = 7) -> pd.DataFrame:
+    """For each matched step, the meter of the falling sibling whose own load rose by as much.
+
+    A steady load (a licensed data room, a rig) has no hour-to-hour
+    fingerprint for :func:`check_topology`, but when it starts on a
+    misplaced meter its transformer's balance rises and the listed one's
+    falls the same day (:func:`matched_by_siblings`): the meter whose
+    consumption rose by that much at that day, among those listed under the
+    falling transformer, is the one to move.
+
+    Parameters
+    ----------
+    twins : pandas.DataFrame
+        :func:`matched_by_siblings` rows of new loads (``asset_id``,
+        ``partner``, ``partner_kw``).
+    members : pandas.DataFrame
+        ``asset_id``, ``meter_id`` of every balanced asset (as listed).
+    day_kw : numpy.ndarray of shape (n_days, n_meters)
+        Each meter's daily mean demand [kW], columns ``meter_ids``.
+    meter_ids : sequence of str
+    onset : mapping of asset_id to int
+        Day of each twin's step.
+    dates : pandas.DatetimeIndex
+        The local days (for the evidence text).
+    window_days : int, default 7
+        Days compared before and after the step [days].
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows in the layout of :data:`TOPOLOGY_COLUMNS`.
+    """
+    rows = []
+    ids = pd.Index([str(m) for m in meter_ids])
+    n_days = day_kw.shape[0]
+    for r in twins.itertuples(index=False):  # a handful of matched steps
+        d = int(onset[r.asset_id])
+        listed = members.loc[members[col.ASSET_ID] == r.partner, col.METER_ID].astype(str)
+        cols = ids.get_indexer(listed)
+        cols = cols[cols >= 0]
+        if not len(cols) or d < 1 or d >= n_days - 1:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            before = np.nanmean(day_kw[max(d - window_days, 0):d, cols], axis=0)
+            after = np.nanmean(day_kw[d + 1:min(d + 1 + window_days, n_days), cols], axis=0)
+        rise = np.nan_to_num(after - before, nan=-np.inf)
+        best = int(np.argmax(rise))
+        size = float(r.partner_kw)
+        if not MIN_MATCH_SHARE * size <= rise[best] <= size / MIN_MATCH_SHARE:
+            continue
+        meter = ids[cols[best]]
+        rows.append({
+            col.METER_ID: meter, "listed_transformer_id": r.partner,
+            "likely_transformer_id": r.asset_id,
+            "evidence": (f"its consumption rose {rise[best]:.2f} kW around "
+                         f"{dates[d].date().isoformat()}, when {r.asset_id}'s unexplained load "
+                         f"rose and {r.partner}'s fell by about as much: the new load is "
+                         f"delivered by {r.asset_id}"),
+            "confidence": round(float(np.clip(0.5 + 0.5 * (1 - abs(rise[best] - size) / size),
+                                              0.0, 0.9)), 3),
+            col.FEEDER_ID: "", "listed_coefficient": np.nan, "listed_t": np.nan,
+            "likely_coefficient": np.nan, "likely_t": np.nan})
+    return pd.DataFrame(rows, columns=list(TOPOLOGY_COLUMNS)) if rows else empty_topology()
