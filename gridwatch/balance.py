@@ -906,10 +906,10 @@ def _check_membership(al, topo, meter_kw, meters, grid, issues):
     if not is_tx.any():
         return topology_check.empty_topology()
     ids = pd.Index(meter_kw.columns.astype(str))
-    K = meter_kw.to_numpy(dtype=np.float64)[:, ids.get_indexer(al.used)]
+    K = meter_kw.to_numpy()  # the check reads each feeder's columns; no copy of all
     tx_ids = pd.Index(topo.balanced)[is_tx]
     table = topology_check.check_topology(
-        al.resid[:, is_tx], tx_ids, K, al.used, meters, metered_kw=al.metered[:, is_tx],
+        al.resid[:, is_tx], tx_ids, K, ids, meters, metered_kw=al.metered[:, is_tx],
         hour_of_cell=grid.hour_of_cell).table
     for _ in range(TOPOLOGY_PASSES - 1):
         # Misplaced meters are noise in the residuals the others are judged on: with the
@@ -919,13 +919,13 @@ def _check_membership(al, topo, meter_kw, meters, grid, issues):
         moved, _n = topology_check.inferred_meters(meters, table)
         resid, metered = _membership_corrected(al, topo, table, meter_kw)
         again = topology_check.check_topology(
-            resid[:, is_tx], tx_ids, K, al.used, moved, metered_kw=metered[:, is_tx],
+            resid[:, is_tx], tx_ids, K, ids, moved, metered_kw=metered[:, is_tx],
             hour_of_cell=grid.hour_of_cell).table
         new = again[~again[col.METER_ID].isin(table[col.METER_ID])]
         if new.empty:
             break
         table = pd.concat([table, new], ignore_index=True)
-        order = pd.Index(al.used).get_indexer(table[col.METER_ID])
+        order = ids.get_indexer(table[col.METER_ID])
         table = table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     issues.add_per_meter(
         "meters.doubtful_transformer", "meters",

@@ -555,8 +555,13 @@ class _Cache:
     again: slower, never different.
     """
 
+    #: Stages kept in memory when there is no cache directory: a pass asks for them
+    #: twice (the detection, then the energy balance's fill), and must not compute twice.
+    IN_MEMORY = ("measured", "detected")
+
     def __init__(self, cache_dir, part: Partition | None, index: pd.DatetimeIndex):
         self.root = None
+        self._memory = {}
         if cache_dir is not None and part is not None and Path(cache_dir).is_dir():
             self.root = Path(cache_dir)
             window = f"{index[0].isoformat()}/{len(index)}"  # a partition gridded on another day's
@@ -568,7 +573,7 @@ class _Cache:
 
     def get(self, stage):
         if self.root is None:
-            return None
+            return self._memory.get(stage)
         path = self.root / f"{self.key}.{stage}.pkl"
         if not path.exists():
             return None
@@ -577,6 +582,8 @@ class _Cache:
 
     def put(self, stage, value) -> None:
         if self.root is None:
+            if stage in self.IN_MEMORY:
+                self._memory[stage] = value
             return
         path = self.root / f"{self.key}.{stage}.pkl"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -585,6 +592,7 @@ class _Cache:
         os.replace(tmp, path)
 
     def drop(self, stage) -> None:
+        self._memory.pop(stage, None)
         if self.root is not None:
             (self.root / f"{self.key}.{stage}.pkl").unlink(missing_ok=True)
 

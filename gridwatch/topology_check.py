@@ -91,7 +91,8 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
     transformer_ids : sequence of str
         Columns of ``resid_kw``.
     meter_kw : numpy.ndarray of shape (n_cells, n_meters)
-        What each meter recorded [kW], NaN where missing.
+        What each meter recorded [kW], NaN where missing; only the meters
+        listed under ``transformer_ids`` are read.
     meter_ids : sequence of str
         Columns of ``meter_kw``.
     meters : pandas.DataFrame
@@ -122,7 +123,7 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
     is at fault (a clock, a ratio), not the map: none of them is listed.
     """
     resid_kw = np.asarray(resid_kw, dtype=np.float64)
-    meter_kw = np.asarray(meter_kw, dtype=np.float64)
+    meter_kw = np.asarray(meter_kw)  # read per feeder: no copy of the whole matrix
     tx_ids = pd.Index([str(t) for t in transformer_ids])
     m_ids = pd.Index([str(m) for m in meter_ids])
     info = meters.drop_duplicates(col.METER_ID).set_index(meters[col.METER_ID].astype(str)
@@ -138,7 +139,6 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
     d_resid = np.diff(resid_kw, axis=0)
     if metered_kw is not None:
         d_resid = _without_own_load(d_resid, np.asarray(metered_kw, dtype=np.float64))
-    d_meter = np.diff(meter_kw, axis=0)
     hour_of_change = None if hour_of_cell is None else np.asarray(hour_of_cell)[1:]
     rows, n_checked = [], 0
     for f in pd.unique(tx_feeder[tx_feeder != ""]):  # one regression per feeder
@@ -146,7 +146,8 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
         cols_m = np.flatnonzero((feeder == f) & np.isin(listed, tx_ids[cols_t]))
         if not len(cols_m):
             continue
-        beta, t, n = _feeder_coefficients(d_resid[:, cols_t], d_meter[:, cols_m], hour_of_change)
+        d_meter = np.diff(meter_kw[:, cols_m].astype(np.float64), axis=0)
+        beta, t, n = _feeder_coefficients(d_resid[:, cols_t], d_meter, hour_of_change)
         judged = n >= MIN_CELLS
         n_checked += int(judged.sum())
         own = tx_ids[cols_t].get_indexer(listed[cols_m])
@@ -280,11 +281,16 @@ def _without_hourly_mean(values, hour, used):
 
 
 def _winsorise(values):
-    """Clip each column at :data:`CLIP_SIGMAS` robust sigmas of its non-zero values."""
-    nonzero = np.where(values != 0, np.abs(values), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        scale = 1.4826 * np.nanmedian(nonzero, axis=0)
+    """Clip each column at :data:`CLIP_SIGMAS` sigmas of its non-zero values.
+
+    The sigma is estimated from the mean absolute value (``sqrt(pi / 2)``
+    times it for a normal variable): as robust as a clip needs, and a sum
+    rather than a median over every column of the feeder.
+    """
+    nonzero = values != 0
+    n = nonzero.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt(np.pi / 2) * np.abs(values).sum(axis=0) / n
     limit = np.where(np.isfinite(scale) & (scale > 0), CLIP_SIGMAS * scale, np.inf)
     return np.clip(values, -limit[None, :], limit[None, :])
 
@@ -360,7 +366,8 @@ def matched_by_siblings(asset_ids, feeder_ids, *, new_load, onset, step_kw, down
     -------
     pandas.DataFrame
         One row per explained asset: ``asset_id``, ``partner`` (the sibling)
-        and ``partner_kw`` (its matching fall or deficit [kW]).
+        and ``partner_kw`` (its matching fall or deficit [kW]). Matches are
+        one to one, closest sizes first: a sibling's fall explains one rise.
     """
     a = pd.DataFrame({"asset_id": [str(x) for x in asset_ids],
                       "feeder": [str(x) for x in feeder_ids], "new": new_load,
@@ -375,7 +382,8 @@ def matched_by_siblings(asset_ids, feeder_ids, *, new_load, onset, step_kw, down
     pairs = pairs[pairs["asset_id"] != pairs["asset_id_s"]]
     step_match = (pairs["new"] & (pairs["down_onset_s"] >= 0)
                   & ((pairs["down_onset_s"] - pairs["onset"]).abs() <= MATCH_DAYS)
-                  & (pairs["down_kw_s"] >= np.maximum(MIN_MATCH_SHARE * pairs["step_kw"], min_kw)))
+                  & (pairs["down_kw_s"] >= np.maximum(MIN_MATCH_SHARE * pairs["step_kw"], min_kw))
+                  & (pairs["step_kw"] >= MIN_MATCH_SHARE * pairs["down_kw_s"]))
     pre_match = (pairs["pre"] & (pairs["deficit_kw_s"]
                                  >= np.maximum(MIN_MATCH_SHARE * pairs["excess_kw"], min_kw)))
     matched = pairs[step_match | pre_match]
@@ -383,8 +391,19 @@ def matched_by_siblings(asset_ids, feeder_ids, *, new_load, onset, step_kw, down
                                                  matched["deficit_kw_s"]))
     if matched.empty:
         return out
-    best = matched.sort_values(["asset_id", "partner_kw"], ascending=[True, False]) \
-        .drop_duplicates("asset_id")
+    # one to one: a sibling's fall (or deficit) explains one asset's rise, the closest in size
+    size = np.where(matched["new"], matched["step_kw"], matched["excess_kw"])
+    matched = matched.assign(_gap=np.abs(np.log(np.maximum(matched["partner_kw"], 1e-9)
+                                                / np.maximum(size, 1e-9))))
+    best = matched.sort_values(["_gap", "asset_id", "asset_id_s"])
+    taken_assets, taken_partners, keep = set(), set(), []
+    for i, r in zip(best.index, best.itertuples(index=False), strict=True):  # the few matches
+        if r.asset_id in taken_assets or r.asset_id_s in taken_partners:
+            continue
+        taken_assets.add(r.asset_id)
+        taken_partners.add(r.asset_id_s)
+        keep.append(i)
+    best = best.loc[keep].sort_values("asset_id")
     return best.rename(columns={"asset_id_s": "partner"})[["asset_id", "partner", "partner_kw"]] \
         .reset_index(drop=True)
 

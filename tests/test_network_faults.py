@@ -168,3 +168,17 @@ def test_inferred_topology_balances_the_meters_where_they_are():
     assert spread["inferred"] < 0.8 * spread["listed"]
     assert row(inferred, "TX-003")["flagged"] and not row(inferred, "TX-001")["flagged"]
     assert inferred.table.loc[~inferred.table["asset_id"].isin(["TX-003"]), "flagged"].sum() == 0
+
+
+def test_a_siblings_fall_explains_one_rise_only():
+    from gridwatch.topology_check import matched_by_siblings
+
+    # T1 and T2 both rose on day 10; T3 of the same feeder fell by 2.1 kW that day
+    twins = matched_by_siblings(
+        ["T1", "T2", "T3", "T4"], ["F1", "F1", "F1", "F2"],
+        new_load=np.array([True, True, False, True]), onset=np.array([10, 11, -1, 10]),
+        step_kw=np.array([4.5, 2.0, 0.0, 2.0]), down_onset=np.array([-1, -1, 10, -1]),
+        down_kw=np.array([0.0, 0.0, 2.1, 0.0]), preexisting=np.zeros(4, dtype=bool),
+        excess_kw=np.zeros(4), deficit_kw=np.zeros(4), min_kw=0.5)
+    # the closest in size takes it; T4 is on another feeder
+    assert twins[["asset_id", "partner"]].values.tolist() == [["T2", "T3"]]

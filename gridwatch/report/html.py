@@ -33,6 +33,8 @@ import pandas as pd
 
 from gridwatch import columns as col
 from gridwatch.atomic import write_text
+from gridwatch.outputs import empty_topology, format_topology
+from gridwatch.topology_check import MIN_INFERRED_CONFIDENCE
 
 REPORT_NAME = "report.html"
 
@@ -40,6 +42,10 @@ REPORT_NAME = "report.html"
 #: list is ``flags.csv``); flagged meters, flagged assets and meters with a
 #: case are always listed.
 MAX_UNFLAGGED_ROWS = 500
+
+#: Meters of ``topology.csv`` listed in the report, most confident first (the
+#: full list is ``topology.csv``).
+MAX_TOPOLOGY_ROWS = 200
 
 #: Columns of the case list: (key, header, numeric).
 CASE_COLUMNS = (
@@ -111,6 +117,8 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
     info = result.info or {}
     dq = result.issues.to_frame()
     case_map = _case_map(cases)
+    faults = _metering_faults(result, transformers)
+    topology = _topology_rows(result)
 
     flagged = _is_true(flags[col.FLAGGED]) if len(flags) else np.zeros(0, dtype=bool)
     asset_flagged = (_is_true(transformers[col.FLAGGED]) if len(transformers)
@@ -127,12 +135,15 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
 
     money = _with_unit("Money", _currency(info))
     parts = [
-        _headline(result, flags, flagged, asset_flagged, dq, cases),
+        _headline(result, flags, flagged, asset_flagged, dq, cases, faults, topology),
         _case_list(listed, hidden_count, money=money),
         _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images),
+        _metering_fault_section(faults),
+        _topology_section(topology, info, dq, flags, flagged, transformers, asset_flagged,
+                          _asset_table(result)),
         _case_history(cases),
         _data_quality(dq),
-        _transformers_table(transformers, asset_flagged),
+        _transformers_table(transformers, asset_flagged, _asset_table(result)),
         _run_section(info),
     ]
     title = f"GridWatch report, as of {info.get('as_of', result.as_of)}"
@@ -153,7 +164,9 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
         "Sites whose consumption gained a steady, flat, round-the-clock load that their "
         "history, the weather and their peers do not explain.</p>"
         "<nav><a href=\"#summary\">Summary</a> <a href=\"#cases\">Case list</a> "
-        "<a href=\"#sites\">Sites</a> <a href=\"#history\">Case history</a> "
+        "<a href=\"#sites\">Sites</a> <a href=\"#metering-faults\">Metering faults</a> "
+        "<a href=\"#topology\">Meters on the wrong transformer?</a> "
+        "<a href=\"#history\">Case history</a> "
         "<a href=\"#data-quality\">Data quality</a> "
         "<a href=\"#transformers\">Transformers</a> <a href=\"#run\">Run</a></nav></header>\n"
         "<main>\n" + "\n".join(parts) + "\n</main>\n"
@@ -287,7 +300,7 @@ def _case_rows(result, flags, flagged, transformers, asset_flagged, case_map) ->
         case = case_map.get(("asset", site), {})
         assets.append({
             "rank": None, "site": site, "transformer": "",
-            "kind": "unexplained load (asset)", "onset": _str(r.get(col.ONSET)),
+            "kind": f"{col.KIND_HIDDEN_LOAD} (asset)", "onset": _str(r.get(col.ONSET)),
             "kw": _num(r.get(col.UNEXPLAINED_KW)), "kwh": _num(extra.get(col.EXCESS_KWH)),
             "money": None, "score": None, "status": case.get("status", ""),
             "reasons": _str(extra.get(col.REASONS)), "flagged": True, "type": "asset",
@@ -387,7 +400,7 @@ def _slug(text: str) -> str:
 
 # --- headline ----------------------------------------------------------------------------------
 
-def _headline(result, flags, flagged, asset_flagged, dq, cases) -> str:
+def _headline(result, flags, flagged, asset_flagged, dq, cases, faults=(), topology=None) -> str:
     kinds = flags[col.KIND].astype("string").fillna("") if len(flags) else pd.Series(dtype="string")
     n_visible = int((flagged & (kinds == col.KIND_VISIBLE).to_numpy(dtype=bool)).sum())
     n_hidden = int((flagged & (kinds == col.KIND_HIDDEN).to_numpy(dtype=bool)).sum())
@@ -410,6 +423,10 @@ def _headline(result, flags, flagged, asset_flagged, dq, cases) -> str:
         ("Energy at stake [kWh]", f"{kwh:,.0f}", "sum over flagged meters since onset"),
         (_with_unit("Money at stake", _currency(result.info)), f"{money:,.2f}",
          f"{no_tariff:,} flagged meter(s) without a tariff" if no_tariff else "at each meter's tariff"),
+        ("Metering faults", f"{len(faults):,}",
+         "assets whose upstream measurement is at fault (not theft)"),
+        ("Meters on the wrong transformer?", f"{0 if topology is None else len(topology):,}",
+         _topology_card_text(topology)),
         ("Data-quality findings", f"{len(dq):,}", dq_text),
     ]
     html_cards = "".join(
@@ -491,6 +508,7 @@ def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map
         site = _str(r[col.ASSET_ID])
         extra = table.get(site, {})
         pairs = [("level", _e(_str(extra.get("level", "")))),
+                 ("kind", _e(_kind_text(_str(r.get(col.KIND)), _str(extra.get("load_type"))))),
                  ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
                  ("unexplained load [kW]", _fmt(r.get(col.UNEXPLAINED_KW), 2)),
                  ("energy since onset [kWh]", _fmt(extra.get(col.EXCESS_KWH), 0)),
@@ -541,6 +559,176 @@ def _suspect_table(asset: str, row: dict, suspects, flagged_meters: set) -> str:
     return "<ol>" + "".join(f"<li>{link(m)}</li>" for m in ids) + "</ol>"
 
 
+# --- network faults: metering faults and the map ------------------------------------------------
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _ratio_reason(reasons: str) -> str | None:
+    """The reason naming a ratio change ("metering fault: ... ratio ..."), or None."""
+    for part in reasons.split("; "):
+        if part.startswith("metering fault:") and "ratio" in part:
+            return part
+    return None
+
+
+def _metering_faults(result, transformers: pd.DataFrame) -> list[dict]:
+    """One dict per asset of ``kind = metering_fault``, in the order of ``transformers.csv``.
+
+    The fault's factor and clock offset come from the energy balance's table
+    (``ratio_factor``, ``clock_offset_h``); the date of a ratio change is the
+    one its reason names. ``ratio_factor`` is also set for a change that only
+    looks proportional (a hint, not a fault): beside a clock offset, a ratio
+    change is listed only when a reason names it.
+    """
+    if transformers.empty or col.KIND not in transformers:
+        return []
+    kinds = transformers[col.KIND].astype("string").fillna("")
+    ids = transformers.loc[(kinds == col.KIND_METERING_FAULT).to_numpy(dtype=bool), col.ASSET_ID]
+    table = _asset_table(result)
+    out = []
+    for site in (_str(a) for a in ids):  # a loop over the faulty assets, to format text
+        extra = table.get(site, {})
+        reasons = _str(extra.get(col.REASONS))
+        hours, factor = _num(extra.get("clock_offset_h")), _num(extra.get("ratio_factor"))
+        faults, when, fixes = [], [], []
+        if hours:
+            faults.append("SCADA clock offset")
+            when.append(f"{abs(hours):g} h {'ahead of' if hours > 0 else 'behind'} the meters "
+                        "(corrected in this run)")
+            fixes.append("correct the SCADA clock")
+        ratio = _ratio_reason(reasons)
+        if factor is not None and (ratio is not None or not hours):
+            faults.append(f"CT or meter ratio change (x{factor:.3f})")
+            date = _DATE.search(ratio or "")
+            when.append(f"from {date.group(0)}" if date else "see the reasons")
+            fixes.append("check the CT ratio and the meter constant")
+        if not faults:  # a result without the balance's table: kind only
+            faults, when = ["upstream measurement fault"], ["see transformers.csv"]
+        out.append({"site": site, "level": _str(extra.get("level")), "fault": "; ".join(faults),
+                    "when": "; ".join(when), "reasons": reasons,
+                    "action": "not theft: fix the measurement"
+                              + (f" ({'; '.join(fixes)})" if fixes else "")})
+    return out
+
+
+def _metering_fault_section(faults: list[dict]) -> str:
+    head = ("<section id=\"metering-faults\"><h2>Metering faults</h2>"
+            "<p class=\"muted\">Assets whose upstream measurement, not their customers, explains "
+            "the gap between what they deliver and what their meters record: a ratio change "
+            "(a CT or meter constant changed: the gap grows in proportion to the load at every "
+            "hour) or a clock offset (the SCADA series is the meters' sum shifted by whole hours; "
+            "shifted back before the balance). They are never flagged as hidden load. "
+            "Not theft: fix the measurement.</p>")
+    if not faults:
+        return head + "<p>None found.</p></section>"
+    body = "".join(
+        f"<tr id=\"{anchor_id('f', r['site'])}\"><td class=\"id\">{_e(r['site'])}</td>"
+        f"<td>{_e(r['level'])}</td><td>{_e(r['fault'])}</td><td>{_e(r['when'])}</td>"
+        f"<td class=\"reasons\">{_e(r['reasons'])}</td><td>{_e(r['action'])}</td></tr>"
+        for r in faults)
+    return (head + "<div class=\"scroll\"><table><thead><tr><th>Asset</th><th>Level</th>"
+            "<th>Fault</th><th>Date or offset</th><th>Reasons</th><th>What to do</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></div></section>")
+
+
+def _topology_rows(result) -> pd.DataFrame:
+    """``topology.csv``'s rows, most confident first (equal confidence: by meter id)."""
+    rows = getattr(result, "topology", None)
+    if rows is None:
+        balance = getattr(result, "balance", None)
+        rows = format_topology(getattr(balance, "topology", None))
+    if rows is None or len(rows) == 0:
+        return empty_topology()
+    rows = rows.reset_index(drop=True)
+    confidence = pd.to_numeric(rows[col.CONFIDENCE], errors="coerce").fillna(0.0).to_numpy()
+    order = np.lexsort((rows[col.METER_ID].astype(str).to_numpy(), -confidence))
+    return rows.iloc[order].reset_index(drop=True)
+
+
+def _topology_card_text(topology: pd.DataFrame | None) -> str:
+    if topology is None or len(topology) == 0:
+        return "meters whose listed transformer is doubtful (topology.csv)"
+    sure = int((pd.to_numeric(topology[col.CONFIDENCE], errors="coerce")
+                >= MIN_INFERRED_CONFIDENCE).sum())
+    return f"{sure:,} with confidence >= {MIN_INFERRED_CONFIDENCE:g} (topology.csv)"
+
+
+_MAP_ERROR = "a map error, not a theft"
+
+
+def _topology_section(topology: pd.DataFrame, info: dict, dq: pd.DataFrame, flags, flagged,
+                      transformers, asset_flagged, table: dict) -> str:
+    config = (info.get("config") or {}).get("balance") or {}
+    inferred = bool(config.get("use_inferred_topology", False))
+    n_moved = 0
+    if len(dq):
+        moved = dq[dq["code"] == "meters.transformer_inferred"]
+        n_moved = int(moved["meter_id"].dropna().astype(str).replace("", np.nan).nunique())
+    if inferred:
+        used = (f"This run balanced on the inferred map (balance.use_inferred_topology = true): "
+                f"{n_moved:,} meter(s) were balanced under their likely transformer "
+                "(data_quality code meters.transformer_inferred).")
+    else:
+        used = ("This run balanced on the map as listed in meters; set "
+                "balance.use_inferred_topology = true to balance each meter with confidence >= "
+                f"{MIN_INFERRED_CONFIDENCE:g} and a likely transformer under that transformer "
+                "until the map is corrected.")
+    head = ("<section id=\"topology\"><h2>Meters on the wrong transformer?</h2>"
+            "<p class=\"explain\">Each meter below leaves its hour-to-hour changes in the "
+            "upstream energy of another transformer of its feeder (the likely one) and is "
+            "missing from that of the transformer it is listed under. A meter on the wrong "
+            "transformer makes one transformer look as if energy were stolen and its sibling as "
+            "if its meters recorded more than it delivers: a map error, not a theft. "
+            "Check the network map (GIS, a site visit) for these meters and correct their "
+            "transformer_id in meters. " + _e(used) + "</p>")
+    if len(topology) == 0:
+        body = head + "<p>None found.</p>"
+    else:
+        flagged_meters = ({_str(m) for m in flags.loc[flagged, col.METER_ID]} if len(flags)
+                          else set())
+        flagged_assets = ({_str(a) for a in transformers.loc[asset_flagged, col.ASSET_ID]}
+                          if len(transformers) else set())
+
+        def meter(m):
+            m = _str(m)
+            return f"<a href=\"#{anchor_id('m', m)}\">{_e(m)}</a>" if m in flagged_meters else _e(m)
+
+        def asset(a):
+            a = _str(a)
+            if not a:
+                return "<span class=\"muted\">none with upstream data</span>"
+            return f"<a href=\"#{anchor_id('a', a)}\">{_e(a)}</a>" if a in flagged_assets else _e(a)
+
+        shown = topology.head(MAX_TOPOLOGY_ROWS)
+        rows = "".join(
+            f"<tr><td class=\"id\">{meter(r.get(col.METER_ID))}</td>"
+            f"<td class=\"id\">{asset(r.get(col.LISTED_TRANSFORMER_ID))}</td>"
+            f"<td class=\"id\">{asset(r.get(col.LIKELY_TRANSFORMER_ID))}</td>"
+            f"<td class=\"num\">{_fmt(r.get(col.CONFIDENCE), 2)}</td>"
+            f"<td class=\"reasons\">{_e(_str(r.get(col.EVIDENCE)))}</td></tr>"
+            for r in shown.to_dict("records"))
+        more = len(topology) - len(shown)
+        note = (f"<p class=\"muted\">{more:,} more meter(s) with less confidence are in "
+                "topology.csv.</p>" if more > 0 else "")
+        body = (head + f"<p class=\"muted\">{len(topology):,} meter(s), most confident first "
+                "(confidence 0 to 1; topology.csv has every one).</p>"
+                "<div class=\"scroll\"><table><thead><tr><th>Meter</th><th>Listed transformer</th>"
+                "<th>Likely transformer</th><th class=\"num\">Confidence [0-1]</th>"
+                f"<th>Evidence</th></tr></thead><tbody>{rows}</tbody></table></div>{note}")
+    # unexplained loads the balance put down to the map (a sibling's matching fall or deficit)
+    twins = [(a, _str(r.get(col.REASONS))) for a, r in table.items()
+             if _MAP_ERROR in _str(r.get(col.REASONS))]
+    if twins:
+        rows = "".join(f"<tr><td class=\"id\">{_e(a)}</td><td class=\"reasons\">{_e(text)}</td></tr>"
+                       for a, text in twins)
+        body += ("<h3>Unexplained loads put down to the map</h3><p class=\"muted\">Not flagged: "
+                 "a sibling transformer of the same feeder misses as much energy as these "
+                 "deliver unmetered.</p><table class=\"small\"><thead><tr><th>Asset</th>"
+                 f"<th>Reasons</th></tr></thead><tbody>{rows}</tbody></table>")
+    return body + "</section>"
+
+
 # --- data quality, transformers, run -------------------------------------------------------------
 
 def _case_history(cases: pd.DataFrame | None) -> str:
@@ -587,24 +775,45 @@ def _data_quality(dq: pd.DataFrame) -> str:
     )
 
 
-def _transformers_table(transformers: pd.DataFrame, asset_flagged) -> str:
+_KIND_TEXT = {col.KIND_HIDDEN_LOAD: "hidden load", col.KIND_METERING_FAULT: "metering fault"}
+_LOAD_TYPE_TEXT = {"new_load": "new load", "preexisting_load": "load running before the window"}
+
+
+def _kind_text(kind: str, load_type: str = "") -> str:
+    """The asset's ``kind`` in words, with its code (and a hidden load's type)."""
+    if not kind:
+        return ""
+    text = f"{_KIND_TEXT.get(kind, kind)} ({kind})"
+    if load_type:
+        text += f": {_LOAD_TYPE_TEXT.get(load_type, load_type)}"
+    return text
+
+
+def _transformers_table(transformers: pd.DataFrame, asset_flagged, table: dict | None = None) -> str:
     if transformers.empty:
         return ("<section id=\"transformers\"><h2>Transformers</h2><p>No upstream data: no energy "
                 "balance in this run.</p></section>")
     body = []
     for i, r in enumerate(transformers.to_dict("records")):
         site = _str(r[col.ASSET_ID])
-        name = (f"<a href=\"#{anchor_id('a', site)}\">{_e(site)}</a>" if asset_flagged[i]
-                else _e(site))
+        kind = _str(r.get(col.KIND))
+        if asset_flagged[i]:
+            name = f"<a href=\"#{anchor_id('a', site)}\">{_e(site)}</a>"
+        elif kind == col.KIND_METERING_FAULT:
+            name = f"<a href=\"#{anchor_id('f', site)}\">{_e(site)}</a>"
+        else:
+            name = _e(site)
+        load_type = _str((table or {}).get(site, {}).get("load_type"))
+        cls = "flagged" if asset_flagged[i] else ("fault" if kind == col.KIND_METERING_FAULT else "")
         body.append(
-            f"<tr class=\"{'flagged' if asset_flagged[i] else ''}\"><td class=\"id\">{name}</td>"
-            f"<td>{'yes' if asset_flagged[i] else 'no'}</td>"
+            f"<tr class=\"{cls}\"><td class=\"id\">{name}</td>"
+            f"<td>{'yes' if asset_flagged[i] else 'no'}</td><td>{_e(_kind_text(kind, load_type))}</td>"
             f"<td class=\"num\">{_fmt(r.get(col.UNEXPLAINED_KW), 2)}</td>"
             f"<td class=\"date\">{_e(_str(r.get(col.ONSET)))}</td>"
             f"<td class=\"id\">{_e(_str(r.get(col.SUSPECTS)).replace(';', '; '))}</td></tr>")
     return (
         "<section id=\"transformers\"><h2>Transformers</h2><div class=\"scroll\"><table>"
-        "<thead><tr><th>Asset</th><th>Flagged</th><th class=\"num\">Unexplained [kW]</th>"
+        "<thead><tr><th>Asset</th><th>Flagged</th><th>Kind</th><th class=\"num\">Unexplained [kW]</th>"
         "<th>Onset</th><th>Suspects</th></tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></div></section>"
     )
@@ -684,6 +893,7 @@ td.reasons { min-width: 28ch; }
 .scroll { overflow: auto; max-height: 70vh; border: 1px solid var(--line); }
 .scroll thead th { position: sticky; top: 0; z-index: 1; }
 tr.flagged td { background: var(--hl); }
+tr.fault td { background: #e8f0fa; }
 tr.sev-error td { background: #fde2e1; }
 .cases th button { all: unset; cursor: pointer; display: block; width: 100%; }
 .cases th.num button { text-align: right; }
