@@ -491,7 +491,10 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     down_kw, se_down, fill_down, down_onset = _downward_step(y, X, scan, filled_day, min_pre=min_pre)
 
     # --- a ratio change of the upstream measurement is not a load ----------------------
-    ratio = _ratio_change(al, grid, scan.onset, down_onset, issues, topo, mapping, meter_kw)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        down_t = np.where(se_down > 0, down_kw / se_down, np.nan)
+    ratio = _ratio_change(al, grid, scan.onset, scan.t, down_onset, down_t, issues, topo,
+                          mapping, meter_kw)
     fault = ratio.found | clock.certain
     evidence = pd.DataFrame({
         "share": share, "mean_delivered_kw": mean_delivered, "complete": complete,
@@ -960,12 +963,30 @@ def _membership_corrected(al, topo, mapping, meter_kw):
     return np.where(al.valid, al.delivered - metered, np.nan), metered
 
 
-def _ratio_change(al, grid, up_day, down_day, issues, topo, mapping, meter_kw):
-    """A ratio change of the upstream measurement at the upward or downward candidate day."""
+def _ratio_change(al, grid, up_day, up_t, down_day, down_t, issues, topo, mapping, meter_kw):
+    """A ratio change of the upstream measurement at the upward or downward candidate day.
+
+    Only assets whose candidate step stands out (``t >= CANDIDATE_T``) are
+    tested: a ratio change too small to move the balance needs no name.
+    """
     resid, metered = _membership_corrected(al, topo, mapping, meter_kw)
+    n = len(topo.balanced)
     found = None
-    for day, direction in ((up_day, 1), (down_day, -1)):  # the biggest rise, then fall
-        r = ratio_changes(resid, metered, al.scale_kw, grid, day, direction=direction)
+    for day, t, direction in ((up_day, up_t, 1), (down_day, down_t, -1)):  # rise, then fall
+        cols = np.flatnonzero((day >= 0) & (np.nan_to_num(t) >= CANDIDATE_T))
+        # A single column would be summed in another order than a column among others
+        # (numpy sums a contiguous column pairwise): it goes in twice, so that an asset's
+        # result does not depend on how many others are tested with it.
+        use = np.repeat(cols, 2) if len(cols) == 1 else cols
+        sub = ratio_changes(resid[:, use], metered[:, use], al.scale_kw[use], grid, day[use],
+                            direction=direction)
+        if len(cols) == 1:
+            sub = type(sub)(**{name: getattr(sub, name)[:1] for name in
+                               ("found", "factor", "day", "mar_ratio", "noise_ratio", "possible")})
+        r = type(sub)(**{name: _scatter(getattr(sub, name), cols, n, fill)
+                         for name, fill in (("found", False), ("factor", np.nan), ("day", -1),
+                                            ("mar_ratio", np.nan), ("noise_ratio", np.nan),
+                                            ("possible", False))})
         if found is None:
             found = r
         else:
@@ -982,6 +1003,13 @@ def _ratio_change(al, grid, up_day, down_day, issues, topo, mapping, meter_kw):
                    "or meter ratio change): reported as a metering_fault in transformers.csv, not "
                    "as a hidden load")
     return found
+
+
+def _scatter(values, cols, n, fill):
+    """``values`` of the columns ``cols`` placed in an array of ``n`` (``fill`` elsewhere)."""
+    out = np.full(n, fill, dtype=np.asarray(values).dtype if len(cols) else type(fill))
+    out[cols] = values
+    return out
 
 
 @dataclass
