@@ -66,9 +66,10 @@ from gridwatch.days import DayGrid, by_day_any, daily_mean, daily_quantiles, sum
 from gridwatch.features import hourly_increment, nanmedian_columns, onset_cell, repeated_value_runs
 from gridwatch.issues import IssueLog
 from gridwatch.levelshift import scan_level_shift
+from gridwatch.lstsq import batched_least_squares
 from gridwatch.metering_faults import clock_offsets, ratio_changes, shift_rows
 from gridwatch.solar import dark_cells
-from gridwatch.topology import LEVELS, asset_members, membership_matrix
+from gridwatch.topology import LEVELS, asset_members, feeder_of_transformers, membership_matrix
 
 __all__ = ["Balance", "TABLE_COLUMNS", "SUSPECTS_COLUMNS", "energy_balance"]
 
@@ -913,7 +914,7 @@ def _check_membership(al, topo, meter_kw, meters, grid, issues):
     tx_ids = pd.Index(topo.balanced)[is_tx]
     table = topology_check.check_topology(
         al.resid[:, is_tx], tx_ids, K, ids, meters, metered_kw=al.metered[:, is_tx],
-        hour_of_cell=grid.hour_of_cell).table
+        hour_of_cell=grid.hour_of_cell)
     for _ in range(TOPOLOGY_PASSES - 1):
         # Misplaced meters are noise in the residuals the others are judged on: with the
         # ones found moved, a second look finds meters the first one could not see.
@@ -923,7 +924,7 @@ def _check_membership(al, topo, meter_kw, meters, grid, issues):
         resid, metered = _membership_corrected(al, topo, table, meter_kw)
         again = topology_check.check_topology(
             resid[:, is_tx], tx_ids, K, ids, moved, metered_kw=metered[:, is_tx],
-            hour_of_cell=grid.hour_of_cell).table
+            hour_of_cell=grid.hour_of_cell)
         new = again[~again[col.METER_ID].isin(table[col.METER_ID])]
         if new.empty:
             break
@@ -1140,13 +1141,6 @@ def _masked_mean(values, mask):
 # =====================================================================================
 # helpers: models and statistics
 # =====================================================================================
-def _batched_solve(a, b):
-    """Batched symmetric solve with a small ridge (rank-deficient designs, e.g. no step)."""
-    p = a.shape[-1]
-    scale = np.maximum(np.trace(a, axis1=-2, axis2=-1) / p, 1e-12)
-    return np.linalg.solve(a + 1e-9 * scale[:, None, None] * np.eye(p), b)
-
-
 def _hourly_loss_fit(resid, x, post):
     """Robust fit of ``resid = a + c x + b x^2 + s post`` per asset on hourly cells.
 
@@ -1179,13 +1173,7 @@ def _hourly_loss_fit(resid, x, post):
     w = ok * 1.0
     beta = np.zeros((resid.shape[1], 4))
     for it in range(IRLS_ITERATIONS):  # a few reweighting passes, all assets at once
-        XtW = Xc * w[:, :, None]
-        # Sums over cells row by row (axis 0): an asset's fit does not depend on the
-        # other assets fitted with it (einsum's loop order can change with their number).
-        lhs = np.stack([(XtW[:, :, i] * Xc[:, :, j]).sum(axis=0) for i in range(4)
-                        for j in range(4)], axis=1).reshape(-1, 4, 4)
-        rhs = np.stack([(XtW[:, :, i] * y).sum(axis=0) for i in range(4)], axis=1)
-        beta = _batched_solve(lhs, rhs[:, :, None])[:, :, 0]
+        beta = batched_least_squares(Xc, y, w)
         if it == IRLS_ITERATIONS - 1:
             break
         r = y - (Xc[:, :, 0] * beta[:, 0] + Xc[:, :, 1] * beta[:, 1] + Xc[:, :, 2] * beta[:, 2]
@@ -1645,13 +1633,9 @@ def _with_stepped_meters(topology, twins, step_twin, onset, topo, meter_kw, al, 
 
 def _feeders_of_assets(topo, meters):
     """The feeder of each balanced transformer ("" for other levels or when unknown)."""
-    if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
-        return np.full(len(topo.balanced), "", dtype=object)
     level = topo.members.drop_duplicates(col.ASSET_ID).set_index(col.ASSET_ID)["level"]
-    feeder = (meters.assign(_t=meters[col.TRANSFORMER_ID].astype("string"))
-              .dropna(subset=["_t"]).groupby("_t")[col.FEEDER_ID].first().astype("string"))
-    out = feeder.reindex(pd.Index(topo.balanced)).fillna("").to_numpy(dtype=object)
-    return np.where(level.reindex(topo.balanced).to_numpy() == "transformer", out, "")
+    feeder = feeder_of_transformers(meters, topo.balanced)
+    return np.where(level.reindex(topo.balanced).to_numpy() == "transformer", feeder, "")
 
 
 def _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, size_kw, excess_kw, onset,

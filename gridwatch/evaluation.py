@@ -85,10 +85,6 @@ TOP_SUSPECTS = 3
 HIDDEN_KW_MIN = 1.0
 #: Labelled metering faults (``labels["transformers"][...]["metering_fault"]["kind"]``).
 METERING_FAULT_KINDS = ("ct_ratio", "clock_offset")
-# Contract names (docs/data-contract.md: transformers.csv ``kind``, topology.csv columns).
-_METERING_FAULT = "metering_fault"
-_LISTED_TRANSFORMER_ID = "listed_transformer_id"
-_LIKELY_TRANSFORMER_ID = "likely_transformer_id"
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n", ""}
 
@@ -499,7 +495,7 @@ def evaluate_transformers(transformers, labels) -> dict:
     onset.index = tf.index
     suspects = column(col.SUSPECTS, "").fillna("").astype(str)
     reported = column(col.KIND, "").fillna("").astype(str).str.strip().str.lower() \
-        == _METERING_FAULT
+        == col.KIND_METERING_FAULT
 
     hidden_kw = pd.Series({a: v.get("hidden_kw") for a, v in truth.items()}, dtype="float64")
     hidden = hidden_kw.notna().reindex(assets)
@@ -590,10 +586,10 @@ def _false_alarm_groups(labels, assets, clean, flagged):
     meters = labels["meters"].values()
     truth = labels["transformers"]
     groups = {}
-    if any(_LISTED_TRANSFORMER_ID in m for m in meters):
+    if any(col.LISTED_TRANSFORMER_ID in m for m in meters):
         touched = set()
         for m in meters:  # one pass over the labelled meters
-            listed = m.get(_LISTED_TRANSFORMER_ID) or m[col.TRANSFORMER_ID]
+            listed = m.get(col.LISTED_TRANSFORMER_ID) or m[col.TRANSFORMER_ID]
             if listed != m[col.TRANSFORMER_ID]:
                 touched.update((listed, m[col.TRANSFORMER_ID]))
         affected = pd.Series(assets.isin(list(touched)), index=assets)
@@ -660,7 +656,7 @@ def evaluate_topology(topology, labels, *, assets=None) -> dict:
     ids = topology[col.METER_ID].astype(str) if len(topology.columns) else pd.Series([], dtype=str)
     if ids.duplicated().any():
         raise ValueError(f"topology lists meter {ids[ids.duplicated()].iloc[0]!r} twice")
-    likely_col = (topology[_LIKELY_TRANSFORMER_ID] if _LIKELY_TRANSFORMER_ID in topology.columns
+    likely_col = (topology[col.LIKELY_TRANSFORMER_ID] if col.LIKELY_TRANSFORMER_ID in topology.columns
                   else pd.Series("", index=topology.index, dtype=object))
     likely_of = pd.Series(likely_col.fillna("").astype(str).str.strip().to_numpy(),
                           index=ids.to_numpy(), dtype=object)
@@ -668,7 +664,7 @@ def evaluate_topology(topology, labels, *, assets=None) -> dict:
     meters = labels["meters"]
     index = pd.Index([str(m) for m in meters], dtype=object)
     true = pd.Series([str(v[col.TRANSFORMER_ID]) for v in meters.values()], index=index)
-    listed_tx = pd.Series([str(v.get(_LISTED_TRANSFORMER_ID) or v[col.TRANSFORMER_ID])
+    listed_tx = pd.Series([str(v.get(col.LISTED_TRANSFORMER_ID) or v[col.TRANSFORMER_ID])
                            for v in meters.values()], index=index)
     swap = pd.Series([bool(v.get("swap")) for v in meters.values()], index=index)
     mismapped = listed_tx != true

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridwatch.days import DayGrid, daily_mean
+from gridwatch.lstsq import batched_least_squares
 
 __all__ = ["ClockOffsets", "RatioChanges", "clock_offsets", "ratio_changes", "shift_rows"]
 
@@ -262,7 +263,7 @@ def ratio_changes(resid_kw: np.ndarray, metered_kw: np.ndarray, scale_kw: np.nda
     fits = []
     for extra in (post_ok * 1.0, post_ok * xs):  # the load model, then the ratio model
         design = np.stack([*base, extra], axis=2)  # (T, A, 4)
-        beta = _least_squares(design, y)
+        beta = batched_least_squares(design, y)
         fitted = (design * beta[None, :, :]).sum(axis=2)
         fits.append((beta, np.where(ok, y - fitted, np.nan)))
     (_, r_load), (beta_ratio, r_ratio) = fits
@@ -350,13 +351,3 @@ def _proportional_profile(resid_kw, metered_kw, ok, post_ok, grid):
               & (np.abs(np.nan_to_num(slope_t)) >= PROFILE_STRONG_SLOPE_T)
               & (np.abs(intercept) <= 0.5 * PROFILE_MAX_INTERCEPT * np.abs(mean_c)))
     return np.where(np.isfinite(g), g, 0.0), proportional, strong
-
-
-def _least_squares(design: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-asset least squares of ``y`` on ``design`` ``(T, A, p)``, sums over cells row by row."""
-    p = design.shape[2]
-    lhs = np.stack([(design[:, :, i] * design[:, :, j]).sum(axis=0) for i in range(p)
-                    for j in range(p)], axis=1).reshape(-1, p, p)
-    rhs = np.stack([(design[:, :, i] * y).sum(axis=0) for i in range(p)], axis=1)
-    scale = np.maximum(np.trace(lhs, axis1=-2, axis2=-1) / p, 1e-12)
-    return np.linalg.solve(lhs + 1e-9 * scale[:, None, None] * np.eye(p), rhs[:, :, None])[:, :, 0]

@@ -115,6 +115,29 @@ def membership_matrix(members: pd.DataFrame, meter_ids, asset_ids) -> sparse.csr
     return matrix
 
 
+def feeder_of_transformers(meters: pd.DataFrame, transformer_ids) -> np.ndarray:
+    """The feeder of each transformer as the ``meters`` table lists it ("" when unknown).
+
+    A transformer listed under two feeders takes the first in table order.
+
+    Examples
+    --------
+    >>> meters = pd.DataFrame({"meter_id": ["M1", "M2", "M3"],
+    ...                        "transformer_id": ["T1", "T2", "T3"],
+    ...                        "feeder_id": ["F1", "F1", None]})
+    >>> feeder_of_transformers(meters, ["T3", "T1", "T9"]).tolist()
+    ['', 'F1', '']
+    """
+    ids = pd.Index([str(t) for t in transformer_ids])
+    if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
+        return np.full(len(ids), "", dtype=object)
+    tx = meters[col.TRANSFORMER_ID].astype("string").str.strip()
+    feeder = meters[col.FEEDER_ID].astype("string").str.strip()
+    known = (tx.notna() & feeder.notna()).to_numpy()
+    first = feeder[known].groupby(tx[known].to_numpy()).first()
+    return first.reindex(ids).fillna("").to_numpy(dtype=object)
+
+
 def feeders_of(meters: pd.DataFrame, transformer_ids) -> list:
     """The feeders of the given transformers (sorted ids), from the ``meters`` table.
 
@@ -129,9 +152,4 @@ def feeders_of(meters: pd.DataFrame, transformer_ids) -> list:
     >>> feeders_of(meters, ["T1"])
     ['F1']
     """
-    if col.FEEDER_ID not in meters.columns or col.TRANSFORMER_ID not in meters.columns:
-        return []
-    tx = meters[col.TRANSFORMER_ID].astype("string").str.strip()
-    feeder = meters[col.FEEDER_ID].astype("string").str.strip()
-    hit = tx.isin(pd.Index([str(t) for t in transformer_ids])).to_numpy() & feeder.notna().to_numpy()
-    return sorted(set(feeder[hit].astype(str)) - {""})
+    return sorted(set(feeder_of_transformers(meters, transformer_ids)) - {""})

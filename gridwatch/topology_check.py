@@ -23,14 +23,15 @@ References: ``docs/data-contract.md §topology.csv``; issue 13.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from gridwatch import columns as col
+from gridwatch.lstsq import batched_least_squares
+from gridwatch.topology import feeder_of_transformers
 
-__all__ = ["TOPOLOGY_COLUMNS", "TopologyCheck", "check_topology", "inferred_meters",
+__all__ = ["TOPOLOGY_COLUMNS", "check_topology", "inferred_meters",
            "matched_by_siblings", "meters_that_stepped"]
 
 #: Columns of ``topology.csv`` (contract-facing), then diagnostics.
@@ -48,27 +49,6 @@ MIN_CELLS = 24 * 7  # changes a meter needs to be judged [cells]
 MIN_INFERRED_CONFIDENCE = 0.5  # use_inferred_topology moves meters at or above this confidence
 
 
-@dataclass
-class TopologyCheck:
-    """The meters whose listed transformer is doubtful.
-
-    Attributes
-    ----------
-    table : pandas.DataFrame
-        One row per doubtful meter (:data:`TOPOLOGY_COLUMNS`): ``meter_id``,
-        ``listed_transformer_id``, ``likely_transformer_id`` (empty when no
-        transformer of the feeder with upstream data explains it),
-        ``evidence`` (text), ``confidence`` (0..1) and the coefficients and
-        t-statistics behind them.
-    n_checked : int
-        Meters that could be judged (on a feeder with a balanced transformer,
-        with enough data).
-    """
-
-    table: pd.DataFrame
-    n_checked: int = 0
-
-
 def empty_topology() -> pd.DataFrame:
     """A topology table with :data:`TOPOLOGY_COLUMNS` and no rows."""
     return pd.DataFrame({c: pd.Series(dtype=np.float64 if c in ("confidence", "listed_coefficient",
@@ -80,7 +60,7 @@ def empty_topology() -> pd.DataFrame:
 def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, meter_ids,
                    meters: pd.DataFrame, *, metered_kw: np.ndarray | None = None,
                    hour_of_cell: np.ndarray | None = None, min_t: float = MIN_T,
-                   min_coefficient: float = MIN_COEFFICIENT) -> TopologyCheck:
+                   min_coefficient: float = MIN_COEFFICIENT) -> pd.DataFrame:
     """Test every meter against every transformer of its feeder; list the doubtful ones.
 
     Parameters
@@ -110,7 +90,12 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
 
     Returns
     -------
-    TopologyCheck
+    pandas.DataFrame
+        One row per doubtful meter (:data:`TOPOLOGY_COLUMNS`): ``meter_id``,
+        ``listed_transformer_id``, ``likely_transformer_id`` (empty when no
+        transformer of the feeder with upstream data explains it),
+        ``evidence`` (text), ``confidence`` (0..1) and the coefficients and
+        t-statistics behind them; meters in the order of ``meter_ids``.
 
     Notes
     -----
@@ -132,15 +117,13 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
         if col.TRANSFORMER_ID in info else np.full(len(m_ids), "")
     feeder = info.reindex(m_ids)[col.FEEDER_ID].astype("string").fillna("").to_numpy(dtype=str) \
         if col.FEEDER_ID in info else np.full(len(m_ids), "")
-    tx_feeder = pd.Series(feeder, index=listed).groupby(level=0).first() if len(listed) else \
-        pd.Series(dtype=str)
-    tx_feeder = tx_feeder.reindex(tx_ids).fillna("").to_numpy(dtype=str)
+    tx_feeder = feeder_of_transformers(meters, tx_ids).astype(str)
 
     d_resid = np.diff(resid_kw, axis=0)
     if metered_kw is not None:
         d_resid = _without_own_load(d_resid, np.asarray(metered_kw, dtype=np.float64))
     hour_of_change = None if hour_of_cell is None else np.asarray(hour_of_cell)[1:]
-    rows, n_checked = [], 0
+    rows = []
     for f in pd.unique(tx_feeder[tx_feeder != ""]):  # one regression per feeder
         cols_t = np.flatnonzero(tx_feeder == f)
         cols_m = np.flatnonzero((feeder == f) & np.isin(listed, tx_ids[cols_t]))
@@ -149,7 +132,6 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
         d_meter = np.diff(meter_kw[:, cols_m].astype(np.float64), axis=0)
         beta, t, n = _feeder_coefficients(d_resid[:, cols_t], d_meter, hour_of_change)
         judged = n >= MIN_CELLS
-        n_checked += int(judged.sum())
         own = tx_ids[cols_t].get_indexer(listed[cols_m])
         i = np.arange(len(cols_m))
         b_own, t_own = beta[i, own], t[i, own]
@@ -185,11 +167,10 @@ def check_topology(resid_kw: np.ndarray, transformer_ids, meter_kw: np.ndarray, 
                          "likely_coefficient": b_best[j] if likely else np.nan,
                          "likely_t": t_best[j] if likely else np.nan})
     if not rows:
-        return TopologyCheck(table=empty_topology(), n_checked=n_checked)
+        return empty_topology()
     table = pd.DataFrame(rows, columns=list(TOPOLOGY_COLUMNS))
     order = m_ids.get_indexer(table[col.METER_ID])
-    return TopologyCheck(table=table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True),
-                         n_checked=n_checked)
+    return table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
 
 
 def _feeder_coefficients(d_resid, d_meter, hour_of_change=None):
@@ -249,14 +230,8 @@ def _without_own_load(d_resid, metered_kw):
     x = metered_kw / scale[None, :]
     controls = np.stack([np.diff(x, axis=0), np.diff(x * x, axis=0)], axis=2)  # (T-1, J, 2)
     ok = np.isfinite(d_resid) & np.isfinite(controls).all(axis=2)
-    y = np.where(ok, d_resid, 0.0)
-    c = np.where(ok[:, :, None], controls, 0.0)
-    # sums over cells row by row: a transformer's fit does not depend on the others'
-    lhs = np.stack([(c[:, :, i] * c[:, :, k]).sum(axis=0) for i in range(2) for k in range(2)],
-                   axis=1).reshape(-1, 2, 2)
-    rhs = np.stack([(c[:, :, i] * y).sum(axis=0) for i in range(2)], axis=1)
-    ridge = 1e-9 * np.maximum(np.trace(lhs, axis1=1, axis2=2), 1e-12)[:, None, None] * np.eye(2)
-    beta = np.linalg.solve(lhs + ridge, rhs[:, :, None])[:, :, 0]
+    beta = batched_least_squares(np.where(ok[:, :, None], controls, 0.0),
+                                 np.where(ok, d_resid, 0.0))
     return np.where(np.isfinite(d_resid), d_resid - (controls * beta[None, :, :]).sum(axis=2), np.nan)
 
 
@@ -304,7 +279,7 @@ def inferred_meters(meters: pd.DataFrame, topology: pd.DataFrame, *,
     meters : pandas.DataFrame
         The meters table.
     topology : pandas.DataFrame
-        :attr:`TopologyCheck.table`.
+        :func:`check_topology` rows (or :attr:`gridwatch.balance.Balance.topology`).
     min_confidence : float, default 0.5
         Rows below it (and rows without a likely transformer) are left as listed.
 

@@ -65,8 +65,8 @@ def test_ct_ratio_change_is_a_metering_fault_not_a_hidden_load(factor):
     r = row(balance, "TX-001")
     assert r["kind"] == "metering_fault" and not r["flagged"] and r["unexplained_kw"] == 0
     assert r["ratio_factor"] == pytest.approx(factor, abs=0.01)
-    assert f"x{factor:.2f}" in r["reasons"] or f"x{r['ratio_factor']:.3f}" in r["reasons"]
-    assert "2026-02-22" in r["reasons"] and "CT" in r["reasons"]
+    assert (f"the upstream reading is x{r['ratio_factor']:.3f} of what it was from 2026-02-22 on"
+            in r["reasons"]) and "CT" in r["reasons"]
     rig = row(balance, "TX-003")  # the rig in the same population is still a hidden load
     assert rig["flagged"] and rig["kind"] == "hidden_load"
     assert "upstream.ratio_change" in set(issues.to_frame()["code"])
@@ -142,13 +142,13 @@ def test_mismapped_meters_are_listed_with_their_true_transformer(seed):
 def test_correct_map_gives_no_topology_rows():
     case, up, kw = _faulty_population(seed=4, rig=2, ct=[(0, 1.07)])
     balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
-    assert len(balance.topology) <= 0.01 * len(case.meters)
+    assert balance.topology.empty
 
 
 def test_clock_offset_does_not_make_its_meters_look_mismapped():
     case, up, kw = _faulty_population(seed=5, clock=[(3, 1), (7, -2)])
     balance, _ = energy_balance(up, kw, None, case.meters, case.grid)
-    assert len(balance.topology) <= 0.01 * len(case.meters)
+    assert balance.topology.empty
 
 
 def test_inferred_topology_balances_the_meters_where_they_are():
