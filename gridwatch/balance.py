@@ -111,7 +111,10 @@ NEAR_ZERO_KW = 0.05  # recorded demand at or below this is "near zero" [kW]
 NEAR_ZERO_SHARE = 0.15  # ... or at or below this share of what it was
 NIGHT_LAST_HOUR = 4  # a meter behind PV is judged on the local hours 0..4 [h]
 MAX_MATCH = 1.5  # a fall bigger than this many times the unexplained load did not hide it
+SIBLING_T = 4.0  # t of a rise and of a sibling's fall that are matched as a map error
 MIN_EVIDENCE = 0.1  # suspects with less evidence are not listed
+UNIT_FACTOR = 1000.0  # Wh vs kWh, kWh vs MWh
+UNIT_TOLERANCE = 3.0  # an upstream within this factor of UNIT_FACTOR x its meters is a unit error
 FILL_REL_ERROR = 0.25  # relative error of a filled meter's daily mean [-]
 TOPOLOGY_PASSES = 2  # looks at the map, each with the meters found before moved
 DOUBTFUL_DETAIL = ("its consumption does not appear in its listed transformer's upstream energy "
@@ -385,8 +388,19 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
             evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
                                   index=pd.Index([], name=col.ASSET_ID)),
             issues=issues, grid=grid, options=options, topo=topo)
-    al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, min_coverage=min_coverage,
-                frozen_hours=frozen_hours, frozen_mask=frozen_mask)
+    align_issues = IssueLog()
+    al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, align_issues,
+                min_coverage=min_coverage, frozen_hours=frozen_hours, frozen_mask=frozen_mask)
+    if _without_unit_errors(al, topo, issues):
+        if not topo.balanced:
+            return BalanceMeasurement(
+                evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
+                                      index=pd.Index([], name=col.ASSET_ID)),
+                issues=issues, grid=grid, options=options, topo=topo)
+        align_issues = IssueLog()
+        al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, align_issues,
+                    min_coverage=min_coverage, frozen_hours=frozen_hours, frozen_mask=frozen_mask)
+    issues.extend(align_issues)
     clock = clock_offsets(al.delivered, al.metered, grid)
     _correct_clocks(al, clock, topo, min_coverage, issues)
     n_days = grid.n_days
@@ -438,6 +452,23 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     X[np.isnan(y).T] = np.nan
     min_pre = max(3, min(MIN_PRE_DAYS, n_days // 3))
     on = _onset(y, X, resid, grid, min_pre=min_pre, min_unexplained_kw=min_unexplained_kw)
+    # The best fall of every asset (the null of the step test, and a sibling's fall that
+    # matches a rise: a meter on the wrong transformer), measured before any correction.
+    down_kw, se_down, fill_down, down_onset = _downward_step(y, X, on.scan, filled_day,
+                                                             min_pre=min_pre)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        down_t = np.where(se_down > 0, down_kw / se_down, np.nan)
+    down_persistence = _fall_persistence(y, on.scan, down_onset, down_kw)
+    fall_kw = -_local_step_kw(y, down_onset)  # its size where it happens
+    feeder = _feeders_of_assets(topo, meters)
+    map_fall = _map_error_falls(balanced, feeder, on.scan, down_onset, fall_kw,
+                                np.where(down_persistence >= MIN_PERSISTENCE, down_t, np.nan),
+                                min_unexplained_kw)
+    if map_fall.found.any():
+        # a fall that a sibling's rise accounts for is a meter's load moving between the
+        # listings, not a change of this asset: taken out, the asset's own step shows
+        y, resid = _without_falls(y, resid, grid, map_fall)
+        on = _onset(y, X, resid, grid, min_pre=min_pre, min_unexplained_kw=min_unexplained_kw)
     scan, day_onset, onset, first_full = on.scan, on.day_onset, on.onset, on.first_full
     partial_day, install_cell, post_cell = on.partial_day, on.install_cell, on.post_cell
     staged, stage_kw = on.staged, on.stage_kw
@@ -489,11 +520,8 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
     # Filled cells are estimates: a change in how much is filled at the onset (a meter
     # that stops reporting, or freezes) could make a step of its own.
     fill_unc = FILL_REL_ERROR * _change_at(filled_day, onset)
-    down_kw, se_down, fill_down, down_onset = _downward_step(y, X, scan, filled_day, min_pre=min_pre)
 
     # --- a ratio change of the upstream measurement is not a load ----------------------
-    with np.errstate(divide="ignore", invalid="ignore"):
-        down_t = np.where(se_down > 0, down_kw / se_down, np.nan)
     ratio = _ratio_change(al, grid, scan.onset, scan.t, down_onset, down_t, issues, topo,
                           mapping, meter_kw)
     fault = ratio.found | clock.certain
@@ -518,7 +546,9 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                 "ratio_mar": ratio.mar_ratio, "ratio_noise": ratio.noise_ratio,
                 "ratio_possible": ratio.possible,
                 "down_onset": down_onset, "down_kw": down_kw,
-                "feeder": _feeders_of_assets(topo, meters)})
+                "down_persistence": down_persistence, "fall_kw": fall_kw,
+                "map_fall_kw": map_fall.kw, "map_fall_day": map_fall.day,
+                "map_fall_partner": map_fall.partner, "feeder": feeder})
 
 
 def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters: pd.DataFrame,
@@ -585,12 +615,20 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
         deficit_kw = -np.nanmean(y, axis=0)  # its meters record more than it delivers
     twins = topology_check.matched_by_siblings(
         balanced, m.arrays["feeder"], new_load=step_ok, onset=onset, step_kw=size_step,
-        down_onset=m.arrays["down_onset"], down_kw=np.nan_to_num(m.arrays["down_kw"]),
+        down_onset=np.where(m.arrays["down_persistence"] >= MIN_PERSISTENCE,
+                            m.arrays["down_onset"], -1),
+        down_kw=np.nan_to_num(m.arrays["fall_kw"]),
         preexisting=pre_ok, excess_kw=excess_pre, deficit_kw=np.nan_to_num(deficit_kw),
         min_kw=min_unexplained_kw)
     twin = pd.Index(balanced).isin(twins[col.ASSET_ID])
     step_twin, pre_twin = step_ok & twin, pre_ok & twin
-    step_ok, pre_ok = step_ok & ~twin, pre_ok & ~twin
+    # a sibling's fall that accounts for part of a rise leaves the rest unexplained
+    rest_kw = np.where(step_twin, _unmatched_rest_kw(twins, balanced, size_step, evidence,
+                                                     min_unexplained_kw), 0.0)
+    partly = rest_kw > 0
+    step_ok, pre_ok = step_ok & (~twin | partly), pre_ok & ~twin
+    size_matched = size_step
+    size_step = np.where(partly, rest_kw, size_step)
     flagged = step_ok | pre_ok
     unexplained_kw = np.where(step_ok, size_step, np.where(pre_ok, excess_pre, 0.0))
     unexplained_kw = np.maximum(np.nan_to_num(unexplained_kw), 0.0)
@@ -629,8 +667,8 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
         coverage=_masked_mean(coverage, has_up), min_coverage=min_coverage,
     )
     reasons = _with_fault_reasons(reasons, m.arrays, dates)
-    reasons = _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, size_step,
-                                 excess_pre, onset, dates)
+    reasons = _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, partly,
+                                 size_matched, excess_pre, onset, dates)
     with _quiet():
         valid_days = (~np.isnan(y)).sum(axis=0)
     body = pd.DataFrame({
@@ -830,6 +868,40 @@ def _align(upstream_kw, meter_kw, expected_kw, topo, grid, issues, *, min_covera
                     resid=np.where(valid, delivered - metered, np.nan), stuck=stuck, used=used, A=A)
 
 
+def _without_unit_errors(al, topo, issues) -> bool:
+    """Take the assets whose upstream is in the wrong unit out of ``topo``; True if any.
+
+    An upstream series a thousand times (or a thousandth of) what its meters
+    record is a unit error (Wh or W given as kWh, MWh as kWh), not a load: no
+    transformer delivers a thousand times what its customers draw.
+    """
+    with _quiet():
+        ratio = (_masked_mean(np.abs(al.delivered), al.valid)
+                 / _masked_mean(np.abs(al.metered), al.valid))
+        off = np.log10(ratio)
+    wrong = np.isfinite(off) & (np.abs(np.abs(off) - np.log10(UNIT_FACTOR))
+                                < np.log10(UNIT_TOLERANCE))
+    if not wrong.any():
+        return False
+    assets = pd.Index(topo.balanced)[wrong]
+    n_cells = al.has_up.sum(axis=0)[wrong]
+    for asset, times, cells in zip(assets, ratio[wrong], n_cells, strict=True):
+        unit = "Wh or W" if times > 1 else "MWh or MW"
+        text = (f"its upstream is {_fmt_ratio(times)} what its meters record ({unit} given as "
+                "kWh?): a unit error, not a load; fix the unit of the upstream table")
+        topo.why_not[asset] = f"not balanced: {text}"
+        issues.add("upstream.unit_suspect", "upstream",
+                   max(int(cells), 1),
+                   "excluded", meter_id=str(asset), detail=f"{text} (count = cells)")
+    topo.balanced = [a for a in topo.balanced if a not in set(assets)]
+    topo.members = topo.members[~topo.members[col.ASSET_ID].isin(assets)]
+    return True
+
+
+def _fmt_ratio(times):
+    return f"{times:,.0f}x" if times >= 1 else f"1/{1 / times:,.0f} of"
+
+
 def _dark_hours_only(al, topo, meters, grid, unmetered_pv, min_cells, min_day_coverage, issues):
     """Keep only the dark cells of the assets with unmetered PV export; the cells a day needs.
 
@@ -1011,6 +1083,82 @@ def _scatter(values, cols, n, fill):
     out = np.full(n, fill, dtype=np.asarray(values).dtype if len(cols) else type(fill))
     out[cols] = values
     return out
+
+
+@dataclass
+class _MapFalls:
+    """Falls of an asset's residual that a sibling's rise accounts for (a map error)."""
+
+    found: np.ndarray  # (n_assets,) bool
+    kw: np.ndarray  # size of the fall [kW], 0 where none
+    day: np.ndarray  # day of the fall, -1 where none
+    partner: np.ndarray  # the sibling whose rise matches it ("" where none)
+
+
+def _map_error_falls(asset_ids, feeder, scan, down_onset, down_kw, down_t, min_kw) -> _MapFalls:
+    """The falls, matched one to one with a sibling's rise of the same size and day.
+
+    A meter listed under B but fed by A whose own load rises (a licensed data
+    room, a heat pump) lifts A's residual and lowers B's by the same amount on
+    the same day. B's fall is no change of B: left in, it hides a load that B
+    itself carries (the median after B's onset is pulled down by it).
+    """
+    n = len(asset_ids)
+    rise_kw = np.nan_to_num(scan.shift)
+    rises = (scan.onset >= 0) & (np.nan_to_num(scan.t) >= SIBLING_T) & (rise_kw >= min_kw)
+    falls = (down_onset >= 0) & (np.nan_to_num(down_t) >= SIBLING_T)
+    pairs = topology_check.matched_by_siblings(
+        asset_ids, feeder, new_load=rises, onset=scan.onset, step_kw=rise_kw,
+        down_onset=np.where(falls, down_onset, -1), down_kw=np.where(falls, down_kw, 0.0),
+        preexisting=np.zeros(n, dtype=bool), excess_kw=np.zeros(n),
+        deficit_kw=np.zeros(n), min_kw=min_kw)
+    at = pd.Index([str(a) for a in asset_ids]).get_indexer(pairs["partner"])
+    found = np.zeros(n, dtype=bool)
+    found[at] = True
+    partner = np.full(n, "", dtype=object)
+    partner[at] = pairs["asset_id"].to_numpy()
+    return _MapFalls(found=found, kw=np.where(found, down_kw, 0.0),
+                     day=np.where(found, down_onset, -1), partner=partner)
+
+
+def _local_step_kw(y, day, window_days=SUSPECT_WINDOW_DAYS):
+    """The change of each column of ``y`` at ``day``: median of the days from it on minus before.
+
+    Over ``window_days`` each side, so that other steps further away do not
+    bend it; NaN where ``day`` is -1.
+    """
+    d = np.arange(y.shape[0])[:, None]
+    after = (d >= day[None, :]) & (d < day[None, :] + window_days)
+    before = (d < day[None, :]) & (d >= day[None, :] - window_days)
+    with _quiet():
+        change = (nanmedian_columns(np.where(after, y, np.nan))
+                  - nanmedian_columns(np.where(before, y, np.nan)))
+    return np.where(day >= 0, change, np.nan)
+
+
+def _fall_persistence(y, scan, day, fall_kw):
+    """Share of the days from ``day`` on below the level before it by half of ``fall_kw``.
+
+    Judged, as the fall was found, with the asset's best upward step taken out.
+    """
+    d = np.arange(y.shape[0])[:, None]
+    y = y - np.nan_to_num(scan.shift) * ((d >= scan.onset[None, :]) & (scan.onset[None, :] >= 0))
+    after = d >= day[None, :]
+    with _quiet():
+        before = nanmedian_columns(np.where(~after, y, np.nan))
+        low = np.where(np.isnan(y), np.nan, y < (before - 0.5 * fall_kw)[None, :])
+        share = np.nanmean(np.where(after, low, np.nan), axis=0)
+    return np.where(day >= 0, np.nan_to_num(share), 0.0)
+
+
+def _without_falls(y, resid, grid, falls: _MapFalls):
+    """The daily and hourly residuals with each matched fall added back from its day on."""
+    after = (np.arange(grid.n_days)[:, None] >= falls.day[None, :]) & falls.found[None, :]
+    y = y + np.where(after, falls.kw[None, :], 0.0)
+    cols = np.flatnonzero(falls.found)
+    resid = resid.copy()
+    resid[:, cols] += np.where(after[grid.day_of_cell][:, cols], falls.kw[cols][None, :], 0.0)
+    return y, resid
 
 
 @dataclass
@@ -1638,13 +1786,44 @@ def _feeders_of_assets(topo, meters):
     return np.where(level.reindex(topo.balanced).to_numpy() == "transformer", feeder, "")
 
 
-def _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, size_kw, excess_kw, onset,
-                       dates):
-    """Say why an unexplained load matched by a sibling's missing energy is not flagged."""
+def _unmatched_rest_kw(twins, asset_ids, size_kw, evidence, min_kw):
+    """The part of each matched rise its sibling's fall leaves unexplained [kW] (0 when none).
+
+    Kept when it is at least ``min_kw``, 30 % of the rise and three standard
+    errors of the difference between the rise and the fall.
+    """
+    rest = np.zeros(len(asset_ids))
+    if twins.empty:
+        return rest
+    at = pd.Index(list(asset_ids)).get_indexer(twins[col.ASSET_ID])
+    se_rise = evidence["se_step_kw"].to_numpy(dtype=np.float64)[at]
+    se_fall = evidence["se_down_kw"].reindex(twins["partner"]).to_numpy(dtype=np.float64)
+    left = size_kw[at] - twins["partner_kw"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        enough = ((left >= min_kw) & (left >= 0.3 * size_kw[at])
+                  & (left >= 3 * np.hypot(se_rise, se_fall)))
+    rest[at] = np.where(enough, left, 0.0)
+    return rest
+
+
+def _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, partly, size_kw, excess_kw,
+                       onset, dates):
+    """Say why an unexplained load matched by a sibling's missing energy is not flagged.
+
+    Where the sibling accounts for only part of the rise (``partly``), say
+    which part, beside the reasons of the flag.
+    """
     out = list(reasons)
     partner = twins.set_index(col.ASSET_ID)
     for i in np.flatnonzero(step_twin | pre_twin):  # a loop over the few such assets, for text
         p = partner.loc[asset_ids[i]]
+        if partly[i]:
+            out[i] = (f"{out[i]}; of its rise of {_fmt_kw(size_kw[i])} on "
+                      f"{dates[onset[i]].date().isoformat()}, {_fmt_kw(p['partner_kw'])} is "
+                      f"matched by a fall of {p['partner']} on the same feeder (a meter listed "
+                      f"under {p['partner']} is probably fed by this transformer; see "
+                      "topology.csv): only the rest is unexplained")
+            continue
         if step_twin[i]:
             text = (f"not flagged: its unexplained load rose {_fmt_kw(size_kw[i])} on "
                     f"{dates[onset[i]].date().isoformat()}, and {p['partner']} on the same feeder "

@@ -493,3 +493,32 @@ def test_unmetered_pv_export_is_left_out_by_balancing_the_dark_hours():
     assert dark.table["flagged"].sum() == 1
     assert issues.total("balance.dark_hours_only") == 1
     assert not row(plain, "TX-001")["flagged"]  # what the balance did before
+
+
+def test_upstream_in_wh_is_a_unit_error_not_a_hidden_load():
+    case = make_case(2, seed=18)
+    upstream, meter_kw = case.frames()
+    upstream["TX-002"] *= 1000.0  # delivered in Wh, read as kWh
+    balance, issues = energy_balance(upstream, meter_kw, None, case.meters, case.grid)
+    wrong = row(balance, "TX-002")
+    assert not wrong["flagged"] and wrong["kind"] == ""
+    assert "unit error" in wrong["reasons"] and "Wh or W given as kWh" in wrong["reasons"]
+    assert issues.total("upstream.unit_suspect") == len(case.grid.index)
+    assert balance.asset_ids == ["TX-001"]
+    assert not row(balance, "TX-001")["flagged"]
+
+
+def test_a_thousand_times_less_upstream_is_a_unit_error_too():
+    case = make_case(1, seed=19)
+    upstream, meter_kw = case.frames()
+    balance, issues = energy_balance(upstream / 1000.0, meter_kw, None, case.meters, case.grid)
+    assert "MWh or MW given as kWh" in row(balance, "TX-001")["reasons"]
+    assert issues.total("upstream.unit_suspect") == len(case.grid.index)
+
+
+def test_a_big_hidden_load_is_not_mistaken_for_a_unit_error():
+    case = make_case(1, seed=20)
+    add_rig(case, 0, 60.0, day=21)  # a mining container behind 20 homes: ~6x their demand
+    balance, issues = energy_balance(*case.frames(), None, case.meters, case.grid)
+    assert row(balance, "TX-001")["flagged"]
+    assert issues.total("upstream.unit_suspect") == 0

@@ -182,3 +182,44 @@ def test_a_siblings_fall_explains_one_rise_only():
         excess_kw=np.zeros(4), deficit_kw=np.zeros(4), min_kw=0.5)
     # the closest in size takes it; T4 is on another feeder
     assert twins[["asset_id", "partner"]].values.tolist() == [["T2", "T3"]]
+
+
+def _steady_load_on_a_misplaced_meter(case, meter, listed_tx, kw, day, hour=10):
+    """Meter ``meter`` is fed by its own transformer but listed under ``listed_tx``;
+    from ``day`` it draws ``kw`` more (a licensed data room), which it records."""
+    start = day * 24 + hour
+    case.true_kw[start:, meter] += kw
+    case.recorded_kw[start:, meter] += kw
+    case.meters.loc[meter, "transformer_id"] = listed_tx
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_a_hidden_load_is_still_found_when_a_misplaced_meter_later_moves_energy_away(seed):
+    case = make_case(4, seed=seed)  # four transformers on one feeder
+    add_rig(case, 1, 3.0, day=12)  # TX-002: a real hidden load
+    # a meter of TX-001 listed under TX-002 starts a 4 kW load ten days later: TX-002's
+    # residual falls below where it was, TX-001's rises by as much
+    _steady_load_on_a_misplaced_meter(case, 3, "TX-002", 4.0, day=22)
+    balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
+    hidden = row(balance, "TX-002")
+    assert hidden["flagged"] and hidden["kind"] == col.KIND_HIDDEN_LOAD
+    assert hidden["onset"] == str(case.grid.dates[12].date())
+    assert hidden["unexplained_kw"] == pytest.approx(3.0, rel=0.2)
+    moved = row(balance, "TX-001")
+    assert not moved["flagged"] and "TX-002" in moved["reasons"]
+    assert "map error" in moved["reasons"]
+
+
+@pytest.mark.parametrize("seed", [33, 34])
+def test_a_siblings_fall_that_explains_part_of_a_rise_leaves_the_rest_flagged(seed):
+    case = make_case(4, seed=seed)
+    add_rig(case, 0, 2.5, day=20)  # TX-001: a hidden load ...
+    # ... on the same day as a meter of TX-001 listed under TX-003 starts a 3 kW load
+    _steady_load_on_a_misplaced_meter(case, 5, "TX-003", 3.0, day=20, hour=14)
+    balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
+    both = row(balance, "TX-001")
+    assert both["flagged"], both["reasons"]
+    assert both["unexplained_kw"] == pytest.approx(2.5, rel=0.3)
+    assert "matched by a fall of TX-003" in both["reasons"]
+    assert "only the rest is unexplained" in both["reasons"]
+    assert not row(balance, "TX-003")["flagged"]

@@ -75,7 +75,7 @@ def scored(tmp_path_factory):
     return pooled
 
 
-@pytest.mark.parametrize("inferred, min_recall", [(False, 0.7), (True, 0.85)])
+@pytest.mark.parametrize("inferred, min_recall", [(False, 0.85), (True, 0.92)])
 def test_hidden_loads_of_a_kilowatt_are_found_among_mismapped_meters(scored, inferred, min_recall):
     c = scored[inferred]
     assert c["hidden"] >= 20
