@@ -39,7 +39,7 @@ _NAT = np.iinfo(np.int64).min
 
 
 def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, spike_factor,
-                   id_column=col.METER_ID, table="readings", signed=False):
+                   id_column=col.METER_ID, table="readings", signed=False, not_after=None):
     """Sort, de-duplicate, align and screen interval energy readings.
 
     Used for meter readings and, with ``id_column="asset_id"`` and
@@ -50,7 +50,9 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
        (``readings.unknown_meter`` / ``upstream.asset_unknown``). For upstream
        the known ids are the transformer, feeder and substation ids of ``meters``.
        Rows without an id or a timestamp (none come from the file readers) are
-       dropped too (``missing_<id_column>``, ``bad_timestamp``).
+       dropped too (``missing_<id_column>``, ``bad_timestamp``), and so are
+       rows whose interval starts after ``not_after`` (``future_timestamp``:
+       a meter clock set wrong; the nightly run passes the wall-clock time).
     2. Rows whose timestamp is earlier than the previous row of the same id in
        file order are sorted into place (``out_of_order``, resolved).
     3. Rows repeating an (id, timestamp): the LAST row in file order is kept,
@@ -101,6 +103,9 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     signed : bool, default False
         Negative energy is valid (upstream: the homes below an asset export
         more than they import).
+    not_after : pandas.Timestamp, optional
+        Tz-aware instant; a reading that starts later is in the future
+        (``future_timestamp``, dropped). Default: no such check.
 
     Returns
     -------
@@ -135,12 +140,14 @@ def clean_readings(readings, meters, *, max_plausible_kw, contracted_kw_factor, 
     no_id = codes < 0
     known = ~no_id if known_ids.all() else np.append(known_ids, False)[codes]
     no_time = t == _NAT
-    keep = known & ~no_time
+    future = _after(t, not_after)
+    keep = known & ~no_time & ~future
     if not keep.all():
         log.add(f"{table}.missing_{id_column}", table, no_id.sum(), "dropped",
                 detail=f"rows without {id_column}")
         tally("unknown", codes, ~known & ~no_id)
         tally("bad_timestamp", codes, known & no_time)
+        tally("future", codes, known & future)
         codes, t, kwh = codes[keep], t[keep], kwh[keep]
         rows = None if rows is None else rows[keep]
 
@@ -241,6 +248,9 @@ _UNKNOWN_ASSET = "{id} is not a transformer_id, feeder_id or substation_id of th
 _CODES = (  # name in counts, issue code, action, severity, detail
     ("unknown", "{table}.unknown_meter", "dropped", "warning", "{id} not in the meters table"),
     ("bad_timestamp", "{table}.bad_timestamp", "dropped", "warning", "timestamp missing"),
+    ("future", "{table}.future_timestamp", "dropped", "warning",
+     "interval starts after the wall-clock time of the run (a clock set wrong); fix the "
+     "clock at the head-end"),
     ("out_of_order", "{table}.out_of_order", "resolved", "info",
      "timestamp earlier than the previous row of the same {id}; sorted"),
     ("duplicate_row", "{table}.duplicate_row", "dropped", "warning",
@@ -276,6 +286,16 @@ def _arrays(readings: pd.DataFrame, id_column: str, table: str):
     ids = ids.array if isinstance(ids.dtype, pd.CategoricalDtype) else pd.Categorical(ids)
     kwh = readings[col.KWH].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     return ids, t, kwh
+
+
+def _after(t: np.ndarray, not_after) -> np.ndarray:
+    """Rows whose timestamp (int64 [us], UTC) is later than ``not_after`` (None: none)."""
+    if not_after is None:
+        return np.zeros(len(t), bool)
+    limit = pd.Timestamp(not_after)
+    if limit.tz is None:
+        raise ValueError("not_after must be tz-aware")
+    return t > np.datetime64(limit.tz_convert(None), "us").astype(np.int64)
 
 
 def _known_ids(meters: pd.DataFrame, id_column: str) -> pd.Index:

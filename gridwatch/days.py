@@ -223,8 +223,12 @@ def sum_by_slot(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarra
 
 
 # --- the analysis window ---------------------------------------------------------------
+AS_OF_METER_SHARE = 0.5
+"""The default as-of is the latest local day fully covered by at least this share of the meters."""
+
+
 def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone: str) -> dt.date:
-    """The last local day fully covered by the data: the default ``--as-of``.
+    """The default ``--as-of`` of a dataset: the last full day that most meters reach.
 
     Parameters
     ----------
@@ -237,16 +241,89 @@ def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone:
     Returns
     -------
     datetime.date
+        :func:`default_as_of` of :func:`meters_by_last_day`.
+
+    Raises
+    ------
+    InputError
+        When there is no reading.
+    """
+    return default_as_of(meters_by_last_day(readings, interval_minutes, timezone))
+
+
+def meters_by_last_day(readings: pd.DataFrame, interval_minutes: pd.Series,
+                       timezone: str) -> pd.Series:
+    """How many meters' data end on each local day.
+
+    A meter's last full day is the local day before the one in which its
+    last interval ends (the START of its latest reading plus its interval).
+
+    Parameters
+    ----------
+    readings : pandas.DataFrame
+        Canonical readings (``meter_id``, ``timestamp`` UTC).
+    interval_minutes : pandas.Series
+        Interval length per meter [min], indexed by ``meter_id``.
+    timezone : str
+
+    Returns
+    -------
+    pandas.Series of int64
+        Meters (values) per last full day (index: naive local midnights,
+        sorted). Partitions' counts add up (:func:`add_day_counts`).
     """
     if readings.empty:
-        raise InputError("no usable readings", file="readings",
-                         hint="check the readings table and data_quality.csv")
-    # The latest reading of each meter, plus that meter's interval.
+        return pd.Series([], index=pd.DatetimeIndex([]), dtype=np.int64)
     last = _last_per_meter(readings)
     step = interval_minutes.reindex(last.index.astype(str)).fillna(0.0).to_numpy(dtype="float64")
-    last_end = (last + pd.to_timedelta(step, unit="min")).max().tz_convert(timezone)
-    midnight = last_end.normalize()
-    return (midnight - pd.Timedelta(days=1)).date()
+    last_end = pd.DatetimeIndex(last + pd.to_timedelta(step, unit="min")).tz_convert(timezone)
+    days = last_end.normalize().tz_localize(None) - pd.Timedelta(days=1)
+    return pd.Series(1, index=days).groupby(level=0).sum().astype(np.int64)
+
+
+def add_day_counts(counts) -> pd.Series:
+    """Sum several :func:`meters_by_last_day` counts (one per partition) into one."""
+    counts = [c for c in counts if c is not None and len(c)]
+    if not counts:
+        return pd.Series([], index=pd.DatetimeIndex([]), dtype=np.int64)
+    return pd.concat(counts).groupby(level=0).sum().astype(np.int64)
+
+
+def default_as_of(meters_by_day: pd.Series, *, share: float = AS_OF_METER_SHARE) -> dt.date:
+    """The latest day that at least ``share`` of the meters reach: the default ``--as-of``.
+
+    One meter whose clock is wrong (a reading in 2099) cannot move it; a
+    day that half the meters have not delivered yet is not analysed.
+
+    Parameters
+    ----------
+    meters_by_day : pandas.Series of int
+        Meters per last full day (:func:`meters_by_last_day`).
+    share : float, default :data:`AS_OF_METER_SHARE`
+        Share of the meters that must reach the day, in (0, 1].
+
+    Returns
+    -------
+    datetime.date
+
+    Raises
+    ------
+    InputError
+        When there is no meter.
+
+    Examples
+    --------
+    >>> days = pd.to_datetime(["2026-03-30", "2026-03-31", "2099-01-01"])
+    >>> default_as_of(pd.Series([10, 30, 1], index=days))
+    datetime.date(2026, 3, 31)
+    """
+    counts = meters_by_day[meters_by_day > 0].sort_index(ascending=False)
+    if counts.empty:
+        raise InputError("no usable readings", file="readings",
+                         hint="check the readings table and data_quality.csv")
+    reached = counts.cumsum().to_numpy()  # meters whose data reach each day, latest day first
+    needed = np.ceil(share * reached[-1])
+    return counts.index[int(np.searchsorted(reached, needed))].date()
 
 
 def _last_per_meter(readings: pd.DataFrame) -> pd.Series:

@@ -49,7 +49,16 @@ from gridwatch.balance import (
 )
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
-from gridwatch.days import DayGrid, daily_mean, day_grid, last_full_day, window_bounds
+from gridwatch.days import (
+    DayGrid,
+    add_day_counts,
+    daily_mean,
+    day_grid,
+    default_as_of,
+    last_full_day,
+    meters_by_last_day,
+    window_bounds,
+)
 from gridwatch.detect import (
     Calibration,
     DailyFigures,
@@ -350,9 +359,10 @@ def analyse(ds, *, index: pd.DatetimeIndex | None, grid: DayGrid | None, config:
     Notes
     -----
     Without an as-of day, each partition is gridded in the first pass on
-    the window of its own last full day; the run's as-of is the latest of
-    them (the full read's default), and the partitions whose own day
-    differs, usually none, are read again on the run's window. A separate
+    the window of its own default as-of; the run's as-of is
+    :func:`~gridwatch.days.default_as_of` of every partition's meters
+    (the full read's default), and the partitions whose own day differs,
+    usually none, are read again on the run's window. A separate
     pass to find the day would read every partition twice.
     """
     load = ds if callable(ds) else InMemory(ds)
@@ -418,16 +428,14 @@ def _first_pass_by_own_day(parts, *, load, config, map_partitions, cache_dir, wi
     """Pass 1 without an as-of day: its index, grid and the peer counts of every partition."""
     firsts = map_partitions(functools.partial(_own_day_pass, load=load, config=config,
                                               cache_dir=cache_dir, window=window), parts)
-    days = [day for day, _ in firsts if day is not None]
-    if not days:
-        raise InputError("no usable readings", file="readings",
-                         hint="check the readings table and data_quality.csv")
-    as_of = max(days)
+    as_of = default_as_of(add_day_counts(ends for ends, _ in firsts))  # as the full read's
     index, grid = window(as_of)
-    again = [part for part, (day, _) in zip(parts, firsts, strict=True) if day != as_of]
+    own = [None if ends is None else default_as_of(ends) for ends, _ in firsts]
+    again = [part for part, day in zip(parts, own, strict=True) if day != as_of]
     if again:
-        log.info("as of %s; %d partitions end earlier and are gridded again", as_of, len(again))
-    counts = [c for day, c in firsts if day == as_of]
+        log.info("as of %s; %d partitions end on another day and are gridded again", as_of,
+                 len(again))
+    counts = [c for day, (_, c) in zip(own, firsts, strict=True) if day == as_of]
     counts += map_partitions(functools.partial(_peer_pass, load=load, index=index, grid=grid,
                                                config=config, cache_dir=cache_dir), again)
     return index, grid, _sum(counts)
@@ -656,19 +664,21 @@ def _peer_counts(g: _Gridded, grid, config) -> PeerCounts:
 
 
 def _own_day_pass(part, *, load, config, cache_dir, window):
-    """Read a partition, grid it on the window of its own last full day: ``(day, peer counts)``.
+    """Read a partition, grid it on the window of its own default as-of.
 
-    ``(None, None)`` for a partition without readings.
+    Returns ``(meters by last day, peer counts)``: the counts of
+    :func:`~gridwatch.days.meters_by_last_day`, which add up over partitions
+    to the run's default as-of; ``(None, None)`` for a partition without readings.
     """
     sub = load(part)
     if sub.readings is None or sub.readings.empty:
         return None, None
-    day = last_full_day(sub.readings, sub.interval_minutes, config.data.timezone)
-    index, grid = window(day)
+    ends = meters_by_last_day(sub.readings, sub.interval_minutes, config.data.timezone)
+    index, grid = window(default_as_of(ends))
     cache = _Cache(cache_dir, part, index)
     g = _grid(sub, index, grid, config, release=cache.enabled)
     cache.put_gridded(sub, g)
-    return day, _peer_counts(g, grid, config)
+    return ends, _peer_counts(g, grid, config)
 
 
 def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.DataFrame:

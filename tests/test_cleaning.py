@@ -388,3 +388,27 @@ def test_upstream_reverse_flow_is_kept_and_counted_not_set_missing():
     meter_rows = make_readings(regular("M1", "2024-06-01T10:00Z", [0.2, -0.1]))
     out, _, log = clean(meter_rows, meters)
     assert np.isnan(out["kwh"].iloc[1]) and counts(log)[("readings.negative_kwh", "M1")] == 1
+
+
+def test_readings_in_the_future_are_dropped_and_counted():
+    # Issue 14 item 8: a meter clock in 2099 is a counted data-quality issue.
+    rows = regular("M1", "2026-03-01", [1.0] * 24) + [("M1", "2099-01-01T00:00:00Z", 5.0)]
+    rows += regular("M2", "2026-03-01", [1.0] * 24)
+    now = pd.Timestamp("2026-03-02T12:00:00Z")
+    clean, _, log = clean_readings(make_readings(rows), make_meters("M1", "M2"), **PARAMS,
+                                   not_after=now)
+    assert clean["timestamp"].max() < now
+    issues = log.to_frame().set_index(["code", "meter_id"])
+    assert issues.loc[("readings.future_timestamp", "M1"), "count"] == 1
+    assert issues.loc[("readings.future_timestamp", "M1"), "action"] == "dropped"
+    assert len(clean) == len(rows) - 1  # rows in = rows out + dropped
+    assert log.total("readings.gap") == 0  # the 2099 row is not a 73-year gap
+
+
+def test_no_future_check_without_a_time():
+    rows = regular("M1", "2099-01-01", [1.0] * 3)
+    clean, _, log = clean_readings(make_readings(rows), make_meters("M1"), **PARAMS)
+    assert len(clean) == 3 and "readings.future_timestamp" not in log.codes()
+    with pytest.raises(ValueError, match="tz-aware"):
+        clean_readings(make_readings(rows), make_meters("M1"), **PARAMS,
+                       not_after=pd.Timestamp("2026-01-01"))

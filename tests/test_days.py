@@ -54,3 +54,37 @@ def test_last_full_day_is_the_same_whatever_the_order_of_the_readings():
     assert as_of == {"2026-03-31"}
     one_late_row = readings.drop(index=readings.index[-1])  # B's last half hour is missing
     assert str(last_full_day(one_late_row, interval, "UTC")) == "2026-03-30"
+
+
+def _meters_ending(ends, interval="1h"):
+    """Hourly readings of one day up to each meter's end (exclusive), one meter per end."""
+    frames = [pd.DataFrame({"meter_id": f"M{i}", "timestamp": pd.date_range(
+        pd.Timestamp(end, tz="UTC") - pd.Timedelta(days=2), pd.Timestamp(end, tz="UTC"),
+        freq=interval, inclusive="left")}) for i, end in enumerate(ends)]
+    readings = pd.concat(frames, ignore_index=True)
+    readings["meter_id"] = readings["meter_id"].astype("category")
+    return readings, pd.Series(60, index=[f"M{i}" for i in range(len(ends))])
+
+
+def test_a_few_meters_with_clocks_ahead_do_not_move_the_default_as_of():
+    # Issue 14 item 8: one reading in 2099 moved the as-of to 2098-12-31 and refused the night.
+    ends = ["2026-04-01"] * 7 + ["2026-08-01", "2099-01-02"]
+    readings, interval = _meters_ending(ends)
+    assert str(last_full_day(readings, interval, "UTC")) == "2026-03-31"
+
+
+def test_the_default_as_of_is_the_latest_day_half_the_meters_reach():
+    from gridwatch.days import add_day_counts, default_as_of, meters_by_last_day
+
+    readings, interval = _meters_ending(["2026-03-30", "2026-03-31", "2026-04-01", "2026-04-01"])
+    counts = meters_by_last_day(readings, interval, "UTC")
+    assert counts.to_dict() == {pd.Timestamp("2026-03-29"): 1, pd.Timestamp("2026-03-30"): 1,
+                                pd.Timestamp("2026-03-31"): 2}
+    assert str(default_as_of(counts)) == "2026-03-31"  # 2 of 4 reach it
+    assert str(default_as_of(counts, share=0.75)) == "2026-03-30"
+    # Partitions' counts add up to the whole's, so every engine picks the same day.
+    halves = [meters_by_last_day(readings[readings["meter_id"].isin(ids)], interval, "UTC")
+              for ids in (["M0", "M2"], ["M1", "M3"])]
+    assert add_day_counts(halves).equals(counts)
+    with pytest.raises(Exception, match="no usable readings"):
+        default_as_of(add_day_counts([]))

@@ -364,3 +364,127 @@ def test_read_dataset_small():
     assert "upstream.asset_unknown" in data.issues.codes()
     assert "readings.unknown_meter" in data.issues.codes()
     assert data.weather["temperature_c"].notna().all()
+
+
+# --- issue 14: input a nightly run must survive ------------------------------------------------
+def test_missing_kwh_is_counted_per_meter(tmp_path):
+    # Issue 14 item 10: empty and NaN kwh left no trace in data_quality.csv.
+    path = write_csv(tmp_path / "readings.csv", """
+meter_id,timestamp,kwh
+M1,2024-01-01T00:00:00,1.0
+M1,2024-01-01T01:00:00,
+M1,2024-01-01T02:00:00,NaN
+M1,2024-01-01T03:00:00,nan
+M2,2024-01-01T00:00:00,abc
+M2,2024-01-01T01:00:00,2.0
+""")
+    frame, log = read_readings(path)
+    issues = log.to_frame().set_index(["code", "meter_id"])
+    assert issues.loc[("readings.missing_kwh", "M1"), "count"] == 3
+    assert issues.loc[("readings.missing_kwh", "M1"), "action"] == "kept"
+    # A cell that is not a number is its own issue, not also a missing one.
+    assert ("readings.missing_kwh", "M2") not in issues.index
+    assert issues.loc[("readings.non_numeric_kwh", "M2"), "count"] == 1
+    assert frame["kwh"].isna().sum() == 4  # missing stays NaN, never 0
+
+
+@pytest.mark.parametrize("stamp", ["2024-01-01T05:00:00z", "2024-01-01T05:00:00Z",
+                                   "2024-01-01 05:00z", "2024-01-01T05:00:00.000z"],
+                         ids=["lower-z", "upper-z", "space-lower-z", "fraction-lower-z"])
+def test_a_lower_case_z_offset_is_utc(tmp_path, stamp):
+    # Issue 14 item 11: the reader's pattern took 'z' as an offset, the parser refused it.
+    path = write_csv(tmp_path / "readings.csv", f"meter_id,timestamp,kwh\nM1,{stamp},1.0\n")
+    frame, log = read_readings(path, timezone="Europe/Paris")
+    assert list(frame["timestamp"]) == list(utc("2024-01-01T05:00:00Z"))
+    assert log.total("readings.bad_timestamp") == 0
+
+
+def test_a_line_longer_than_a_block_is_read(tmp_path):
+    # Issue 14 item 12: pyarrow's 1 MiB blocks lost the whole file to one 2 MiB line.
+    rows = "".join(f"M1,2024-01-01T{h:02d}:00:00,1.0\n" for h in range(24))
+    long_note = "x" * (2 << 20)
+    path = tmp_path / "readings.csv"
+    path.write_text(f"meter_id,timestamp,kwh,note\n{rows}M2,2024-01-01T00:00:00,2.0,{long_note}\n"
+                    .replace("1.0\n", "1.0,\n"))
+    frame, log = read_readings(path)
+    assert len(frame) == 25 and frame["kwh"].sum() == 26.0
+    assert log.total(action="dropped") == 0
+
+
+def test_longest_line_bytes_across_chunks(tmp_path, monkeypatch):
+    from gridwatch.sources import files
+
+    monkeypatch.setattr(files, "_SCAN_BYTES", 7)  # lines straddle the scan's chunks
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"ab\n" + b"c" * 20 + b"\nd\n" + b"e" * 9)
+    assert files.longest_line_bytes(path) == (21, len(path.read_bytes()))
+
+
+def test_an_oversized_row_of_a_truncated_file_is_refused_with_the_file_named(tmp_path):
+    # A quote never closed: no block size helps; the file is named, not an internal error.
+    path = tmp_path / "readings.csv"
+    path.write_text('meter_id,timestamp,kwh\nM1,2024-01-01T00:00:00,"1.0\n' + "z" * (3 << 20))
+    with pytest.raises(InputError, match="readings.csv"):
+        read_readings(path)
+
+
+def _latin1_dataset(tmp_path):
+    (tmp_path / "meters.csv").write_bytes(
+        "meter_id,region\nMé1,Nord-Pas-de-Calais\nM2,Île-de-France\n".encode("latin-1"))
+    rows = [f"{m},2024-01-01T{h:02d}:00:00,1.0\n" for m in ("Mé1", "M2") for h in range(24)]
+    (tmp_path / "readings.csv").write_bytes(
+        ("meter_id,timestamp,kwh\n" + "".join(rows)).encode("latin-1"))
+    return tmp_path
+
+
+def test_latin1_ids_are_read_and_counted(tmp_path):
+    # Issue 14 item 13: Latin-1 ids gave exit 1 with an empty message.
+    path = _latin1_dataset(tmp_path)
+    readings, log = read_readings(path / "readings.csv")
+    assert list(readings["meter_id"].cat.categories) == ["M2", "Mé1"]
+    issues = log.to_frame().set_index(["code", "meter_id"])
+    assert issues.loc[("readings.latin1_text", "Mé1"), "count"] == 24
+    assert "readings.csv" in issues.loc[("readings.latin1_text", "Mé1"), "detail"]
+    assert ("readings.latin1_text", "M2") not in issues.index
+    meters, log = read_meters(path / "meters.csv")
+    assert list(meters["region"]) == ["Nord-Pas-de-Calais", "Île-de-France"]
+    assert dict(log.to_frame().set_index("meter_id")["count"]) == {"Mé1": 1, "M2": 1}
+
+
+def test_utf8_and_latin1_values_in_one_file_are_each_read_right(tmp_path):
+    path = tmp_path / "readings.csv"
+    path.write_bytes(b"meter_id,timestamp,kwh\n" + "Mé1,2024-01-01T00:00:00,1\n".encode()
+                     + "Mè2,2024-01-01T00:00:00,1\n".encode("latin-1"))
+    frame, log = read_readings(path)
+    assert list(frame["meter_id"].astype(str)) == ["Mé1", "Mè2"]
+    assert log.total("readings.latin1_text") == 1
+
+
+def test_partitioned_reads_decode_latin1_as_the_full_read(tmp_path):
+    from gridwatch.sources.partitioned import UNPLANNED, open_partitioned
+
+    path = _latin1_dataset(tmp_path) / "readings.csv"
+    whole, whole_log = read_readings(path)
+    plan = pd.Series({"Mé1": 0, "M2": 1})
+    with open_partitioned(path, plan, table="readings", id_column="meter_id") as table:
+        parts = [table.read(key) for key in table.keys]
+    assert sorted(parts[0][0]["meter_id"].astype(str).unique()) == ["Mé1"]
+    assert parts[table.keys.index(UNPLANNED)][0] is None
+    total = sum(log.total("readings.latin1_text") for _, log, _ in parts)
+    assert total == whole_log.total("readings.latin1_text") == 24
+    assert sum(len(f) for f, _, _ in parts if f is not None) == len(whole)
+
+
+def test_partitioned_reads_grow_the_block_for_a_long_line(tmp_path, monkeypatch):
+    from gridwatch.sources import partitioned
+
+    monkeypatch.setattr(partitioned, "CSV_BLOCK_BYTES", 1 << 16)  # a 64 KiB block, a 1 MiB line
+    rows = "".join(f"M{m},2024-01-01T{h:02d}:00:00,1.0,\n" for m in (1, 2) for h in range(24))
+    path = tmp_path / "readings.csv"
+    path.write_text(f"meter_id,timestamp,kwh,note\n{rows}M2,2024-01-02T00:00:00,2.0,"
+                    + "x" * (1 << 20) + "\n")
+    whole, _ = read_readings(path)
+    with partitioned.open_partitioned(path, pd.Series({"M1": 0, "M2": 1}), table="readings",
+                                      id_column="meter_id") as table:
+        parts = [table.read(key)[0] for key in table.keys]
+    assert sum(len(p) for p in parts if p is not None) == len(whole) == 49

@@ -139,7 +139,7 @@ def empty_readings() -> pd.DataFrame:
 
 
 def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: IssueLog,
-                  rows_in: dict) -> Dataset:
+                  rows_in: dict, now=None) -> Dataset:
     """Clean raw tables, whatever source they came from, into a :class:`Dataset`.
 
     Parameters
@@ -160,6 +160,10 @@ def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: I
     rows_in : dict
         Rows read per table (``meters``, ``readings``, ``upstream``, ``weather``),
         for the row counts.
+    now : pandas.Timestamp, optional
+        Tz-aware wall-clock time of the run (default: now). Readings and
+        upstream loads that start later are in the future: dropped and
+        counted (``readings.future_timestamp``, ``upstream.future_timestamp``).
 
     Returns
     -------
@@ -167,7 +171,8 @@ def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: I
     """
     cleaning = {"max_plausible_kw": data_config.max_plausible_kw,
                 "contracted_kw_factor": data_config.contracted_kw_factor,
-                "spike_factor": data_config.spike_factor}
+                "spike_factor": data_config.spike_factor,
+                "not_after": pd.Timestamp.now(tz="UTC") if now is None else now}
     counts = {name: {"in": int(rows_in.get(name, 0)), "used": 0} for name in col.TABLES}
     counts["meters"]["used"] = len(meters)
 

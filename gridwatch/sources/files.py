@@ -23,11 +23,13 @@ meters, duplicates, intervals...) live in :mod:`gridwatch.cleaning`.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
@@ -122,40 +124,227 @@ def _require(columns: list[str], required, path: Path, table: str) -> None:
 
 def _read(path: Path, names: list[str], types: dict,
           dictionary: tuple = ()) -> tuple[pa.Table, int]:
-    """Read ``names`` from a CSV or Parquet file; returns the table and malformed CSV rows."""
+    """Read ``names`` from a CSV or Parquet file; returns the table and malformed CSV rows.
+
+    A CSV is read with the fast ``types`` first and with looser ones when it
+    needs them (:class:`CsvAttempt`): values that are not numbers as text,
+    text that is not UTF-8 as bytes (decode it with :func:`decode_text`), and
+    lines longer than a block with blocks sized to the file's longest line.
+    """
     try:
         if _format(path) == "parquet":
             schema = pq.read_schema(path)
             as_dict = [n for n in dictionary if pa.types.is_string(schema.field(n).type)
                        or pa.types.is_large_string(schema.field(n).type)]
             return pq.read_table(path, columns=names, read_dictionary=as_dict), 0
-        skipped = []
+        attempt = CsvAttempt(path, types)
+        while True:
+            skipped = []
 
-        def skip(row):
-            skipped.append(row.number)
-            return "skip"
+            def skip(row, skipped=skipped):
+                skipped.append(row.number)
+                return "skip"
 
-        table = pcsv.read_csv(
-            path,
-            parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=pcsv.ConvertOptions(include_columns=names, column_types=types,
-                                                strings_can_be_null=True),
-        )
-        return table, len(skipped)
+            try:
+                table = pcsv.read_csv(
+                    path,
+                    read_options=pcsv.ReadOptions(block_size=attempt.block_bytes),
+                    parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+                    convert_options=pcsv.ConvertOptions(include_columns=names,
+                                                        column_types=attempt.types,
+                                                        strings_can_be_null=True),
+                )
+            except pa.ArrowInvalid as exc:
+                attempt.loosen(exc)  # raises InputError when nothing looser can help
+                continue
+            return table, len(skipped)
     except InputError:
         raise
-    except pa.ArrowInvalid as exc:
-        if "conversion error" in str(exc):
-            raise _ConversionError from None
-        raise InputError(f"cannot read the file: {_first_line(exc)}", file=path,
-                         hint="check that it is a valid CSV or Parquet file") from None
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"cannot read the file: {_first_line(exc)}", file=path,
                          hint="check that it is a valid CSV or Parquet file") from None
 
 
-class _ConversionError(Exception):
-    """A CSV column did not convert to the fast type asked for; read it as text instead."""
+# --- CSV: conversion, encoding and block-size fallbacks ------------------------------------
+CSV_BLOCK_BYTES = 1 << 20
+"""Bytes of CSV parsed per block at first (pyarrow's default); long lines get larger blocks."""
+
+_SCAN_BYTES = 16 << 20
+
+
+class CsvAttempt:
+    """The block size and column types of the next try at reading a CSV file.
+
+    Read with :attr:`block_bytes` and :attr:`types`; on a pyarrow error call
+    :meth:`loosen`, which loosens the one thing the error is about, or raises
+    the :class:`~gridwatch.errors.InputError` for the user when nothing looser
+    can help. Each rule applies once or grows a finite size, so the tries end:
+
+    * a number column that holds text is read as text (the reader then counts
+      the cells that are not numbers);
+    * a text column that is not valid UTF-8 is read as bytes
+      (:func:`decode_text` reads each value as UTF-8, else Latin-1);
+    * a row longer than a block (pyarrow: "straddling object straddles two
+      block boundaries") gets a block of twice the file's longest line
+      (:func:`longest_line_bytes`; a row is one line, as newlines inside
+      quoted values are not read), then twice that as a backstop, up to the
+      whole uncompressed file in one block, where nothing can straddle.
+      Memory stays about one block per thread: a 20 GB file with one 2 MiB
+      line is read in 4 MiB blocks (issue 14).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV file (named in errors, scanned for its longest line).
+    types : dict
+        Column name -> Arrow type of the fast first try.
+    block_bytes : int, default :data:`CSV_BLOCK_BYTES`
+        Block size of the first try [bytes].
+    """
+
+    def __init__(self, path: Path, types: dict, *, block_bytes: int = CSV_BLOCK_BYTES):
+        self.path = Path(path)
+        self.types = dict(types)
+        self.block_bytes = int(block_bytes)
+        self._file_bytes = None
+
+    def loosen(self, exc: Exception) -> None:
+        """Adapt to the pyarrow error ``exc`` of the last try, or raise ``InputError``."""
+        text = str(exc)
+        if "straddl" in text:
+            self._grow_block(exc)
+            return
+        if "invalid UTF8" in text:
+            looser = {n: _as_bytes(t) for n, t in self.types.items()}
+        elif "conversion error" in text:
+            looser = {n: (pa.string() if pa.types.is_floating(t) else t)
+                      for n, t in self.types.items()}
+        else:
+            looser = self.types
+        if looser == self.types:
+            raise _unreadable(exc, self.path)
+        self.types = looser
+
+    def _grow_block(self, exc: Exception) -> None:
+        if self._file_bytes is None:
+            longest, self._file_bytes = longest_line_bytes(self.path)
+            grown = _power_of_two(max(2 * longest + 1, 2 * self.block_bytes))
+        else:
+            grown = 2 * self.block_bytes
+        if self.block_bytes > self._file_bytes:
+            raise _unreadable(exc, self.path)
+        self.block_bytes = min(grown, _power_of_two(self._file_bytes + 1))
+
+
+def _unreadable(exc: Exception, path: Path) -> InputError:
+    return InputError(f"cannot read the file: {_first_line(exc)}", file=path,
+                      hint="check that it is a valid CSV or Parquet file")
+
+
+def _as_bytes(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
+        return pa.dictionary(kind.index_type, pa.binary())
+    if pa.types.is_string(kind) or pa.types.is_floating(kind):
+        return pa.binary()  # a number column that fails as UTF-8 text is bytes too
+    return kind
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(int(n) - 1, 1).bit_length()
+
+
+def longest_line_bytes(path) -> tuple[int, int]:
+    """Length of the longest line of a (possibly gzipped) text file, and its size [bytes].
+
+    One streaming pass in 16 MiB chunks with numpy (no Python loop per line).
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    longest = run = total = 0
+    with opener(path, "rb") as f:
+        while chunk := f.read(_SCAN_BYTES):
+            total += len(chunk)
+            ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+            if len(ends) == 0:
+                run += len(chunk)
+                continue
+            widths = np.diff(ends)
+            longest = max(longest, run + int(ends[0]) + 1, int(widths.max(initial=0)))
+            run = len(chunk) - int(ends[-1]) - 1
+    return max(longest, run), total
+
+
+def decode_text(column) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray]:
+    """Text read as bytes, decoded: UTF-8 where valid, else Latin-1 (ISO-8859-1).
+
+    Parameters
+    ----------
+    column : pyarrow.Array or pyarrow.ChunkedArray
+        ``binary`` or ``dictionary<binary>`` values (what :class:`CsvAttempt`
+        reads a text column that is not UTF-8 as); other types are returned
+        unchanged.
+
+    Returns
+    -------
+    text : pyarrow.Array
+        ``dictionary<string>`` values (ids stay dictionary-encoded).
+    latin1 : numpy.ndarray of bool
+        Rows whose value was read as Latin-1.
+
+    Notes
+    -----
+    Vectorised over the distinct values: only those with a byte above 0x7F
+    are decoded in Python, and those are few (ids, a stray value).
+    """
+    n = len(column)
+    kind = column.type
+    binary = pa.types.is_binary(kind) or (pa.types.is_dictionary(kind)
+                                          and pa.types.is_binary(kind.value_type))
+    if not binary:
+        return column, np.zeros(n, bool)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], kind)
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    values = column.dictionary
+    _, offsets, data = values.buffers()
+    offsets = np.frombuffer(offsets, np.int32)[values.offset:values.offset + len(values) + 1]
+    data = np.zeros(0, np.uint8) if data is None else np.frombuffer(data, np.uint8)
+    high = np.concatenate([[0], np.cumsum(data >= 0x80)])
+    non_ascii = high[offsets[1:]] - high[offsets[:-1]] > 0
+    latin1_value = np.zeros(len(values), bool)
+    if non_ascii.any():
+        decoded = []
+        for i, raw in zip(np.flatnonzero(non_ascii), values.filter(pa.array(non_ascii)).to_pylist(),
+                          strict=True):  # the few distinct values with a high byte
+            try:
+                decoded.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                decoded.append(raw.decode("latin-1"))
+                latin1_value[i] = True
+        values = pc.replace_with_mask(values, pa.array(non_ascii),
+                                      pa.array([v.encode("utf-8") for v in decoded], pa.binary()))
+    text = pa.DictionaryArray.from_arrays(column.indices, values.cast(pa.string()))
+    codes = column.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return text, np.append(latin1_value, False)[codes]
+
+
+def decode_table(data: pa.Table, *, dictionary: bool = True) -> tuple[pa.Table, np.ndarray]:
+    """Every bytes column of ``data`` decoded (:func:`decode_text`); rows read as Latin-1.
+
+    ``dictionary=False`` gives plain ``string`` columns instead of dictionaries.
+    """
+    latin1 = np.zeros(data.num_rows, bool)
+    for i, name in enumerate(data.column_names):
+        text, rows = decode_text(data.column(i))
+        if text is not data.column(i):
+            data = data.set_column(i, name, text if dictionary else text.cast(pa.string()))
+            latin1 |= rows
+    return data, latin1
+
+
+LATIN1_DETAIL = ("text that is not valid UTF-8 was read as Latin-1 (ISO-8859-1); "
+                 "re-export the file as UTF-8")
 
 
 def _first_line(exc: Exception) -> str:
@@ -165,6 +354,7 @@ def _first_line(exc: Exception) -> str:
 # --- column conversions ----------------------------------------------------------------------
 def _ids(column: pa.ChunkedArray) -> pd.Categorical:
     """Ids as a Categorical with stripped, sorted string categories; blanks are missing."""
+    column, _ = decode_text(column)  # ids read as bytes (not UTF-8): decoded
     if not pa.types.is_dictionary(column.type):
         column = column.cast(pa.string()).dictionary_encode()
     cat = column.to_pandas().array
@@ -219,7 +409,11 @@ def _utc_instants(column: pa.ChunkedArray, groups: np.ndarray, timezone: str):
     ambiguous = np.zeros(n, bool)
     nonexistent = np.zeros(n, bool)
     if has_offset.any():
-        aware = pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")
+        aware = text[has_offset]
+        lower_z = aware.str.endswith("z").to_numpy()
+        if lower_z.any():  # ISO 8601 allows 'z' (RFC 3339 5.6); pandas' parser only 'Z'
+            aware = aware.where(~lower_z, aware.str.slice(0, -1) + "Z")
+        aware = pd.to_datetime(aware, format="ISO8601", utc=True, errors="coerce")
         utc[has_offset] = pd.DatetimeIndex(aware).as_unit("us").asi8
     naive_rows = ~has_offset
     if naive_rows.any():
@@ -291,12 +485,7 @@ def _read_interval_table(path, *, table: str, id_column: str, value_column: str,
     extra = present_values(columns, optional_values)
     names += extra
     types = interval_types(id_column, value_column, extra)
-    try:
-        data, malformed = _read(path, names, types, dictionary=(id_column,))
-    except _ConversionError:
-        data, malformed = _read(path, names, {**types, **dict.fromkeys([value_column, *extra],
-                                                                       pa.string())},
-                                dictionary=(id_column,))
+    data, malformed = _read(path, names, types, dictionary=(id_column,))
     return _interval_frame(data, malformed, path, table=table, id_column=id_column,
                            value_column=value_column, timezone=timezone, required=required,
                            extra_values=extra)
@@ -338,6 +527,7 @@ def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, i
                 detail=f"{path.name} has no rows; treated as absent")
         return None, log, rows_in
 
+    data, latin1 = decode_table(data)
     ids = _ids(data.column(id_column))
     codes = np.asarray(ids.codes)
     try:
@@ -372,6 +562,11 @@ def _interval_frame(data: pa.Table, malformed: int, path: Path, *, table: str, i
     log.add_per_meter(f"{table}.non_numeric_{value_column}", table,
                       _per_id(ids, non_numeric & keep), "set_missing",
                       detail=f"{value_column} is not a number")
+    log.add_per_meter(f"{table}.missing_{value_column}", table,
+                      _per_id(ids, np.isnan(values) & ~non_numeric & keep), "kept",
+                      detail=f"{value_column} empty or NaN in the file; left missing (never 0)")
+    log.add_per_meter(f"{table}.latin1_text", table, _per_id(ids, latin1 & keep), "resolved",
+                      detail=f"{path.name}: {LATIN1_DETAIL}")
     extra = {}
     for name in extra_values:  # optional value columns: empty means none
         extra[name], bad = _numbers(data.column(name))
@@ -539,6 +734,7 @@ def _read_meters(path):
     _require(names, col.METERS_REQUIRED, path, "meters")
     text_columns = [c for c in names if c in col.METERS_STRING_COLUMNS + col.METERS_FLOAT_COLUMNS]
     data, malformed = _read(path, names, {c: pa.string() for c in text_columns})
+    data, latin1 = decode_table(data, dictionary=False)
     rows_in = data.num_rows + malformed
     log.add("meters.malformed_row", "meters", malformed, "dropped",
             detail="CSV rows with the wrong number of fields were skipped")
@@ -554,6 +750,10 @@ def _read_meters(path):
     no_id = frame[col.METER_ID].isna()
     log.add("meters.missing_meter_id", "meters", no_id.sum(), "dropped",
             detail="rows without meter_id")
+    log.add_per_meter("meters.latin1_text", "meters",
+                      pd.Series(latin1[~no_id.to_numpy()]).groupby(
+                          frame.loc[~no_id, col.METER_ID].to_numpy()).sum(),
+                      "resolved", detail=f"{path.name}: {LATIN1_DETAIL}")
     frame = frame[~no_id]
     identical = frame.duplicated(keep="first")
     log.add_per_meter("meters.duplicate_row", "meters",

@@ -55,7 +55,7 @@ MAX_ROW_GROUP_READS = 2.0
 """Above this many reads per row group on average, spill instead of reading row groups."""
 
 CSV_BLOCK_BYTES = 16 * 2**20
-"""Bytes of CSV parsed per streaming block."""
+"""Bytes of CSV parsed per streaming block at first (a longer line gets larger blocks)."""
 
 SPILL_FLUSH_ROWS = 4_000_000
 """Rows buffered over all partitions before the spill writes them out."""
@@ -191,23 +191,31 @@ class PartitionedTable:
 
     def _lookup(self, dictionary: pa.Array) -> np.ndarray:
         """Key of each dictionary entry: its partition, or UNPLANNED for unknown or blank ids."""
-        names = pd.Index(dictionary.cast(pa.string()).to_pandas()).str.strip()
+        text, _ = files.decode_text(dictionary)  # ids read as bytes (not UTF-8): decoded
+        names = pd.Index(text.cast(pa.string()).to_pandas()).str.strip()
         pos = self._ids.get_indexer(names)
         return np.where(pos >= 0, self._parts[pos], UNPLANNED)
 
     def _spill(self, spill_dir) -> None:
-        """Split the file into one Arrow IPC file per partition, in one streaming pass."""
+        """Split the file into one Arrow IPC file per partition, in one streaming pass.
+
+        A CSV that needs looser reading (text in a number column, text that is
+        not UTF-8, a line longer than a block: :class:`~gridwatch.sources.files.CsvAttempt`)
+        is spilled again from the start with the looser options.
+        """
         self._spill_dir = Path(tempfile.mkdtemp(prefix=f"gridwatch-{self.table}-",
                                                 dir=spill_dir))
-        types = files.interval_types(self.id_column, self.value_column, self.extra_values)
-        try:
-            self._write_spill(types)
-        except files._ConversionError:  # a value is not a number: keep the column as text
-            self._clear_spill()
-            self._write_spill({**types, **dict.fromkeys([self.value_column, *self.extra_values],
-                                                         pa.string())})
+        attempt = files.CsvAttempt(self.path, files.interval_types(
+            self.id_column, self.value_column, self.extra_values), block_bytes=CSV_BLOCK_BYTES)
+        while True:
+            try:
+                self._write_spill(attempt)
+                return
+            except pa.ArrowInvalid as exc:
+                attempt.loosen(exc)  # raises InputError when nothing looser can help
+                self._clear_spill()
 
-    def _write_spill(self, types: dict) -> None:
+    def _write_spill(self, attempt) -> None:
         writers, buffers, buffered = {}, {}, 0
         schema = None
         options = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -223,7 +231,7 @@ class PartitionedTable:
                 batches.clear()
 
         try:
-            for batch in self._batches(types):
+            for batch in self._batches(attempt):
                 schema = schema or batch.schema
                 parts = self._row_partitions(batch.column(0))
                 order = np.argsort(parts, kind="stable")  # keeps file order within a partition
@@ -244,8 +252,12 @@ class PartitionedTable:
             for writer in writers.values():
                 writer.close()
 
-    def _batches(self, types: dict):
-        """Record batches of the id, timestamp and value columns, in file order."""
+    def _batches(self, attempt):
+        """Record batches of the id, timestamp and value columns, in file order.
+
+        ``attempt`` (a :class:`~gridwatch.sources.files.CsvAttempt`) gives a
+        CSV's block size and column types; a pyarrow error is left to the caller.
+        """
         if files._format(self.path) == "parquet":
             # Row group by row group: ParquetFile.iter_batches peaked 600 MB above this loop's
             # 140 MB over the 248 row groups of 100,000 meters x 90 days (pyarrow 26).
@@ -259,21 +271,15 @@ class PartitionedTable:
             skipped.append(row.number)
             return "skip"
 
-        try:
-            reader = pcsv.open_csv(
-                self.path,
-                read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
-                convert_options=pcsv.ConvertOptions(include_columns=self.names,
-                                                    column_types=types,
-                                                    strings_can_be_null=True))
-            for batch in reader:
-                yield batch.select(self.names)
-        except pa.ArrowInvalid as exc:
-            if "conversion error" in str(exc):
-                raise files._ConversionError from None
-            raise InputError(f"cannot read the file: {files._first_line(exc)}", file=self.path,
-                             hint="check that it is a valid CSV or Parquet file") from None
+        reader = pcsv.open_csv(
+            self.path,
+            read_options=pcsv.ReadOptions(block_size=attempt.block_bytes),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pcsv.ConvertOptions(include_columns=self.names,
+                                                column_types=attempt.types,
+                                                strings_can_be_null=True))
+        for batch in reader:
+            yield batch.select(self.names)
         self._malformed = len(skipped)
 
     def _spill_path(self, partition: int) -> Path:
