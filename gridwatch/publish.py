@@ -8,13 +8,19 @@ complete run is moved into place, so readers of ``OUT_DIR`` (or of
   finished directory replaces ``OUT_DIR`` (an atomic exchange where the
   kernel offers ``renameat2``, else two renames).
 * ``--output-root ROOT``: staging ``ROOT/.staging-*``; the finished directory
-  becomes ``ROOT/<as-of>/`` and then the ``ROOT/latest`` link is switched to it
-  (an atomic ``rename`` of a new link over the old one), last.
+  becomes ``ROOT/<as-of>/`` and then the ``ROOT/latest`` link is pointed at
+  the newest published night (an atomic ``rename`` of a new link over the
+  old one), last: a back-fill of an earlier day leaves ``latest`` where it is.
+
+The case history records the night only once its outputs are published
+(issue 14, item 3): a run that fails before, or whose publish fails, leaves
+the history as it was.
 
 One lock file per destination (``.OUT_DIR.lock`` beside it, ``ROOT/.lock``)
 keeps two runs from overlapping: the second fails at once with
-:class:`gridwatch.errors.LockedError` (exit code 5). Staging directories left
-by a killed run are removed by the next run that holds the lock.
+:class:`gridwatch.errors.LockedError` (exit code 5). Staging directories and
+``ROOT/.latest.<pid>`` links left by a killed run are removed by the next run
+that holds the lock.
 """
 
 from __future__ import annotations
@@ -125,7 +131,11 @@ def output_lock(destination: Destination):
 
 
 def remove_stale_staging(destination: Destination) -> int:
-    """Remove staging directories left by killed runs; call while holding the lock.
+    """Remove what killed runs left; call while holding the lock.
+
+    That is staging directories and, under an output root, the
+    ``.latest.<pid>`` links a run killed between making the new ``latest``
+    link and renaming it over the old one leaves behind (issue 14, item 7).
 
     Returns
     -------
@@ -139,7 +149,15 @@ def remove_stale_staging(destination: Destination) -> int:
     if stale:
         log.warning("removed %d staging director%s left by an interrupted run", len(stale),
                     "y" if len(stale) == 1 else "ies")
-    return len(stale)
+    links = [path for path in destination.parent.glob(f".{LATEST}.*")
+             if destination.is_root and path.is_symlink()]
+    for path in links:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if links:
+        log.warning("removed %d unfinished '%s' link%s left by an interrupted run", len(links),
+                    LATEST, "" if len(links) == 1 else "s")
+    return len(stale) + len(links)
 
 
 def make_staging(destination: Destination) -> Path:
@@ -168,9 +186,21 @@ def publish(staging: Path, destination: Destination, as_of: dt.date) -> Path:
     else:
         os.rename(staging, target)
     if destination.is_root:
-        point_latest(destination.parent, target.name)
+        point_latest(destination.parent, newest_night(destination.parent) or target.name)
     _fsync_dir(destination.parent)
     return target
+
+
+def newest_night(root: Path) -> str | None:
+    """The newest as-of day published under ``root`` (``YYYY-MM-DD/run.json``), or None.
+
+    ``latest`` points there: a back-fill of an earlier day does not move it
+    back (issue 14, item 4).
+    """
+    from gridwatch.cases import published_nights
+
+    nights = published_nights(root)
+    return nights[-1] if nights else None
 
 
 def check_replaceable(target: Path) -> None:
@@ -272,27 +302,59 @@ def run_published(input_dir=None, *, output_dir=None, output_root=None, as_of=No
         outputs (and ``latest``) stay as they were.
     """
     from gridwatch.atomic import write_json
+    from gridwatch.cases import locate_history
     from gridwatch.pipeline import run
+    from gridwatch.redact import redact_data
 
     destination = Destination.for_output(output_dir, output_root or config.output.root)
     if not destination.is_root:  # OUT_DIR is known now: refuse before hours of work, not after
         check_replaceable(destination.parent / destination.name)
     with output_lock(destination):
         remove_stale_staging(destination)
+        history = None
+        if config.cases.enabled:  # the destination's history, not the staging directory's
+            history = locate_history(
+                None if destination.is_root else destination.parent / destination.name,
+                output_root=destination.parent if destination.is_root else None,
+                database=config.cases.database)
         staging = make_staging(destination)
         try:
-            result = run(input_dir, staging, as_of=as_of, config=config)
+            result = run(input_dir, staging, as_of=as_of, config=config, history=history,
+                         record_history=False)
             if config.sink.influxdb:
                 from gridwatch.influx import write_results
 
                 log.info("writing results to InfluxDB")
                 result.info["sink"] = write_results(result, config)
-                write_json(staging / "run.json", result.info)
+                write_json(staging / "run.json", redact_data(result.info))
             target = publish(staging, destination, result.as_of)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if result.pending_cases is not None:  # published: now the night is history
+            _record_published(result, target)
     result.paths = {key: str(target / Path(path).relative_to(staging))
                     for key, path in result.paths.items()}
     log.info("published %s", target)
     return result
+
+
+def _record_published(result, target: Path) -> None:
+    """Record a published night in the case history (the outputs already are in place).
+
+    Raises
+    ------
+    gridwatch.cases.CaseDatabaseError
+        The history cannot take the night: the message says the outputs are
+        published and that rerunning the night records it.
+    """
+    from gridwatch.cases import CaseDatabaseError
+
+    try:
+        result.pending_cases.commit()
+    except CaseDatabaseError as exc:
+        raise CaseDatabaseError(f"published {target} but could not record the night in the case "
+                                f"history: {exc.message}", file=exc.file,
+                                hint=f"{exc.hint + '; then ' if exc.hint else ''}rerun "
+                                     f"--as-of {result.as_of} to record it") from exc
+    result.pending_cases = None

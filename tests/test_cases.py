@@ -71,10 +71,22 @@ def test_newer_schema_and_foreign_file_are_refused(tmp_path):
         CaseStore(foreign)
 
 
-def test_default_db_path_is_a_state_directory_beside_the_outputs(tmp_path):
-    assert default_db_path(tmp_path / "out" / "2024-05-01") == (
-        tmp_path / "out" / "state" / "cases.sqlite"
-    ).resolve()
+def test_each_output_has_its_own_history_beside_it(tmp_path):
+    # issue 14, item 5: siblings under one parent never share a history
+    assert default_db_path(tmp_path / "runs" / "a") == tmp_path / "runs" / ".a.state" / "cases.sqlite"
+    assert default_db_path(tmp_path / "runs" / "a") != default_db_path(tmp_path / "runs" / "b")
+    root = cases.locate_history(output_root=tmp_path / "root")
+    assert root.path == tmp_path / "root" / "state" / "cases.sqlite" and not root.expected
+    configured = cases.locate_history(tmp_path / "runs" / "a", database=tmp_path / "h.sqlite")
+    assert configured.path == tmp_path / "h.sqlite" and configured.legacy_path is None
+
+
+def test_episode_of_flagged_nights():
+    nights = ["05-01", "05-02", "05-03", "05-04", "05-05"]
+    assert cases.episode({"05-02", "05-03"}, nights) == {
+        "first_seen": "05-02", "last_seen": "05-03", "opened": "05-02", "cleared_on": "05-04"}
+    assert cases.episode({"05-01", "05-04", "05-05"}, nights)["opened"] == "05-04"
+    assert cases.episode({"05-05"}, nights)["cleared_on"] is None
 
 
 def test_new_then_ongoing_then_cleared(store):
@@ -130,10 +142,55 @@ def test_rerun_same_as_of_is_idempotent(store):
     assert _status(b) == {"M-1": ("new", True)}
 
 
-def test_earlier_as_of_than_latest_run_is_refused(store):
-    store.record_run("2024-05-02", _flags({"M-1": 2.0}), None)
-    with pytest.raises(InputError, match="2024-05-01 is before the latest recorded run"):
-        store.record_run("2024-05-01", _flags({"M-1": 2.0}), None)
+def test_a_backfilled_night_is_recorded_in_its_place_in_time(store):
+    # issue 14, item 4: nights 05-01 and 05-03 recorded, then 05-02 back-filled
+    store.record_run("2024-05-01", _flags({"M-1": 2.0, "M-3": 1.0}), None)
+    store.record_run("2024-05-03", _flags({"M-1": 2.0, "M-2": 3.0}), None)
+    assert store.show("M-2")["status"] == "new"
+    back = store.record_run("2024-05-02", _flags({"M-1": 2.2, "M-2": 3.0, "M-4": 5.0}), None)
+    # statuses of that night, against 05-01: M-3 was flagged then and is cleared on 05-02
+    assert _status(back) == {"M-1": ("ongoing", True), "M-2": ("new", True),
+                             "M-4": ("new", True), "M-3": ("cleared", False)}
+    assert store.runs()["as_of"].tolist() == ["2024-05-01", "2024-05-02", "2024-05-03"]
+    now = store.list_cases().set_index("case_id")
+    # the cases now: M-2 began on 05-02, so it is ongoing on 05-03; M-4 (only 05-02) is cleared
+    assert now.loc["M-2", ["status", "first_seen", "opened"]].tolist() == [
+        "ongoing", "2024-05-02", "2024-05-02"]
+    assert now.loc["M-4", ["status", "first_seen", "last_seen", "cleared_on"]].tolist() == [
+        "cleared", "2024-05-02", "2024-05-02", "2024-05-03"]
+    assert now.loc["M-3", ["status", "cleared_on"]].tolist() == ["cleared", "2024-05-02"]
+    assert now.loc["M-1", ["first_seen", "last_seen", "excess_kw"]].tolist() == [
+        "2024-05-01", "2024-05-03", 2.0]  # the newest night's level stays
+    assert [e["as_of"] for e in store.show("M-1")["events"]] == [
+        "2024-05-01", "2024-05-03", "2024-05-02"]
+    # a re-run of the back-filled night is idempotent; the next night follows on
+    pd.testing.assert_frame_equal(
+        store.record_run("2024-05-02", _flags({"M-1": 2.2, "M-2": 3.0, "M-4": 5.0}), None), back)
+    assert len(store.show("M-1")["events"]) == 3
+    nxt = store.record_run("2024-05-04", _flags({"M-2": 3.0, "M-4": 5.0}), None)
+    assert _status(nxt) == {"M-2": ("ongoing", True), "M-4": ("new", True),
+                            "M-1": ("cleared", False)}
+
+
+def test_a_backfill_honours_only_decisions_dated_before_it(store):
+    store.record_run("2024-05-01", _flags({"M-1": 2.0, "M-2": 2.0}), None)
+    store.record_run("2024-05-05", _flags({"M-1": 2.0, "M-2": 2.0}), None)
+    store.close("M-1", "legitimate_load", "greenhouse", "2024-05-02")
+    store.close("M-2", "legitimate_load", "bakery", "2024-05-04")
+    back = store.record_run("2024-05-03", _flags({"M-1": 2.0, "M-2": 2.0}), None)
+    assert _status(back) == {"M-1": ("closed", False), "M-2": ("ongoing", True)}
+    assert store.runs().set_index("as_of").loc["2024-05-03", "n_withheld"] == 1
+    assert store.show("M-2")["status"] == "closed"  # the decision stands for the cases now
+
+
+def test_a_dry_run_records_nothing_and_commit_records_it(store):
+    store.record_run("2024-05-01", _flags({"M-1": 2.0}), None)
+    pending = store.prepare_run("2024-05-02", _flags({"M-1": 2.0, "M-2": 1.0}), None)
+    assert _status(pending.table) == {"M-1": ("ongoing", True), "M-2": ("new", True)}
+    assert store.runs()["as_of"].tolist() == ["2024-05-01"]
+    assert set(store.list_cases()["case_id"]) == {"M-1"}
+    pd.testing.assert_frame_equal(pending.commit(), pending.table)
+    assert store.runs()["as_of"].tolist() == ["2024-05-01", "2024-05-02"]
 
 
 @pytest.mark.parametrize(
@@ -294,7 +351,7 @@ def _wait_until(start_at: float) -> None:
 
 
 def _runner(path: str, start_at: float) -> dict:
-    """Record all days in order; a day already overtaken by the other runner is refused."""
+    """Record all days in order; a day the other runner overtook is recorded as a back-fill."""
     _wait_until(start_at)
     store = CaseStore(path)
     out = {"recorded": 0, "out_of_order": 0, "errors": []}
@@ -347,6 +404,7 @@ def test_concurrent_runs_and_analysts_leave_a_consistent_database(tmp_path):
 
     assert [e for r in runs + acts for e in r["errors"]] == []
     assert sum(r["recorded"] + r["out_of_order"] for r in runs) == 2 * N_DAYS
+    assert all(r["out_of_order"] == 0 for r in runs)  # an overtaken day is a back-fill now
     assert sum(a["close"] + a["suppress"] + a["unknown"] for a in acts) == 200
 
     con = sqlite3.connect(path)

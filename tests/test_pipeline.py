@@ -289,7 +289,8 @@ def test_consecutive_nights_give_new_then_ongoing(sim, tmp_path):
     assert (statuses.loc[sorted(both)] == "ongoing").all()
     store = CaseStore(case_db_path(out, cfg))
     assert len(store.runs()) == 2
-    # A third night with the first as-of again would rewrite history: refused and counted.
+    # The first as-of again is a re-run of a back-filled night: recorded in its place (issue 14).
     third = run(path, out, as_of="2026-03-30", config=cfg)
-    assert third.cases is None
-    assert third.issues.total("cases.not_recorded") == 1
+    assert third.cases is not None
+    assert third.issues.total("cases.not_recorded") == 0
+    assert store.runs()["as_of"].tolist() == ["2026-03-30", "2026-03-31"]
