@@ -162,8 +162,9 @@ class CasesConfig(_Section):
 
     enabled: bool = Field(True, description="Record each run's flags in the case history.")
     database: str = Field(
-        "", description="SQLite file of the case history; empty: state/cases.sqlite in the "
-        "directory that holds OUT_DIR (a state directory beside the outputs).",
+        "", description="SQLite file of the case history; empty: one history per output, "
+        ".OUT_DIR.state/cases.sqlite beside --output OUT_DIR, or ROOT/state/cases.sqlite "
+        "under --output-root ROOT.",
     )
     reopen_rel_change: float = Field(
         0.5, ge=0, description="A site closed as legitimate or suppressed is flagged again when "
@@ -371,6 +372,13 @@ def load_config(path=None) -> Config:
                           hint="pass an existing TOML file to --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=path) from None
+    except UnicodeDecodeError as exc:  # binary garbage: tomllib reads UTF-8 text only
+        raise ConfigError(f"not a TOML text file (byte {exc.start} is not UTF-8)", file=path,
+                          hint="pass a TOML file, e.g. a copy of `gridwatch config --defaults`"
+                          ) from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", file=path,
+                          hint="pass a readable TOML file to --config") from None
     return config_from_dict(_anchor_paths(data, path.parent), source=str(path))
 
 

@@ -35,6 +35,7 @@ from gridwatch.outputs import (
     write_outputs,
 )
 from gridwatch.peers import DemandBands
+from gridwatch.redact import redact_data
 from gridwatch.resample import analysis_index
 from gridwatch.sources import Dataset, read_dataset
 
@@ -79,6 +80,10 @@ class RunResult:
         The analysed meters (same order as the columns of ``kw``).
     cases : pandas.DataFrame or None
         Case status of every flagged site after this run (None without a case store).
+    pending_cases : gridwatch.cases.PendingRun or None
+        This night's case history, computed but not yet recorded: recorded
+        once the outputs are published (issue 14, item 3), by :func:`run`
+        itself or, with ``record_history=False``, by the caller.
     peer_bands : gridwatch.peers.DemandBands or None
         Daily mean demand of every analysed meter, counted per customer class
         (the plots' peer bands).
@@ -99,6 +104,7 @@ class RunResult:
     cases: pd.DataFrame | None = None
     peer_bands: DemandBands | None = None
     topology: pd.DataFrame | None = None
+    pending_cases: object | None = None
 
 
 def parse_as_of(as_of) -> dt.date:
@@ -135,13 +141,18 @@ def read_inputs(input_dir, as_of, config: Config) -> tuple[Dataset, dt.date]:
         raise ConfigError("no input given", hint="pass --input DATASET_DIR, or a --config with "
                           "source.kind = 'influxdb'")
     ds = read_dataset(input_dir, data_config=config.data)
+    if ds.readings.empty:  # the cause, not a pointer to a data_quality.csv a failed run lacks
+        from gridwatch.errors import no_usable_readings
+        from gridwatch.sources.files import find_table
+
+        raise no_usable_readings(find_table(input_dir, "readings") or "readings", ds.issues)
     if as_of is None:
         return ds, last_full_day(ds.readings, ds.interval_minutes, tz)
     return ds, parse_as_of(as_of)
 
 
 def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = None,
-        keep_sites=()) -> RunResult:
+        keep_sites=(), history=None, record_history=True) -> RunResult:
     """Analyse a dataset directory and write the outputs.
 
     Parameters
@@ -159,6 +170,12 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     keep_sites : collection of str, default ()
         Meters whose demand a partitioned run keeps for plotting even when
         not flagged (``gridwatch plot``).
+    history : gridwatch.cases.HistoryLocation, optional
+        The output's case history; default :func:`gridwatch.cases.locate_history`
+        of ``output_dir`` (a staging directory needs its destination's).
+    record_history : bool, default True
+        Record the night once ``run.json`` is written; False leaves it in
+        ``result.pending_cases`` for a caller that publishes later.
 
     Returns
     -------
@@ -224,11 +241,11 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
                  len(balance.table))
 
     analysed = table[table["analysed"]]
-    cases = None
+    cases = pending = None
     if output_dir is not None and config.cases.enabled:
-        analysed, balance_table, cases = _record_cases(
+        analysed, balance_table, cases, pending = _record_cases(
             analysed, balance.table if balance is not None else None, output_dir, as_of_date,
-            config, issues)
+            config, issues, history)
         if balance is not None:
             balance.table = balance_table
             transformers = format_transformers(balance_table)
@@ -257,7 +274,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
                        balance=balance, meters=meters, cases=cases, peer_bands=part.bands,
-                       topology=topology)
+                       topology=topology, pending_cases=pending)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame(), topology=topology)
@@ -268,48 +285,71 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
             info["timings_s"]["report_s"] = round(time.perf_counter() - t0, 3)
         # run.json last: its presence says the run's other files are complete.
         result.paths["run"] = str(Path(output_dir) / "run.json")
-        write_json(result.paths["run"], info)
+        write_json(result.paths["run"], redact_data(info))  # no credential, whatever its source
+        if pending is not None and record_history:  # the outputs are complete: record the night
+            pending.commit()
+            result.pending_cases = None
     return result
 
 
 def case_db_path(output_dir, config: Config) -> Path:
-    """The case-history database: the configured file, else ``state/cases.sqlite`` beside OUT_DIR."""
-    from gridwatch.cases import default_db_path
+    """The case-history database: the configured file, else ``.OUT_DIR.state/cases.sqlite``."""
+    from gridwatch.cases import locate_history
 
-    return Path(config.cases.database) if config.cases.database else default_db_path(output_dir)
+    return locate_history(output_dir, database=config.cases.database).path
 
 
-def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, issues: IssueLog):
-    """Record this run's flags; hold back sites closed as legitimate or suppressed.
+def _record_cases(meters_table, asset_table, output_dir, as_of, config: Config, issues: IssueLog,
+                  history=None):
+    """Compute the night's case statuses; hold back sites closed as legitimate or suppressed.
 
     Returns the meter table and asset table with held-back flags turned off
-    (their reason says why), and the case status of every flagged site.
+    (their reason says why), the case status of every flagged site, and the
+    :class:`gridwatch.cases.PendingRun` that records the night once the
+    outputs are published. A database that cannot be used stops the run
+    (:class:`gridwatch.cases.CaseDatabaseError`, exit 3).
     """
-    from gridwatch.cases import CaseStore
-    from gridwatch.errors import InputError as CaseError
+    from gridwatch.cases import CaseDatabaseError, locate_history, open_history
 
-    store = CaseStore(case_db_path(output_dir, config))
+    store, notes = open_history(history or locate_history(output_dir,
+                                                          database=config.cases.database))
+    for code, detail in notes:
+        issues.add(code, "cases", 1, "kept", detail=detail)
     try:
-        cases = store.record_run(as_of, meters_table, asset_table,
-                                 reopen_rel_change=config.cases.reopen_rel_change,
-                                 reopen_min_kw=config.cases.reopen_min_kw)
-    except CaseError as exc:  # e.g. a back-filled as-of older than the history
+        pending = store.prepare_run(as_of, meters_table, asset_table,
+                                    reopen_rel_change=config.cases.reopen_rel_change,
+                                    reopen_min_kw=config.cases.reopen_min_kw)
+    except CaseDatabaseError:
+        raise
+    except InputError as exc:  # e.g. one id flagged as a meter and as an asset
         issues.add("cases.not_recorded", "cases", 1, "kept", detail=str(exc))
-        return meters_table, asset_table, None
-    cases = cases.assign(history=[_case_history(store, c) for c in cases["case_id"]])
+        return meters_table, asset_table, None, None
+    cases = pending.table
+    cases = cases.assign(history=[_case_history(store, r.case_id, pending.as_of, r.status)
+                                  for r in cases.itertuples()])
     held = cases[~cases["flagged"].astype(bool)].set_index("case_id")
     if held.empty:
-        return meters_table, asset_table, cases
+        return meters_table, asset_table, cases, pending
 
     why = held["note"].fillna("held back by the case history")
     return (hold_back(meters_table, why, id_column=col.METER_ID, only_flagged=True),
-            hold_back(asset_table, why, id_column=col.ASSET_ID, only_flagged=True), cases)
+            hold_back(asset_table, why, id_column=col.ASSET_ID, only_flagged=True), cases,
+            pending)
 
 
-def _case_history(store, case_id: str) -> str:
-    """A case's events in one line for the report: runs, closures, suppressions."""
+def _case_history(store, case_id: str, as_of: str, status: str) -> str:
+    """A case's events in one line for the report: runs up to night ``as_of``, closures, suppressions.
+
+    The night itself (``status``) is not recorded yet (it is once published): it comes last.
+    """
+    try:
+        events = store.show(case_id)["events"]
+    except InputError:  # first flagged tonight: not in the history yet
+        events = []
+    events = [e for e in events if e["event"] != "run" or e["as_of"] < as_of]
+    events.append({"event": "run", "as_of": as_of, "details": {"status": status}})
     parts = []
-    for event in store.show(case_id)["events"]:
+    for event in events:
         details = event.get("details") or {}
         if event["event"] == "run":
             parts.append(f"{event['as_of']} {details.get('status', 'run')}")

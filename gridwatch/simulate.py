@@ -23,7 +23,7 @@ by ``seed``: the same arguments give byte-identical files.
 Calibration
 -----------
 Residential households follow the EDRP Scottish sample (622 homes,
-half-hourly, spring 2009; ``FIELD_NOTES.md``): mean demand 0.44 kW
+half-hourly, spring 2009; ``docs/field.md``): mean demand 0.44 kW
 (log-normal, median 0.39 kW, sigma 0.52, clipped to 0.05-2.4 kW), half-hourly
 coefficient of variation about 1.1, 5th-percentile floor about 0.15-0.25 of
 the mean, a weekday profile with a morning bump near 08:00 and an evening
@@ -68,7 +68,11 @@ __all__ = [
     "RIG_TYPES",
     "simulate_dataset",
     "suppressed_meters",
+    "write_config",
 ]
+
+#: The config file :func:`write_config` writes beside a simulated dataset.
+CONFIG_NAME = "gridwatch.toml"
 
 # --- label vocabulary ----------------------------------------------------------------
 #: Meters that carry a rig the meter itself records.
@@ -505,6 +509,42 @@ def suppressed_meters(labels) -> list[dict]:
         for mid, lab in sorted(labels["meters"].items())
         if lab["type"] == "suppressed_licensed"
     ]
+
+
+def write_config(out_dir, labels) -> Path:
+    """Write the configuration a simulated dataset needs, ``OUT_DIR/gridwatch.toml``.
+
+    Its time zone (``data.timezone``: without it a run reads the naive times
+    as UTC and analyses the wrong days) and its licensed steady loads as
+    ``[[suppress]]`` entries, as a utility lists its known legitimate loads.
+    Every other key keeps its default.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The dataset directory (as given to :func:`simulate_dataset`).
+    labels : dict
+        Labels as returned by :func:`simulate_dataset`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically); pass it to ``gridwatch run --config``.
+    """
+    import json
+
+    from gridwatch.atomic import write_text
+
+    lines = ["# Configuration for this simulated dataset, written by `gridwatch simulate`:",
+             "# its time zone and its licensed steady loads (suppressed as a utility would).",
+             "# Every other key keeps its default (`gridwatch config --defaults`).", "",
+             "[data]", f"timezone = {json.dumps(labels['timezone'])}"]
+    for entry in suppressed_meters(labels):
+        lines += ["", "[[suppress]]", f"meter_id = {json.dumps(entry['meter_id'])}",
+                  f"reason = {json.dumps(entry['reason'])}"]
+    path = Path(out_dir) / CONFIG_NAME
+    write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 # =====================================================================================

@@ -106,7 +106,7 @@ def analyse_partitioned(input_dir, as_of, config: Config, *, keep=(), keep_flagg
             except InputError as exc:
                 if exc.file != "readings":
                     raise
-                raise source.no_readings() from None
+                raise source.no_readings(issues) from None
     as_of_date = day_grid(analyses[0].kw.index, tz).dates[-1].date()
     asset_order = sorted({a for x in analyses if x.balance is not None for a in x.balance.asset_ids})
     part = merge(analyses, meters[col.METER_ID].astype(str), asset_order)
@@ -168,9 +168,10 @@ class _FileSource:
                 check_whole_table(self.paths[table], table=table, rows_in=total["in"],
                                   bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
 
-    def no_readings(self) -> InputError:
-        return InputError("no usable readings", file=self.paths["readings"],
-                          hint="check the readings table and data_quality.csv")
+    def no_readings(self, issues=None) -> InputError:
+        from gridwatch.errors import no_usable_readings
+
+        return no_usable_readings(self.paths["readings"], issues or self.issues)
 
 
 class _InfluxSource:
@@ -210,7 +211,7 @@ class _InfluxSource:
         if totals["readings"]["in"] == 0:
             raise self.no_readings()
 
-    def no_readings(self) -> InputError:
+    def no_readings(self, issues=None) -> InputError:
         return self.tables.no_readings()
 
 

@@ -87,3 +87,51 @@ def test_secrets_stay_out_of_reprs_and_urls(monkeypatch):
     assert display_url(f"https://u:{PASSWORD}@influx.example:8086/base/?db=x") == \
         "https://influx.example:8086/base"
     assert repr(Credentials(username="u", password=PASSWORD)) == "Credentials()"
+
+
+def _run_toml(tmp_path, url, database):
+    path = tmp_path / "run.toml"
+    path.write_text(f'[source]\nkind = "influxdb"\n[influxdb]\nurl = "{url}"\n'
+                    f'database = "{database}"\nretries = 1\nbackoff_s = 0.0\n'
+                    "[cases]\nenabled = false\n[report]\nenabled = false\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param(f"tok-{PASSWORD}\n", id="trailing-newline"),
+    pytest.param(f"tok-{PASSWORD}\r\n", id="trailing-crlf"),
+    pytest.param(f"tok-{PASSWORD}\u2013x", id="en-dash-not-latin-1"),
+    pytest.param(f"tok-{PASSWORD}\nX-Injected: 1", id="embedded-newline"),
+])
+def test_a_bad_token_is_exit_2_in_one_line_that_never_shows_it(auth_server, tmp_path,
+                                                              monkeypatch, token):
+    """Issue 14 item 1: was `internal error: ValueError: Invalid header value b'Token tok-...'`."""
+    from click.testing import CliRunner
+
+    from gridwatch.cli import main
+
+    for name in ("GRIDWATCH_INFLUXDB_USERNAME", "GRIDWATCH_INFLUXDB_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GRIDWATCH_INFLUXDB_TOKEN", token)
+    log = tmp_path / "run.log"
+    result = CliRunner().invoke(main, ["run", "--output", str(tmp_path / "out"), "--as-of",
+                                       "2026-03-14", "--log-file", str(log), "--config",
+                                       _run_toml(tmp_path, auth_server.url, "auth_token")])
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gridwatch: error: ")
+    if token.strip().isascii() and token.strip().isprintable():  # sent, and refused by the server
+        assert "refused (HTTP 401" in lines[0]
+    else:
+        assert "GRIDWATCH_INFLUXDB_TOKEN has a" in lines[0]
+        assert "which an HTTP header cannot carry" in lines[0]
+    shown = result.stderr + result.output + log.read_text()
+    assert PASSWORD not in shown and "exit 2:" in log.read_text()
+
+
+def test_credentials_with_a_trailing_line_break_are_accepted(auth_server, small, monkeypatch):
+    """The line break an env file written by hand leaves is dropped, as from the token file."""
+    monkeypatch.setenv("GRIDWATCH_INFLUXDB_USERNAME", USER + "\n")
+    monkeypatch.setenv("GRIDWATCH_INFLUXDB_PASSWORD", PASSWORD + "\r\n")
+    config = influx_config(auth_server.url, "auth_crlf", influxdb={"upstream": {"measurement": ""}})
+    assert ingest_dataset(small, config)["readings"] > 0

@@ -293,3 +293,118 @@ def test_a_text_field_is_refused_naming_the_measurement(influxdb_server):
     with pytest.raises(InputError, match="reading 'kwh' of measurement 'readings' in database "
                                          ".*values that are not numbers"):
         _read(config)
+
+
+SHUTDOWN_ANSWER = b'{"results":[{"statement_id":0,"error":"query engine shutdown"}]}\n'
+"""What InfluxDB 1.x answers (HTTP 200) for a statement its stopping query engine refuses."""
+
+
+class RestartingProxy:
+    """A loopback HTTP proxy to a real influxd that restarts it during the first data read.
+
+    On the first ``SELECT`` it stops the server with SIGTERM (as ``systemctl
+    restart`` does), starts it again on the same ports and data directory,
+    and answers that request as the stopping server does: ``query engine
+    shutdown``. Every other request is forwarded. With ``come_back=False``
+    every ``SELECT`` gets that answer: a server that keeps shutting down.
+    """
+
+    def __init__(self, data_dir, *, come_back: bool = True):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from unittest import mock
+        from urllib.parse import parse_qs
+
+        import urllib3
+
+        from tests import influxdb_server
+
+        ports = [free_port(), free_port()]  # HTTP, RPC: the same for every start
+
+        def start_influxd():
+            with mock.patch.object(influxdb_server, "free_port", side_effect=ports):
+                return influxdb_server.start_influxd(data_dir)
+
+        self.server = start_influxd()
+        self.selects = self.restarts = 0
+        http = urllib3.PoolManager(retries=False)
+        outer = self
+
+        def restart():
+            first = outer.server.process.pid
+            outer.server.stop()  # SIGTERM, and wait for the process to exit
+            outer.server = start_influxd()
+            assert outer.server.url.endswith(f":{ports[0]}")
+            assert outer.server.process.pid != first
+            outer.restarts += 1
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                statement = (parse_qs(body.decode()).get("q") or [""])[0]
+                if statement.startswith("SELECT"):
+                    outer.selects += 1
+                    if not come_back or outer.selects == 1:
+                        if come_back:
+                            restart()
+                        self._send(200, SHUTDOWN_ANSWER)
+                        return
+                upstream = http.request(self.command, outer.server.url + self.path, body=body,
+                                        headers={k: v for k, v in self.headers.items()
+                                                 if k.lower() not in ("host", "connection")})
+                self._send(upstream.status, upstream.data)
+
+            def _send(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self._proxy = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._proxy.server_address[1]}"
+        threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
+
+    def close(self):
+        self._proxy.shutdown()
+        self._proxy.server_close()
+        self.server.stop()
+
+
+@pytest.mark.parametrize("come_back", [True, False], ids=["restarted", "stays-down"])
+def test_an_influxdb_restart_during_a_read_is_retried_then_source_unreachable(
+        tmp_path, simulated, come_back):
+    """Issue 14 item 15: ``query engine shutdown`` was an input error (exit 3), not retried."""
+    from tests.influxdb_server import require_influxd
+
+    require_influxd()
+    proxy = RestartingProxy(tmp_path / "influxd", come_back=come_back)
+    try:
+        window = {"start": pd.Timestamp("2026-03-01", tz="UTC"),
+                  "end": pd.Timestamp("2026-03-15", tz="UTC")}
+        config = influx_config(proxy.url, _database(), analysis={"history_days": 14},
+                               source={"meters_file": str(simulated / "meters.csv")},
+                               influxdb={"retries": 2})
+        ingest_dataset(simulated, config)
+        if come_back:
+            ds = read_influx_dataset(config, **window)
+            assert proxy.restarts == 1 and proxy.selects > 1
+            direct = influx_config(proxy.server.url, config.influxdb.database,
+                                   analysis={"history_days": 14},
+                                   source={"meters_file": str(simulated / "meters.csv")})
+            without_restart = read_influx_dataset(direct, **window)
+            assert ds.row_counts == without_restart.row_counts
+            pd.testing.assert_frame_equal(ds.readings, without_restart.readings)
+        else:
+            with pytest.raises(SourceUnreachable, match=r"reading 'kwh' of measurement "
+                                                        r"'readings' failed after 3 attempts: "
+                                                        r"the server is shutting down \(query "
+                                                        r"engine shutdown\)") as info:
+                read_influx_dataset(config, **window)
+            assert info.value.exit_code == 4 and proxy.selects == 3
+    finally:
+        proxy.close()

@@ -121,8 +121,8 @@ def test_a_failed_run_publishes_nothing(tmp_path):
     [
         pytest.param(["--output", "{out}"], 2, "no input given", id="no-input"),
         pytest.param(["--input", "{data}"], 2, "no output given", id="no-output"),
-        pytest.param(["--input", "{data}", "--output", "{out}", "--as-of", "someday"], 3,
-                     "is not a date", id="bad-as-of"),
+        pytest.param(["--input", "{data}", "--output", "{out}", "--as-of", "someday"], 2,
+                     "is not a day", id="bad-as-of"),
     ],
 )
 def test_usage_errors_are_one_line_with_their_exit_code(dataset, tmp_path, args, code, message):

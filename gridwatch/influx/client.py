@@ -3,18 +3,23 @@
 Credentials come from the environment variables named in ``[influxdb]``
 or from its ``token_file``; they travel in an ``Authorization`` header,
 never in a URL, and never appear in messages (:func:`display_url` strips
-any user info from the URL shown).
+any user info from the URL shown). Every :class:`Credentials` registers its
+secrets with :mod:`gridwatch.redact`, and server messages are redacted
+before they are quoted, since servers and proxies may echo the header.
 
 Every request is retried on connection failures, timeouts and 5xx answers,
 ``retries`` times with a backoff that starts at ``backoff_s`` and doubles;
 then :class:`gridwatch.errors.SourceUnreachable` is raised with one line
-naming the server, what failed and a hint. 4xx answers are not retried:
+naming the server, what failed and a hint. A statement the server fails
+because it is shutting down (``query engine shutdown`` while ``systemctl
+restart`` stops it) is retried the same way. 4xx answers are not retried:
 401/403 and 404 are configuration errors, 400 an input error.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import time
@@ -26,27 +31,83 @@ import urllib3
 
 from gridwatch.errors import ConfigError, InputError, SourceUnreachable
 from gridwatch.influx.results import split_values
+from gridwatch.redact import redact, register_credentials
 
 CHUNK_ROWS = 10_000
 """Rows per chunk of a chunked v1 query response."""
 
+SHUTDOWN_ERRORS = ("query engine shutdown", "engine is closed", "store is closed")
+"""Statement errors of an InfluxDB 1.x that is stopping (a restart): retried, not an input error."""
+
 
 @dataclass(frozen=True)
 class Credentials:
-    """Secrets for one server; their repr never shows them."""
+    """Secrets for one server; their repr never shows them.
+
+    Creating one registers its secrets with :func:`gridwatch.redact.register_credentials`,
+    so that no message, log line or output of the run shows them.
+    """
 
     username: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
 
+    def __post_init__(self):
+        register_credentials(username=self.username, password=self.password, token=self.token)
+
     def headers(self) -> dict:
-        """The ``Authorization`` header (empty without credentials)."""
+        """The ``Authorization`` header (empty without credentials).
+
+        Raises
+        ------
+        ConfigError
+            When the token has a character an HTTP header cannot carry.
+        """
         if self.username or self.password:
             raw = f"{self.username}:{self.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
         if self.token:
+            check_token(self.token, source="the InfluxDB token")
             return {"Authorization": "Token " + self.token}
         return {}
+
+
+def check_token(token: str, *, source: str, file: str | None = None) -> str:
+    """Refuse a token an HTTP header cannot carry, without showing it.
+
+    Parameters
+    ----------
+    token : str
+        The token, already stripped of surrounding whitespace.
+    source : str
+        Where it came from, for the message (an environment variable's name).
+    file : str, optional
+        The token file it came from.
+
+    Returns
+    -------
+    str
+        ``token``, when every character is printable ASCII.
+
+    Raises
+    ------
+    ConfigError
+        Naming the source and the position of the first bad character, never
+        the token or the character (issue 14, item 1).
+
+    Examples
+    --------
+    >>> check_token("tok-123", source="GRIDWATCH_INFLUXDB_TOKEN")
+    'tok-123'
+    """
+    bad = next((i for i, char in enumerate(token) if not " " <= char <= "~"), None)
+    if bad is None:
+        return token
+    kind = "a non-ASCII character" if ord(token[bad]) > 0x7E else "a control character"
+    raise ConfigError(f"{source} has {kind} at position {bad + 1} of {len(token)}, which an "
+                      "HTTP header cannot carry", file=file,
+                      hint="write the token again as plain ASCII; one copied from a document "
+                           "may carry a typographic dash or quote")
 
 
 def resolve_credentials(config) -> Credentials:
@@ -63,21 +124,25 @@ def resolve_credentials(config) -> Credentials:
         token from ``token_env`` is sent as ``Authorization: Token``, which
         the v1 API of InfluxDB 2.x and 3.x accepts); v2: the token from
         ``token_env``. When those variables are unset, ``token_file`` holds
-        the token (v2) or ``user:password`` (v1).
+        the token (v2) or ``user:password`` (v1). Whitespace around each
+        value is dropped, from the variables as from the file (a line break
+        at the end of a hand-written environment file).
 
     Raises
     ------
     ConfigError
-        When ``token_file`` is named but cannot be read (its content is
-        never shown).
+        When ``token_file`` is named but cannot be read, or the token has a
+        character an HTTP header cannot carry (the secret is never shown).
     """
     env = os.environ
-    user, password = env.get(config.username_env, ""), env.get(config.password_env, "")
-    token = env.get(config.token_env, "")
+    user = env.get(config.username_env, "").strip()
+    password = env.get(config.password_env, "").strip()
+    token = env.get(config.token_env, "").strip()
     if config.api == "v1" and (user or password):
         return Credentials(username=user, password=password)
     if token:
-        return Credentials(token=token)
+        register_credentials(token=token)  # before the check: its message must not show it
+        return Credentials(token=check_token(token, source=f"the token in {config.token_env}"))
     if config.token_file:
         try:
             secret = Path(config.token_file).read_text(encoding="utf-8").strip()
@@ -87,7 +152,9 @@ def resolve_credentials(config) -> Credentials:
         if config.api == "v1" and ":" in secret:
             user, _, password = secret.partition(":")
             return Credentials(username=user, password=password)
-        return Credentials(token=secret)
+        register_credentials(token=secret)
+        return Credentials(token=check_token(secret, source="the token in influxdb.token_file",
+                                             file=config.token_file))
     return Credentials()
 
 
@@ -158,7 +225,8 @@ def with_retries(call, *, what: str, url: str, retries: int, backoff_s: float):
 
 def _reason(exc: Exception) -> str:
     inner = getattr(exc, "reason", None) or exc
-    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    full = redact(str(inner)).strip()
+    text = full.splitlines()[0] if full else type(inner).__name__
     if "Connection refused" in text:
         return "connection refused"
     if isinstance(inner, urllib3.exceptions.ProtocolError) or "Connection broken" in text or \
@@ -189,12 +257,13 @@ def raise_for_status(status: int, body: bytes, *, what: str, url: str) -> None:
 
 
 def _server_message(body: bytes) -> str:
+    """The server's error message, redacted before it is cut to 300 characters."""
     text = body[:2000].decode("utf-8", "replace").strip()
     try:
         text = json.loads(text).get("error", text) or text
     except (ValueError, AttributeError):
         pass
-    return " ".join(str(text).split())[:300] or "no message"
+    return " ".join(redact(text).split())[:300] or "no message"
 
 
 class V1Client:
@@ -219,16 +288,16 @@ class V1Client:
         return f"V1Client({display_url(self.url)!r}, database={self.config.database!r})"
 
     def _request(self, method: str, path: str, *, what: str, fields=None, body=None,
-                 headers=None, query=None) -> bytes:
+                 headers=None, query=None, parse=None):
         # Only non-secret parameters (db, rp, precision) ever go into the URL.
         url = self.url + path + ("?" + urlencode(query) if query else "")
         headers = {**self._headers, **(headers or {})}
 
-        def call():
+        def call():  # parsing is inside: an answer that says "retry" is retried
             response = self._http.request(method, url, fields=fields, body=body, headers=headers,
                                           encode_multipart=False, preload_content=True)
             raise_for_status(response.status, response.data, what=what, url=self.url)
-            return response.data
+            return response.data if parse is None else parse(response.data)
 
         return with_retries(call, what=what, url=self.url, retries=self.config.retries,
                             backoff_s=self.config.backoff_s)
@@ -273,24 +342,9 @@ class V1Client:
                 fields["rp"] = self.config.retention_policy
         if params:
             fields["params"] = json.dumps(params)
-        data = self._request(method, "/query", what=what, fields=fields)
-        results = []
-        for line in data.splitlines():
-            if not line.strip():
-                continue
-            try:
-                chunk = split_values(line) if raw_values else json.loads(line)
-            except ValueError:
-                raise _unreadable(self.url, what) from None
-            if chunk.get("error"):
-                raise InputError(f"InfluxDB at {display_url(self.url)}: {what} failed: "
-                                 f"{chunk['error']}", hint="see the server's message")
-            for result in chunk.get("results", []):
-                if result.get("error"):
-                    raise InputError(f"InfluxDB at {display_url(self.url)}: {what} failed: "
-                                     f"{result['error']}", hint=_hint(result["error"]))
-                results.append(result)
-        return results
+        parse = functools.partial(parse_query_answer, raw_values=raw_values, what=what,
+                                  url=self.url)
+        return self._request(method, "/query", what=what, fields=fields, parse=parse)
 
     def write(self, body: bytes, *, what: str) -> None:
         """POST line protocol (precision ns) to ``/write`` of the configured database."""
@@ -303,6 +357,53 @@ class V1Client:
     def ping(self) -> None:
         """Check that the server answers (``/ping``)."""
         self._request("GET", "/ping", what="ping")
+
+
+def parse_query_answer(data: bytes, *, raw_values: bool, what: str, url: str) -> list[dict]:
+    """The ``results`` of a chunked ``/query`` answer, or the error one of its statements reports.
+
+    Parameters
+    ----------
+    data : bytes
+        The answer: one JSON object per line (chunk).
+    raw_values : bool
+        Leave ``values`` as CSV bytes (:func:`gridwatch.influx.results.split_values`).
+    what : str
+        What the statement does, for error messages.
+    url : str
+        The server (shown without credentials).
+
+    Returns
+    -------
+    list of dict
+
+    Raises
+    ------
+    InputError
+        When the server reports an error for the statement.
+    SourceUnreachable
+        When the answer is not JSON.
+    _Retryable
+        When the error is one of :data:`SHUTDOWN_ERRORS`: the server is
+        restarting, the statement is worth another attempt.
+    """
+    results = []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            chunk = split_values(line) if raw_values else json.loads(line)
+        except ValueError:
+            raise _unreadable(url, what) from None
+        errors = [chunk.get("error")] + [r.get("error") for r in chunk.get("results", [])]
+        for error in filter(None, errors):
+            message = redact(error)
+            if any(text in message for text in SHUTDOWN_ERRORS):
+                raise _Retryable(f"the server is shutting down ({message})")
+            raise InputError(f"InfluxDB at {display_url(url)}: {what} failed: {message}",
+                             hint=_hint(message))
+        results.extend(chunk.get("results", []))
+    return results
 
 
 def _hint(message: str) -> str:

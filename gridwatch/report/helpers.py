@@ -80,7 +80,11 @@ def _start_helper():
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from gridwatch.report.helpers import _helper_main; _helper_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            # Its own process group: Ctrl-C at a terminal (SIGINT to the foreground group)
+            # stops only the caller, which prints one line; the helper exits at the end of
+            # its input when the caller does.
+            process_group=0)
     except OSError:
         return None
 

@@ -34,6 +34,7 @@ import pandas as pd
 from gridwatch import columns as col
 from gridwatch.atomic import write_text
 from gridwatch.outputs import empty_topology, format_topology
+from gridwatch.redact import redact
 from gridwatch.topology_check import MIN_INFERRED_CONFIDENCE
 
 REPORT_NAME = "report.html"
@@ -104,7 +105,8 @@ def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME
-    write_text(path, render_report(result, out, plots=plots, cases=cases, embed_limit=embed_limit))
+    html = render_report(result, out, plots=plots, cases=cases, embed_limit=embed_limit)
+    write_text(path, redact(html))  # no credential, whatever its source (issue 14)
     return path
 
 
