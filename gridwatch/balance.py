@@ -620,6 +620,12 @@ def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters:
         down_kw=np.nan_to_num(m.arrays["fall_kw"]),
         preexisting=pre_ok, excess_kw=excess_pre, deficit_kw=np.nan_to_num(deficit_kw),
         min_kw=min_unexplained_kw)
+    lone = step_ok & ~pd.Index(balanced).isin(twins[col.ASSET_ID])
+    if lone.any():  # ... or a meter listed under a sibling whose own load rose as much
+        twins = pd.concat([twins.assign(meter_id=""),
+                           _misplaced_meter_twins(lone, onset, m.arrays, topo, meter_kw, grid,
+                                                  min_cells, min_unexplained_kw)],
+                          ignore_index=True)
     twin = pd.Index(balanced).isin(twins[col.ASSET_ID])
     step_twin, pre_twin = step_ok & twin, pre_ok & twin
     # a sibling's fall that accounts for part of a rise leaves the rest unexplained
@@ -1779,6 +1785,19 @@ def _with_stepped_meters(topology, twins, step_twin, onset, topo, meter_kw, al, 
     return out.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
 
 
+def _misplaced_meter_twins(lone, onset, arrays, topo, meter_kw, grid, min_cells, min_kw):
+    """:func:`topology_check.steps_of_misplaced_meters` over the siblings of ``lone`` assets."""
+    feeder = arrays["feeder"]
+    near = np.isin(feeder, feeder[lone & (feeder != "")])
+    members = topo.members[topo.members[col.ASSET_ID].isin(pd.Index(topo.balanced)[near])]
+    ids = pd.Index(pd.unique(members[col.METER_ID].astype(str)))
+    recorded = meter_kw.set_axis(meter_kw.columns.astype(str), axis=1)[ids].to_numpy(
+        dtype=np.float64)
+    return topology_check.steps_of_misplaced_meters(
+        topo.balanced, feeder, lone, onset, arrays["y"], members,
+        daily_mean(recorded, grid, min_cells), ids, min_kw=min_kw)
+
+
 def _feeders_of_assets(topo, meters):
     """The feeder of each balanced transformer ("" for other levels or when unknown)."""
     level = topo.members.drop_duplicates(col.ASSET_ID).set_index(col.ASSET_ID)["level"]
@@ -1817,14 +1836,25 @@ def _with_twin_reasons(reasons, asset_ids, twins, step_twin, pre_twin, partly, s
     partner = twins.set_index(col.ASSET_ID)
     for i in np.flatnonzero(step_twin | pre_twin):  # a loop over the few such assets, for text
         p = partner.loc[asset_ids[i]]
+        meter = p.get("meter_id", "")
+        meter = meter if isinstance(meter, str) else ""
         if partly[i]:
+            cause = (f"the new load of meter {meter}, listed under {p['partner']} on the same "
+                     "feeder (probably fed by this transformer" if meter else
+                     f"matched by a fall of {p['partner']} on the same feeder (a meter listed "
+                     f"under {p['partner']} is probably fed by this transformer")
             out[i] = (f"{out[i]}; of its rise of {_fmt_kw(size_kw[i])} on "
                       f"{dates[onset[i]].date().isoformat()}, {_fmt_kw(p['partner_kw'])} is "
-                      f"matched by a fall of {p['partner']} on the same feeder (a meter listed "
-                      f"under {p['partner']} is probably fed by this transformer; see "
-                      "topology.csv): only the rest is unexplained")
+                      f"{cause}; see topology.csv): only the rest is unexplained")
             continue
-        if step_twin[i]:
+        if step_twin[i] and meter:
+            text = (f"not flagged: its unexplained load rose {_fmt_kw(size_kw[i])} on "
+                    f"{dates[onset[i]].date().isoformat()}, when meter {meter}, listed under "
+                    f"{p['partner']} on the same feeder, started drawing "
+                    f"{_fmt_kw(p['partner_kw'])} more and {p['partner']}'s balance fell: the "
+                    "meter is probably fed by this transformer (a map error, not a theft; see "
+                    "topology.csv)")
+        elif step_twin[i]:
             text = (f"not flagged: its unexplained load rose {_fmt_kw(size_kw[i])} on "
                     f"{dates[onset[i]].date().isoformat()}, and {p['partner']} on the same feeder "
                     f"fell by {_fmt_kw(p['partner_kw'])} then: a meter listed under {p['partner']} "

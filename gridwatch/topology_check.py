@@ -383,6 +383,111 @@ def matched_by_siblings(asset_ids, feeder_ids, *, new_load, onset, step_kw, down
         .reset_index(drop=True)
 
 
+def steps_of_misplaced_meters(asset_ids, feeder_ids, flagged, onset, residual_day, members,
+                              day_kw, meter_ids, *, min_kw,
+                              window_days: int = 7) -> pd.DataFrame:
+    """Flagged rises that a meter listed under a sibling transformer accounts for.
+
+    When a steady load starts on a meter fed by A but listed under B, A's
+    balance rises and B's falls on the same day by as much, and the meter's
+    own consumption rises by that much too. The fall of B alone may be lost
+    among other changes of B (:func:`matched_by_siblings` then finds no
+    twin); the meter's rise, read off its own data, names the cause.
+
+    Parameters
+    ----------
+    asset_ids, feeder_ids : sequence of str, length n_assets
+        The balanced transformers and their feeders ("" when unknown).
+    flagged : numpy.ndarray of bool
+        Assets flagged for a new load on day ``onset``.
+    residual_day : numpy.ndarray of shape (n_days, n_assets)
+        Each asset's daily residual (delivered - metered) [kW]; the rise of a
+        flagged asset and the fall of a sibling are its changes across the
+        onset.
+    members : pandas.DataFrame
+        ``asset_id``, ``meter_id`` of every balanced asset (as listed).
+    day_kw : numpy.ndarray of shape (n_days, n_meters)
+        Daily mean demand of ``meter_ids`` [kW].
+    min_kw : float
+        Smallest rise considered [kW].
+    window_days : int, default 7
+        Days compared on each side of the onset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per explained asset: ``asset_id``, ``partner`` (the sibling
+        the meter is listed under), ``partner_kw`` (the meter's rise from
+        before the onset to its last ``window_days`` days, stages included
+        [kW]) and ``meter_id``.
+    """
+    out = pd.DataFrame(columns=["asset_id", "partner", "partner_kw", "meter_id"])
+    ids = [str(a) for a in asset_ids]
+    feeders = np.asarray([str(f) for f in feeder_ids], dtype=object)
+    meter_index = pd.Index([str(m) for m in meter_ids])
+    listed = members.assign(_m=meter_index.get_indexer(members[col.METER_ID].astype(str)))
+    listed = listed[listed["_m"] >= 0]
+    n_days = residual_day.shape[0]
+    rows = []
+    for i in np.flatnonzero(flagged & (onset >= 0) & (feeders != "")):  # the few flagged assets
+        d = int(onset[i])
+        if d < 1 or d >= n_days - 1:
+            continue
+        rise_kw = float(_change_at_day(residual_day[:, [i]], d, window_days)[0])
+        if not rise_kw >= min_kw:
+            continue
+        siblings = np.flatnonzero((feeders == feeders[i]) & (np.arange(len(ids)) != i))
+        fall = -_change_at_day(residual_day[:, siblings], d, window_days)
+        best = None
+        for j, fall_kw in zip(siblings, fall, strict=True):  # its few siblings
+            if not fall_kw >= max(MIN_MATCH_SHARE * rise_kw, min_kw):
+                continue
+            cols = listed.loc[listed[col.ASSET_ID].astype(str) == ids[j], "_m"].to_numpy()
+            if not len(cols):
+                continue
+            rise = np.nan_to_num(_change_at_day(day_kw[:, cols], d, window_days), nan=-np.inf)
+            k = int(np.argmax(rise))
+            ok = (MIN_MATCH_SHARE * rise_kw <= rise[k] <= rise_kw / MIN_MATCH_SHARE
+                  and MIN_MATCH_SHARE * rise[k] <= fall_kw)
+            gap = abs(np.log(max(rise[k], 1e-9) / rise_kw))
+            if ok and (best is None or gap < best[0]):
+                best = (gap, j, cols[k])
+        if best is None:
+            continue
+        _, j, m = best
+        # the load stays: the meter's rise and the sibling's fall last to the end of the window
+        meter_kw = _lasting_change(day_kw[:, m], d, window_days)
+        sibling_kw = -_lasting_change(residual_day[:, j], d, window_days)
+        if not (meter_kw >= min_kw and sibling_kw >= MIN_MATCH_SHARE * meter_kw):
+            continue
+        rows.append({"asset_id": ids[i], "partner": ids[j], "partner_kw": meter_kw,
+                     "meter_id": meter_index[m]})
+    return pd.DataFrame(rows, columns=out.columns) if rows else out
+
+
+def _lasting_change(series, day, window_days):
+    """Median of the last ``window_days`` days minus that of the two windows before ``day``."""
+    n = len(series)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        before = np.nanmedian(series[max(day - 2 * window_days, 0):day])
+        recent = np.nanmedian(series[max(n - window_days, day + 1):])
+    return float(np.nan_to_num(recent - before, nan=-np.inf))
+
+
+def _change_at_day(values, day, window_days):
+    """Mean of the ``window_days`` days after ``day`` minus the mean of those before it.
+
+    The day itself is left out (a switch-on during the day makes it partial).
+    """
+    n = values.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        before = np.nanmean(values[max(day - window_days, 0):day], axis=0)
+        after = np.nanmean(values[day + 1:min(day + 1 + window_days, n)], axis=0)
+    return after - before
+
+
 def meters_that_stepped(twins, members, day_kw, meter_ids, onset, dates, *,
                         window_days: int = 7) -> pd.DataFrame:
     """For each matched step, the meter of the falling sibling whose own load rose by as much.

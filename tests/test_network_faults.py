@@ -223,3 +223,20 @@ def test_a_siblings_fall_that_explains_part_of_a_rise_leaves_the_rest_flagged(se
     assert "matched by a fall of TX-003" in both["reasons"]
     assert "only the rest is unexplained" in both["reasons"]
     assert not row(balance, "TX-003")["flagged"]
+
+
+@pytest.mark.parametrize("seed", [35, 36])
+def test_a_meters_new_load_recorded_under_a_sibling_is_not_a_hidden_load(seed):
+    case = make_case(4, seed=seed)
+    # a meter of TX-001 listed under TX-002 starts a 2 kW rig (which it records) on day 18;
+    # on day 28 a meter of TX-003, also listed under TX-002, starts a bigger 4 kW load:
+    # TX-002's best fall is the second one, so only the meter itself explains TX-001's rise
+    _steady_load_on_a_misplaced_meter(case, 2, "TX-002", 2.0, day=18)
+    _steady_load_on_a_misplaced_meter(case, 45, "TX-002", 4.0, day=28)
+    balance, _ = energy_balance(*case.frames(), None, case.meters, case.grid)
+    first = row(balance, "TX-001")
+    assert not first["flagged"], first["reasons"]
+    assert "meter M0003, listed under TX-002" in first["reasons"]
+    assert not row(balance, "TX-003")["flagged"]
+    listed = balance.topology.set_index(col.METER_ID)
+    assert listed.loc["M0003", col.LIKELY_TRANSFORMER_ID] == "TX-001"
