@@ -19,6 +19,13 @@ the workers' high-water marks do not add up with the client's while it
 gathers and merges the results: at 100k meters the run's peak fell from
 3.5 to 3.0 GB, for about 1 s.
 
+Arrow's buffers (a table read from Parquet or CSV) go through the same
+malloc: by default pyarrow allocates with its bundled mimalloc, which maps
+fresh (transparent huge) pages and gives them back behind the caller's
+back, so those pages were faulted in again and again. Reading 44 M readings
+(10,000 meters x 92 days half-hourly) spent 2.5-5 s in the kernel that way
+and 0.8-1 s with the system pool (issue 15; ``bench/bench_floor.py``).
+
 Only glibc (Linux) is affected; elsewhere these are no-ops.
 """
 
@@ -35,8 +42,10 @@ _M_MMAP_THRESHOLD = -3
 LARGE_BYTES = 2**31 - 1
 """Threshold for both settings [bytes]: no block is that large, so none is mmapped or trimmed."""
 
-ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(LARGE_BYTES), "MALLOC_TRIM_THRESHOLD_": str(LARGE_BYTES)}
-"""The same settings for a process about to start (read by glibc at its first allocation)."""
+ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(LARGE_BYTES), "MALLOC_TRIM_THRESHOLD_": str(LARGE_BYTES),
+           "ARROW_DEFAULT_MEMORY_POOL": "system"}
+"""The same settings for a process about to start (read by glibc at its first allocation,
+by pyarrow when it first allocates)."""
 
 
 @functools.cache
@@ -53,6 +62,8 @@ def _glibc():
 def reuse_freed_memory() -> bool:
     """Keep large freed blocks in this process for reuse (glibc ``mallopt``).
 
+    Arrow's later allocations use the same malloc (:func:`arrow_uses_malloc`).
+
     Returns
     -------
     bool
@@ -63,7 +74,25 @@ def reuse_freed_memory() -> bool:
         return False
     ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(LARGE_BYTES))
     ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(LARGE_BYTES))
+    if ok:
+        arrow_uses_malloc()
     return bool(ok)
+
+
+def arrow_uses_malloc() -> bool:
+    """Make pyarrow allocate its later buffers with the C library's malloc (its system pool).
+
+    Returns
+    -------
+    bool
+        True when the system pool is pyarrow's default now; False without pyarrow.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return False
+    pa.set_memory_pool(pa.system_memory_pool())
+    return pa.default_memory_pool().backend_name == "system"
 
 
 def release_freed_memory() -> bool:

@@ -171,19 +171,48 @@ def to_grid(readings: pd.DataFrame, interval_minutes: pd.Series, *, meter_ids,
 
 
 def _within_cell_spread(flat, position, kwh, kwh_sum, count, minutes, cell_us, shape):
-    """Standard deviation of sub-interval demand within each cell [kW] (see :func:`to_grid`)."""
-    spread = np.full(shape, np.nan)
-    finer = (minutes[position] > 0) & (minutes[position] * _US_PER_MIN < cell_us)
+    """Standard deviation of sub-interval demand within each cell [kW] (see :func:`to_grid`).
+
+    Only meters read more often than the grid have one; when they all are (the
+    usual case: half-hourly meters on an hourly grid) nothing is masked or
+    gathered, and the per-cell arithmetic runs in place on the whole grid.
+    """
+    finer_meter = (minutes > 0) & (minutes * _US_PER_MIN < cell_us)
+    finer = finer_meter[position]
     if not finer.any():  # every meter reads once per cell: no within-cell spread to see
-        return spread
-    sub_kw = kwh[finer] * 60.0 / minutes[position[finer]]
-    sq = np.bincount(flat[finer], weights=sub_kw**2, minlength=shape[0] * shape[1]).reshape(shape)
-    cols = np.unique(position[finer])
-    n = count[:, cols]
+        return np.full(shape, np.nan)
+    every_row = bool(finer.all())
+    if not every_row:
+        flat, position, kwh = flat[finer], position[finer], kwh[finer]
+    del finer
+    row_minutes = minutes[position]
+    if (row_minutes == row_minutes[0]).all():
+        row_minutes = row_minutes[0]  # one interval: a scalar, no array per row
+    sub_kw = kwh * 60.0
+    sub_kw /= row_minutes
+    del row_minutes
+    sub_kw **= 2
+    sq = np.bincount(flat, weights=sub_kw, minlength=shape[0] * shape[1]).reshape(shape)
+    del sub_kw
+    # The columns of meters with finer readings (a meter without rows has n = 0: NaN below).
+    cols = np.flatnonzero(finer_meter)
+    whole = len(cols) == shape[1]
+    n = count if whole else count[:, cols]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_sub = kwh_sum[:, cols] * 60.0 / (n * minutes[cols])
-        var = sq[:, cols] / n - mean_sub**2
-    spread[:, cols] = np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
+        mean_sub = kwh_sum * 60.0 if whole else kwh_sum[:, cols] * 60.0
+        mean_sub /= n * minutes[cols]
+        mean_sub **= 2
+        var = sq if whole else sq[:, cols]
+        var /= n
+        var -= mean_sub
+        del mean_sub
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        var[n < 2] = np.nan
+    if whole:
+        return var
+    spread = np.full(shape, np.nan)
+    spread[:, cols] = var
     return spread
 
 

@@ -40,7 +40,8 @@ def test_reuse_freed_memory_keeps_it_for_the_next_allocation():
 
 
 def test_the_environment_for_a_new_process_has_the_same_effect():
-    assert set(allocator.ENVIRON) == {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}
+    assert set(allocator.ENVIRON) == {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                      "ARROW_DEFAULT_MEMORY_POOL"}
     out = subprocess.run([sys.executable, "-c", _HELD_AFTER_FREE, "default"], check=True,
                          capture_output=True, text=True,
                          env={**os.environ, **allocator.ENVIRON})
@@ -64,3 +65,25 @@ def test_release_gives_kept_memory_back_between_passes():
     out = subprocess.run([sys.executable, "-c", _RELEASED_AFTER_FREE], check=True,
                          capture_output=True, text=True)
     assert float(out.stdout) < 50
+
+
+_ARROW_POOL = """
+import sys
+from gridwatch.allocator import reuse_freed_memory
+import pyarrow as pa
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+pa.array(range(1000))
+print(pa.default_memory_pool().backend_name)
+"""
+
+
+@pytest.mark.parametrize(("mode", "env", "pool"), [
+    pytest.param("reuse", {}, "system", id="reuse_freed_memory"),
+    pytest.param("default", allocator.ENVIRON, "system", id="environment"),
+])
+def test_arrow_allocates_with_the_same_malloc(mode, env, pool):
+    # pyarrow's bundled mimalloc faulted fresh huge pages in again and again (issue 15)
+    out = subprocess.run([sys.executable, "-c", _ARROW_POOL, mode], check=True,
+                         capture_output=True, text=True, env={**os.environ, **env})
+    assert out.stdout.strip() == pool
