@@ -37,6 +37,10 @@ KVARH = "kvarh"  # reactive energy in the interval [kvarh]
 ASSET_ID = "asset_id"
 TEMPERATURE_C = "temperature_c"  # [degrees C]
 
+# Utility export forms (issue 16, gridwatch/sources/export_forms.py): read, then turned into kwh.
+REGISTER_KWH = "register_kwh"  # cumulative import register read at the timestamp [kWh]
+DEVICE_ID = "device_id"  # the physical meter read; a new one at the same meter_id is an exchange
+
 READINGS_REQUIRED = (METER_ID, TIMESTAMP, KWH)
 READINGS_OPTIONAL_VALUES = (KWH_EXPORT,)  # read when the file has them; empty means none
 UPSTREAM_REQUIRED = (ASSET_ID, TIMESTAMP, KWH)

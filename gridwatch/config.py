@@ -10,15 +10,131 @@ from __future__ import annotations
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gridwatch import columns as col
 from gridwatch.errors import ConfigError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+class TableForm(_Section):
+    """How one table's file differs from the contract: its own column names (issue 16).
+
+    ``columns`` maps a column of the file to the contract name it holds
+    (``{MeterNo = "meter_id"}``); unmapped columns keep their names. The
+    readers apply it before the contract's column check, so a missing
+    column is named as the file names it.
+    """
+
+    TARGETS: ClassVar[tuple[str, ...]] = ()
+
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="File column -> contract column it holds, e.g. {MeterNo = \"meter_id\"}; "
+        "empty: the file uses the contract's names.",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _contract_targets(cls, value: dict) -> dict:
+        for source, target in value.items():
+            if not source.strip():
+                raise ValueError("a file column name cannot be empty")
+            if target not in cls.TARGETS:
+                raise ValueError(f"{source!r} is mapped to {target!r}, which is not a column of "
+                                 f"this table; use one of {', '.join(cls.TARGETS)}")
+        targets = list(value.values())
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ValueError(f"more than one file column is mapped to {twice[0]!r}")
+        return value
+
+
+class MetersForm(TableForm):
+    """The meters file as exported: its column names."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = col.METERS_STRING_COLUMNS + col.METERS_FLOAT_COLUMNS
+
+
+class WeatherForm(TableForm):
+    """The weather file as exported: its column names."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = col.WEATHER_REQUIRED
+
+
+ENERGY_UNITS = ("Wh", "kWh", "MWh")
+POWER_UNITS = ("W", "kW", "MW")
+
+
+class IntervalForm(TableForm):
+    """An interval table (readings, upstream) as exported: names, unit, what its stamps mark."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = col.UPSTREAM_REQUIRED
+
+    unit: Literal["Wh", "kWh", "MWh", "W", "kW", "MW"] = Field(
+        "kWh", description="Unit of the values (kwh, kwh_export, register_kwh): energy in the "
+        "interval (Wh, kWh, MWh) or mean power over it (W, kW, MW; times the interval gives "
+        "energy). Case-insensitive.",
+    )
+    timestamp_marks: Literal["start", "end"] = Field(
+        "start", description="'start': a timestamp is the START of its interval (the contract); "
+        "'end': the END (many MDM exports), shifted back by the meter's interval.",
+    )
+    interval_minutes: int = Field(
+        0, ge=0, le=1440, description="Interval of every meter/asset for 'end' stamps and power "
+        "units [min]; 0: each one's most common step between timestamps.",
+    )
+
+    @field_validator("unit", mode="before")
+    @classmethod
+    def _unit_any_case(cls, value):
+        if isinstance(value, str):
+            for unit in ENERGY_UNITS + POWER_UNITS:
+                if value.strip().lower() == unit.lower():
+                    return unit
+        return value
+
+
+class UpstreamForm(IntervalForm):
+    """The upstream file as exported (SCADA): names, unit, what its stamps mark."""
+
+
+class ReadingsForm(IntervalForm):
+    """The readings file as exported: names, unit, stamps, interval energy or register reads."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = (col.READINGS_REQUIRED + col.READINGS_OPTIONAL_VALUES
+                                          + (col.KVARH, col.REGISTER_KWH, col.DEVICE_ID))
+
+    value: Literal["interval", "register"] = Field(
+        "interval", description="'interval': kwh is the energy of each interval (the contract); "
+        "'register': register_kwh is a cumulative register read at each timestamp, differenced "
+        "per meter (and device_id, when given) into interval energy (README, 'Data as utilities "
+        "hold it').",
+    )
+    rollover_kwh: float = Field(
+        0.0, ge=0, description="Register value at which the register wraps to 0 (e.g. 100000 "
+        "for five digits of kWh) [kWh]; 0: it never wraps. Register reads only.",
+    )
+
+    @model_validator(mode="after")
+    def _register_rules(self):
+        if self.value == "register":
+            if self.unit not in ENERGY_UNITS:
+                raise ValueError(f"a register counts energy: unit must be one of "
+                                 f"{', '.join(ENERGY_UNITS)}, not {self.unit!r}")
+            if self.timestamp_marks != "end":
+                raise ValueError("a register read is the count at its timestamp, which ENDS the "
+                                 "interval since the previous read: set timestamp_marks = 'end'")
+        elif self.rollover_kwh:
+            raise ValueError("rollover_kwh applies to register reads: set value = 'register' "
+                             "or drop rollover_kwh")
+        elif set(self.columns.values()) & {col.REGISTER_KWH, col.DEVICE_ID}:
+            raise ValueError("register_kwh and device_id are read with value = 'register'")
+        return self
 
 
 class DataConfig(_Section):
@@ -41,6 +157,16 @@ class DataConfig(_Section):
     frozen_hours: int = Field(
         24, ge=3, description="Identical non-zero readings for this long mean a frozen meter [h]."
     )
+    meters: MetersForm = Field(MetersForm(), description="The meters file's own column names.")
+    readings: ReadingsForm = Field(
+        ReadingsForm(), description="The readings file as exported: names, unit, stamps, registers.")
+    upstream: UpstreamForm = Field(
+        UpstreamForm(), description="The upstream file as exported: names, unit, stamps.")
+    weather: WeatherForm = Field(WeatherForm(), description="The weather file's own column names.")
+
+    def form_of(self, table: str) -> TableForm:
+        """The export form of one table (``meters``, ``readings``, ``upstream``, ``weather``)."""
+        return getattr(self, table)
 
     @field_validator("timezone")
     @classmethod
@@ -312,6 +438,18 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     engine: EngineConfig = EngineConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
+
+    @model_validator(mode="after")
+    def _export_forms_need_whole_tables(self):
+        """Files in a utility's own form are read by the whole-table readers only (issue 16)."""
+        if self.engine.kind != "memory":
+            for table in col.TABLES:
+                if self.data.form_of(table) != type(self.data.form_of(table))():
+                    raise ValueError(
+                        f"[data.{table}] describes the file's own form, which engine.kind = "
+                        f"{self.engine.kind!r} does not read yet (its partitioned reader reads "
+                        "the contract's form); use engine.kind = 'memory'")
+        return self
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain data (for ``run.json``)."""

@@ -66,6 +66,8 @@ __all__ = [
     "POSITIVE_TYPES",
     "PV_HOME",
     "RIG_TYPES",
+    "UTILITY_COLUMNS",
+    "export_as_utility",
     "simulate_dataset",
     "suppressed_meters",
     "write_config",
@@ -2326,3 +2328,247 @@ def _write_weather(path, grid, weather):
     })
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.1f")
+
+
+# =====================================================================================
+# the same population as a utility exports it (issue 16)
+# =====================================================================================
+#: Column names :func:`export_as_utility` writes: contract name -> the export's name.
+UTILITY_COLUMNS = {
+    "meters": {col.METER_ID: "ServicePoint", col.TRANSFORMER_ID: "Transformer"},
+    "readings": {col.METER_ID: "ServicePoint", col.DEVICE_ID: "MeterSerial",
+                 col.TIMESTAMP: "ReadTime", col.REGISTER_KWH: "RegisterWh",
+                 col.KWH: "ConsumptionWh", col.KWH_EXPORT: "ExportWh"},
+    "upstream": {col.ASSET_ID: "Asset", col.TIMESTAMP: "IntervalEnd", col.KWH: "DemandKW"},
+    "weather": {col.REGION: "Area", col.TIMESTAMP: "ObsTime", col.TEMPERATURE_C: "TempC"},
+}
+
+_WH_PER = {"Wh": 1000.0, "kWh": 1.0, "MWh": 0.001}
+_W_PER = {"W": 1000.0, "kW": 1.0, "MW": 0.001}
+
+
+def export_as_utility(dataset_dir, out_dir, *, unit: str = "Wh", upstream_unit: str = "kW",
+                      end_stamps: bool = True, registers: bool = True,
+                      rollover_kwh: float = 100_000.0, rollover_meter: str | None = None,
+                      exchange_meter: str | None = None, seed: int = 0) -> Path:
+    """Write a contract dataset again as a utility's MDM would export it.
+
+    Same meters, same energy; only the form changes, so a run on ``out_dir``
+    with the config written there gives the flags of a run on
+    ``dataset_dir`` (``tests/test_export_forms.py``).
+
+    * every table with the export's column names (:data:`UTILITY_COLUMNS`);
+    * readings in ``unit`` (Wh by default), upstream as mean power in
+      ``upstream_unit`` (kW);
+    * naive local timestamps (the dataset's time zone) that mark the END of
+      each interval, when ``end_stamps``;
+    * with ``registers``: a cumulative import register per meter instead of
+      interval energy, read at the end of each interval (plus one opening
+      read at the start of the first), with a ``MeterSerial`` device column.
+      One meter's register wraps past ``rollover_kwh`` mid-period and another
+      meter is exchanged mid-period (the old device's last read and the new
+      one's installation read share an instant, as a crew records them).
+
+    Parameters
+    ----------
+    dataset_dir : str or os.PathLike
+        A dataset written by :func:`simulate_dataset` (its ``gridwatch.toml`` too).
+    out_dir : str or os.PathLike
+        Where to write ``meters.csv``, ``readings.csv``, ``upstream.csv``,
+        ``weather.csv``, ``labels.json`` and ``gridwatch.toml``.
+    unit : {"Wh", "kWh", "MWh"}, default "Wh"
+        Unit of the readings' energy (and register).
+    upstream_unit : {"W", "kW", "MW"}, default "kW"
+        Unit of the upstream's mean power over each interval.
+    end_stamps : bool, default True
+        Stamps mark the END of the interval (always with ``registers``: a
+        read is the count at its instant).
+    registers : bool, default True
+        Cumulative register reads (``RegisterWh``) instead of interval energy.
+    rollover_kwh : float, default 100000
+        Where every register wraps to 0 [kWh].
+    rollover_meter, exchange_meter : str, optional
+        The meter whose register wraps and the meter exchanged (default: the
+        first and second meters with readings, sorted by id).
+    seed : int, default 0
+        Seeds the registers' opening values.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir/gridwatch.toml``: the dataset's config plus the
+        ``[data.*]`` sections that read this form.
+
+    Notes
+    -----
+    The dataset is read whole into memory: this is a tool for tests and
+    examples, not for 100,000 meters. Registers are summed in whole Wh
+    (the contract files carry 1 Wh resolution), so differencing gives back
+    the same kWh exactly. A missing interval (none in a ``dirty=False``
+    dataset) becomes a missing read, so the interval after it is lost too.
+    """
+    import json
+    import shutil
+    import tomllib
+
+    from gridwatch.atomic import write_text
+    from gridwatch.sources.files import find_table
+
+    src, out = Path(dataset_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(src / CONFIG_NAME, "rb") as handle:
+        base = tomllib.load(handle)
+    tz = base.get("data", {}).get("timezone", "UTC")
+    names = UTILITY_COLUMNS
+    rng = np.random.default_rng(seed)
+
+    meters = pd.read_csv(find_table(src, "meters"), dtype=str, keep_default_na=False)
+    _to_csv(meters.rename(columns=names["meters"]), out / "meters.csv")
+
+    readings = _read_long(find_table(src, "readings"))
+    readings = readings.sort_values([col.METER_ID, col.TIMESTAMP], kind="stable",
+                                    ignore_index=True)
+    step = _interval_minutes(readings, col.METER_ID)
+    end = readings[col.TIMESTAMP] + pd.to_timedelta(step, unit="min")
+    wh = np.round(readings[col.KWH].to_numpy() * 1000.0)  # whole Wh, as the contract's 3 decimals
+    per = _WH_PER[unit] / 1000.0  # of the unit per Wh: Wh stays whole (exact)
+    export = readings.get(col.KWH_EXPORT)
+    export = None if export is None else np.round(export.to_numpy() * 1000.0) * per
+    if not registers:
+        frame = pd.DataFrame({names["readings"][col.METER_ID]: readings[col.METER_ID],
+                              names["readings"][col.TIMESTAMP]: _naive(
+                                  end if end_stamps else readings[col.TIMESTAMP], tz),
+                              names["readings"][col.KWH]: wh * per})
+        if export is not None:
+            frame[names["readings"][col.KWH_EXPORT]] = export
+    else:
+        frame = _register_reads(readings, end, wh, export, rng, per=per, tz=tz,
+                                rollover_kwh=rollover_kwh, rollover_meter=rollover_meter,
+                                exchange_meter=exchange_meter)
+    _to_csv(frame, out / "readings.csv")
+
+    up_path = find_table(src, "upstream")
+    if up_path is not None:
+        up = _read_long(up_path).sort_values([col.ASSET_ID, col.TIMESTAMP], kind="stable",
+                                             ignore_index=True)
+        up_step = _interval_minutes(up, col.ASSET_ID)
+        up_end = up[col.TIMESTAMP] + pd.to_timedelta(up_step, unit="min")
+        power = up[col.KWH].to_numpy() * (60.0 / up_step) * _W_PER[upstream_unit]
+        _to_csv(pd.DataFrame({names["upstream"][col.ASSET_ID]: up[col.ASSET_ID],
+                              names["upstream"][col.TIMESTAMP]: _naive(
+                                  up_end if end_stamps else up[col.TIMESTAMP], tz),
+                              names["upstream"][col.KWH]: power}), out / "upstream.csv")
+    weather_path = find_table(src, "weather")
+    if weather_path is not None:
+        weather = _read_long(weather_path)
+        weather[col.TIMESTAMP] = _naive(weather[col.TIMESTAMP], tz)
+        _to_csv(weather.rename(columns=names["weather"]), out / "weather.csv")
+    if (src / "labels.json").is_file():
+        shutil.copyfile(src / "labels.json", out / "labels.json")
+
+    def inline(table, keys):
+        pairs = ", ".join(f"{json.dumps(names[table][k])} = {json.dumps(k)}" for k in keys)
+        return f"columns = {{{pairs}}}"
+
+    reading_keys = [col.METER_ID, col.TIMESTAMP,
+                    *([col.DEVICE_ID, col.REGISTER_KWH] if registers else [col.KWH]),
+                    *([col.KWH_EXPORT] if export is not None else [])]
+    stamps = "end" if (end_stamps or registers) else "start"
+    lines = [(src / CONFIG_NAME).read_text(encoding="utf-8").rstrip(), "",
+             "# The same population as a utility exports it (gridwatch.simulate.export_as_utility):",
+             "# its own column names and units, END-of-interval stamps"
+             + (", cumulative register reads." if registers else "."),
+             "[data.meters]", inline("meters", names["meters"]), "",
+             "[data.readings]", inline("readings", reading_keys), f"unit = {json.dumps(unit)}",
+             f"timestamp_marks = {json.dumps(stamps)}"]
+    if registers:
+        lines += ['value = "register"', f"rollover_kwh = {float(rollover_kwh)!r}"]
+    if up_path is not None:
+        lines += ["", "[data.upstream]", inline("upstream", names["upstream"]),
+                  f"unit = {json.dumps(upstream_unit)}",
+                  f"timestamp_marks = {json.dumps('end' if end_stamps else 'start')}"]
+    if weather_path is not None:
+        lines += ["", "[data.weather]", inline("weather", names["weather"])]
+    path = out / CONFIG_NAME
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _read_long(path) -> pd.DataFrame:
+    """A contract long table with UTC timestamps (independent of gridwatch's readers)."""
+    if str(path).endswith(".parquet"):
+        frame = pq.read_table(path).to_pandas()
+    else:
+        frame = pd.read_csv(path, dtype={col.METER_ID: str, col.ASSET_ID: str, col.REGION: str})
+    frame[col.TIMESTAMP] = pd.to_datetime(frame[col.TIMESTAMP], utc=True, format="ISO8601")
+    for name in (col.METER_ID, col.ASSET_ID, col.REGION):
+        if name in frame:
+            frame[name] = frame[name].astype(str)
+    return frame
+
+
+def _interval_minutes(frame, id_column) -> np.ndarray:
+    """Each row's id's most common step [min] (frame sorted by id and time)."""
+    step = frame.groupby(id_column, sort=False)[col.TIMESTAMP].diff().dt.total_seconds() / 60
+    counts = pd.DataFrame({"id": frame[id_column], "step": step}).dropna().value_counts()
+    mode = counts.reset_index(name="n").sort_values(["id", "n", "step"],
+                                                    ascending=[True, False, True])
+    mode = mode.drop_duplicates("id").set_index("id")["step"]
+    return frame[id_column].map(mode).fillna(60.0).to_numpy()
+
+
+def _naive(stamps: pd.Series, tz: str) -> pd.Series:
+    """Naive local wall-clock text, as most MDM exports write it."""
+    return pd.Series(pd.DatetimeIndex(stamps).tz_convert(tz).strftime("%Y-%m-%d %H:%M:%S"),
+                     index=stamps.index)
+
+
+def _to_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def _register_reads(readings, end, wh, export, rng, *, per, tz, rollover_kwh, rollover_meter,
+                    exchange_meter) -> pd.DataFrame:
+    """Cumulative register reads [Wh] at the END of each interval, one opening read per meter."""
+    names = UTILITY_COLUMNS["readings"]
+    ids = readings[col.METER_ID].to_numpy()
+    order_ids = np.unique(ids)
+    rollover_meter = order_ids[0] if rollover_meter is None else rollover_meter
+    exchange_meter = order_ids[min(1, len(order_ids) - 1)] if exchange_meter is None \
+        else exchange_meter
+    roll_wh = int(round(rollover_kwh * 1000))
+    wh_int = np.nan_to_num(wh).astype(np.int64)
+    total = pd.Series(wh_int).groupby(ids).sum()
+    # opening registers: below the wrap by more than each meter uses, except the one that wraps
+    room = np.maximum(roll_wh - total.to_numpy(), 0)
+    opening = pd.Series((rng.uniform(0.0, 0.5, len(total)) * room).astype(np.int64),
+                        index=total.index)
+    opening[rollover_meter] = roll_wh - int(total[rollover_meter]) // 2
+    cum = pd.Series(wh_int).groupby(ids).cumsum().to_numpy() + opening.reindex(ids).to_numpy()
+    device = np.char.add(ids.astype(str), "-1").astype(object)
+    first = ~pd.Series(ids).duplicated().to_numpy()
+    start_rows = pd.DataFrame({"m": ids[first], "t": readings[col.TIMESTAMP].to_numpy()[first],
+                               "r": opening.reindex(ids[first]).to_numpy(),
+                               "d": device[first], "x": np.nan})
+    reads = pd.DataFrame({"m": ids, "t": end.to_numpy(), "r": cum, "d": device,
+                          "x": np.nan if export is None else export})
+    # the exchange: from the middle read on, a new device that starts at 7 kWh
+    mine = np.flatnonzero(ids == exchange_meter)
+    if len(mine) >= 4:
+        at = mine[len(mine) // 2]
+        base = cum[at] - 7_000
+        after = mine[mine > at]
+        reads.loc[after, "d"] = f"{exchange_meter}-2"
+        reads.loc[after, "r"] = cum[after] - base
+        install = pd.DataFrame({"m": [exchange_meter], "t": [reads.at[at, "t"]], "r": [7_000],
+                                "d": [f"{exchange_meter}-2"], "x": [np.nan]})
+        reads = pd.concat([reads.iloc[:at + 1], install, reads.iloc[at + 1:]], ignore_index=True)
+    reads = pd.concat([start_rows, reads], ignore_index=True).sort_values(
+        ["m", "t"], kind="stable", ignore_index=True)
+    frame = pd.DataFrame({names[col.METER_ID]: reads["m"], names[col.DEVICE_ID]: reads["d"],
+                          names[col.TIMESTAMP]: _naive(reads["t"], tz),
+                          names[col.REGISTER_KWH]: (reads["r"].to_numpy() % roll_wh) * per})
+    if export is not None:
+        frame[names[col.KWH_EXPORT]] = reads["x"].to_numpy()
+    return frame
