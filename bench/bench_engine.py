@@ -11,7 +11,7 @@ dataset, from the read to the per-meter and per-asset tables (no report):
   ``gridwatch run`` does today);
 * ``streaming``: partitions of whole transformers planned for a memory budget
   (:mod:`gridwatch.partitions`), each read from its own row groups
-  (:class:`gridwatch.engine.PlannedFiles`), four passes (peer figures,
+  (:class:`gridwatch.sources.partitioned.PlannedFiles`), four passes (peer figures,
   detector calibration, balance calibration, results);
 * ``dask`` (``--dask``): the same partitions as tasks of a 2-worker local
   ``dask.distributed`` cluster on 127.0.0.1, the workers reading their own
@@ -57,10 +57,13 @@ import pandas as pd
 from gridwatch import columns as col
 from gridwatch.config import Config
 from gridwatch.days import day_grid
-from gridwatch.engine import PlannedFiles, analyse, combine, partitions_of
 from gridwatch.outputs import format_flags
 from gridwatch.partitions import bytes_per_meter, plan_partitions
-from gridwatch.pipeline import last_full_day, merge_suspects, window_bounds
+from gridwatch.days import last_full_day, window_bounds
+from gridwatch.decisions import merge_suspects
+from gridwatch.partition import partitions_of
+from gridwatch.runner import analyse, combine
+from gridwatch.sources.partitioned import PlannedFiles
 from gridwatch.resample import analysis_index
 from gridwatch.sources import files, read_dataset
 

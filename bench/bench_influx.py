@@ -45,7 +45,7 @@ CHILD_PREAMBLE = (
     f"sys.path.insert(0, {str(ROOT)!r})\n"
     "import pandas as pd\n"
     "from tests.influxdb_server import influx_config\n"
-    "from gridwatch.pipeline import window_bounds\n"
+    "from gridwatch.days import window_bounds\n"
     "def peak_mb():\n"
     "    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.\n"
     "    with open('/proc/self/status') as f:\n"

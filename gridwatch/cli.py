@@ -642,9 +642,14 @@ def _published_plot(run_dir, site_id):
 @click.option("--mismap-share", default=None, type=click.FloatRange(0, 1),
               help="With --network-faults: share of meters listed under a wrong transformer, a "
                    "third of them in swaps [default: 0.05].")
+@click.option("--utility-export", "utility_dir", default=None, metavar="DIR",
+              type=click.Path(file_okay=False),
+              help="Also write the same population as a utility's MDM exports it to DIR: its "
+                   "own column names, Wh, END-of-interval stamps, cumulative registers with one "
+                   "rollover and one meter exchange, and the DIR/gridwatch.toml that reads it.")
 @_errors_to_exit
 def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, field, pv_share,
-             network_faults, mismap_share):
+             network_faults, mismap_share, utility_dir):
     """Write a realistic labelled dataset (with labels.json) in the contract layout.
 
     Also writes OUTPUT_DIR/gridwatch.toml, the configuration the dataset needs
@@ -656,10 +661,13 @@ def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, fiel
       gridwatch run --input out/sim --config out/sim/gridwatch.toml --output out/sim-run
       gridwatch simulate out/field --field --meters 4000 --days 90 --as-of 2026-05-15
       gridwatch simulate out/network --meters 2000 --network-faults --mismap-share 0.05
+      gridwatch simulate out/sim --clean --utility-export out/sim-utility
+      gridwatch run --input out/sim-utility --config out/sim-utility/gridwatch.toml --output out/u
     """
     from gridwatch.simulate import (
         FIELD_RIG_TYPE_MIX,
         FIELD_SCENARIO_MIX,
+        export_as_utility,
         simulate_dataset,
         write_config,
     )
@@ -684,6 +692,10 @@ def simulate(output_dir, n_meters, days, as_of, seed, timezone, fmt, clean, fiel
     click.echo(f"wrote {n_meters} meters x {days} days to {output_dir} "
                f"({', '.join(f'{k}: {v}' for k, v in sorted(types.items()))}); "
                f"run it with --config {config_file}")
+    if utility_dir is not None:
+        utility_config = export_as_utility(output_dir, utility_dir, seed=seed)
+        click.echo(f"wrote the same population as a utility export to {utility_dir}; "
+                   f"run it with --config {utility_config}")
     if network_faults:
         n = labels["network_faults"]
         click.echo(f"network faults: {n['ct_ratio']} CT ratio changes, {n['clock_offset']} clock "

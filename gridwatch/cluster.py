@@ -1,7 +1,7 @@
 """Run the partitions of an analysis as tasks of a Dask cluster (``dask.distributed``).
 
 :func:`dask_executor` gives the ``map_partitions`` of
-:func:`gridwatch.engine.analyse`: each partition becomes one task; the task
+:func:`gridwatch.runner.analyse`: each partition becomes one task; the task
 loads its own partition (the loader is a small picklable object that reads
 files, so no data travel from the client), and only the small shared figures
 (peer counts, calibrations) and the results travel back. Without a scheduler
@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gridwatch import allocator
 from gridwatch.errors import GridwatchError, SourceUnreachable
+from gridwatch.sources.partitioned import close_opened
 
 TASK_RETRIES = 1
 """Extra attempts of a failed partition task before the run fails."""
@@ -98,8 +99,6 @@ class _Connection:
         client = None if self._started.exception() else self._started.result()
         if client is not None:
             with contextlib.suppress(Exception):  # a worker that could not see the client's spill
-                from gridwatch.engine import close_opened
-
                 client.run(close_opened)
             client.close()
         if self.cluster is not None:
@@ -107,7 +106,7 @@ class _Connection:
 
 
 def _import_analysis():
-    import gridwatch.engine  # noqa: F401 - pandas, pyarrow, scipy, statsmodels: seconds, once
+    import gridwatch.partition  # noqa: F401 - pandas, pyarrow, scipy, statsmodels: seconds, once
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from gridwatch import columns as col
-from gridwatch.errors import InputError
+from gridwatch.errors import InputError, NoUsableReadings
+from gridwatch.resample import analysis_index
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def last_full_day(readings: pd.DataFrame, interval_minutes: pd.Series, timezone:
 
     Raises
     ------
-    InputError
+    NoUsableReadings
         When there is no reading.
     """
     return default_as_of(meters_by_last_day(readings, interval_minutes, timezone))
@@ -308,7 +309,7 @@ def default_as_of(meters_by_day: pd.Series, *, share: float = AS_OF_METER_SHARE)
 
     Raises
     ------
-    InputError
+    NoUsableReadings
         When there is no meter.
 
     Examples
@@ -319,8 +320,8 @@ def default_as_of(meters_by_day: pd.Series, *, share: float = AS_OF_METER_SHARE)
     """
     counts = meters_by_day[meters_by_day > 0].sort_index(ascending=False)
     if counts.empty:
-        raise InputError("no usable readings", file="readings",
-                         hint="check the readings table and data_quality.csv")
+        raise NoUsableReadings("no usable readings",
+                               hint="check the readings table and data_quality.csv")
     reached = counts.cumsum().to_numpy()  # meters whose data reach each day, latest day first
     needed = np.ceil(share * reached[-1])
     return counts.index[int(np.searchsorted(reached, needed))].date()
@@ -350,3 +351,56 @@ def window_bounds(as_of: dt.date, history_days: int, timezone: str):
     end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(
         timezone, nonexistent="shift_forward", ambiguous=False)
     return start.tz_convert("UTC"), end.tz_convert("UTC")
+
+
+# --- the as-of day and its window ------------------------------------------------------------
+def parse_as_of(as_of) -> dt.date:
+    """``--as-of`` as a date; an :class:`InputError` naming the value when it is not one.
+
+    Examples
+    --------
+    >>> parse_as_of("2026-03-31")
+    datetime.date(2026, 3, 31)
+    """
+    try:
+        return pd.Timestamp(str(as_of)).date()
+    except ValueError:
+        raise InputError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from None
+
+
+def yesterday(timezone: str) -> dt.date:
+    """The last complete local day in ``timezone``: the default as-of of a live source."""
+    return (pd.Timestamp.now(tz=timezone) - pd.Timedelta(days=1)).date()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The analysis grid ending on an as-of day: ``Window(...)(as_of) -> (index, grid)``.
+
+    Attributes
+    ----------
+    history_days, grid_minutes : int
+        ``analysis.history_days`` and ``analysis.grid_minutes``.
+    timezone : str
+        ``data.timezone``: the local days.
+    """
+
+    history_days: int
+    grid_minutes: int
+    timezone: str
+
+    @classmethod
+    def of(cls, config) -> Window:
+        """The window of a :class:`gridwatch.config.Config`."""
+        return cls(config.analysis.history_days, config.analysis.grid_minutes,
+                   config.data.timezone)
+
+    def bounds(self, as_of: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """UTC start (inclusive) and end (exclusive) of the window ending on ``as_of``."""
+        return window_bounds(as_of, self.history_days, self.timezone)
+
+    def __call__(self, as_of) -> tuple[pd.DatetimeIndex, DayGrid]:
+        """The UTC grid of the window ending on ``as_of`` (a date), and its local days."""
+        start, end = self.bounds(as_of)
+        index = analysis_index(start, end, self.grid_minutes)
+        return index, day_grid(index, self.timezone)

@@ -73,6 +73,28 @@ class InputError(GridwatchError):
     exit_code = 3
 
 
+class NoUsableReadings(InputError):
+    """Not a single usable reading: raised where it is found, named by the source that was read.
+
+    The analysis raises it without a file (it does not know where the rows
+    came from); the run turns it into its source's own message
+    (:func:`no_usable_readings` for files), so that no caller decides by a
+    file name or a message what kind of error it has.
+
+    Parameters
+    ----------
+    message : str, default "no usable readings"
+    issues : gridwatch.issues.IssueLog, optional
+        What the readers and cleaning dropped, for the source's message.
+    **kwargs
+        As :class:`GridwatchError` (``file``, ``hint``...).
+    """
+
+    def __init__(self, message="no usable readings", *, issues=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.issues = issues
+
+
 class NotFittedError(GridwatchError):
     """A model was used before ``fit`` was called."""
 
@@ -186,7 +208,7 @@ def no_usable_readings(file, issues=None) -> InputError:
 
     Returns
     -------
-    InputError
+    NoUsableReadings
     """
     dropped = {}
     if issues is not None and len(issues):
@@ -194,11 +216,11 @@ def no_usable_readings(file, issues=None) -> InputError:
         frame = frame[(frame["table"] == "readings") & (frame["action"] == "dropped")]
         dropped = frame.groupby("code")["count"].sum().sort_values(ascending=False).to_dict()
     if not dropped:
-        return InputError("no usable readings: the table has no rows", file=file,
-                          hint="check that the readings file holds data")
+        return NoUsableReadings("no usable readings: the table has no rows", file=file,
+                                hint="check that the readings file holds data")
     total = sum(int(n) for n in dropped.values())
     reasons = ", ".join(f"{int(n)} {code}" for code, n in list(dropped.items())[:3])
     top = next(iter(dropped))
     hint = _NO_READINGS_CAUSES.get(top, "fix the rows of that kind")
-    return InputError(f"no usable readings: all {total} rows were dropped ({reasons})",
-                      file=file, hint=hint)
+    return NoUsableReadings(f"no usable readings: all {total} rows were dropped ({reasons})",
+                            file=file, hint=hint)

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from gridwatch import __version__
@@ -22,10 +21,10 @@ from gridwatch.atomic import write_json
 from gridwatch.balance import Balance
 from gridwatch.baseline import ExpectedConsumption
 from gridwatch.config import Config
-from gridwatch.days import DayGrid, day_grid, last_full_day, window_bounds
+from gridwatch.days import DayGrid
+from gridwatch.decisions import apply_suppressions, hold_back, merge_suspects
 from gridwatch.detect import Detection
-from gridwatch.engine import analyse
-from gridwatch.errors import ConfigError, InputError
+from gridwatch.errors import InputError
 from gridwatch.issues import IssueLog
 from gridwatch.outputs import (
     empty_transformers,
@@ -36,13 +35,10 @@ from gridwatch.outputs import (
 )
 from gridwatch.peers import DemandBands
 from gridwatch.redact import redact_data
-from gridwatch.resample import analysis_index
-from gridwatch.sources import Dataset, read_dataset
+from gridwatch.runner import analyse_source
+from gridwatch.sources import Dataset
 
 log = logging.getLogger(__name__)
-
-UNFLAGGED_MAX_SCORE = 0.499
-"""A site not recommended for investigation scores below 0.5, whatever held it back."""
 
 
 @dataclass
@@ -107,50 +103,6 @@ class RunResult:
     pending_cases: object | None = None
 
 
-def parse_as_of(as_of) -> dt.date:
-    """``--as-of`` as a date; an :class:`InputError` naming the value when it is not one."""
-    try:
-        return pd.Timestamp(str(as_of)).date()
-    except ValueError:
-        raise InputError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from None
-
-
-def yesterday(timezone: str) -> dt.date:
-    """The last complete local day in ``timezone``: the default as-of of a live source."""
-    return (pd.Timestamp.now(tz=timezone) - pd.Timedelta(days=1)).date()
-
-
-def read_inputs(input_dir, as_of, config: Config) -> tuple[Dataset, dt.date]:
-    """Read the configured source; returns the cleaned dataset and the as-of day.
-
-    Files are read whole and the as-of day defaults to the last full day in
-    them; a live source (InfluxDB) is read for the analysis window only, so
-    its as-of defaults to yesterday in the configured time zone.
-    """
-    tz = config.data.timezone
-    if config.source.kind == "influxdb":
-        if input_dir is not None:
-            raise ConfigError("--input names a directory but source.kind is 'influxdb'",
-                              hint="drop --input, or set source.kind = 'files'")
-        from gridwatch.influx import read_influx_dataset
-
-        as_of_date = yesterday(tz) if as_of is None else parse_as_of(as_of)
-        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
-        return read_influx_dataset(config, start=start, end=end), as_of_date
-    if input_dir is None:
-        raise ConfigError("no input given", hint="pass --input DATASET_DIR, or a --config with "
-                          "source.kind = 'influxdb'")
-    ds = read_dataset(input_dir, data_config=config.data)
-    if ds.readings.empty:  # the cause, not a pointer to a data_quality.csv a failed run lacks
-        from gridwatch.errors import no_usable_readings
-        from gridwatch.sources.files import find_table
-
-        raise no_usable_readings(find_table(input_dir, "readings") or "readings", ds.issues)
-    if as_of is None:
-        return ds, last_full_day(ds.readings, ds.interval_minutes, tz)
-    return ds, parse_as_of(as_of)
-
-
 def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = None,
         keep_sites=(), history=None, record_history=True) -> RunResult:
     """Analyse a dataset directory and write the outputs.
@@ -187,49 +139,22 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
         When an input table cannot be used at all.
     """
     config = config or Config()
-    tz = config.data.timezone
-    timings = {}
     started = time.perf_counter()
-
-    n_partitions = 1
-    if config.engine.kind != "memory":
-        from gridwatch.streaming import analyse_partitioned
-
-        # A run that draws nothing keeps no meter's arrays (but those asked for).
-        draws = output_dir is None or (config.report.enabled and config.report.plots)
-        ds, as_of_date, part, n_partitions = analyse_partitioned(
-            input_dir, as_of, config, keep=keep_sites, keep_flagged=draws)
-        grid = day_grid(part.kw.index, tz)
-        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
-        issues = IssueLog().extend(ds.issues)
-        n_used = part.readings_in_window
-        _record_outside_window(issues, ds.row_counts["readings"]["used"] - n_used, start,
-                               as_of_date, config)
-    else:
-        t0 = time.perf_counter()
-        ds, as_of_date = read_inputs(input_dir, as_of, config)
-        timings["read_and_clean_s"] = time.perf_counter() - t0
-        log.info("read %d readings of %d meters (as of %s) in %.1f s", len(ds.readings),
-                 len(ds.meters), as_of_date, timings["read_and_clean_s"])
-        issues = IssueLog().extend(ds.issues)
-        start, end = window_bounds(as_of_date, config.analysis.history_days, tz)
-
-        t0 = time.perf_counter()
-        ts = ds.readings[col.TIMESTAMP]
-        inside = (ts >= start) & (ts < end)
-        _record_outside_window(issues, int((~inside).sum()), start, as_of_date, config)
-        n_used = int(inside.sum())
-        _check_window(n_used, as_of_date, input_dir)
-        index = analysis_index(start, end, config.analysis.grid_minutes)
-        grid = day_grid(index, tz)
-        timings["window_s"] = time.perf_counter() - t0
-        (part,) = analyse(ds, index=index, grid=grid, config=config, release_readings=True)
+    # A run that draws nothing keeps no meter's arrays (but those asked for).
+    draws = output_dir is None or (config.report.enabled and config.report.plots)
+    done = analyse_source(input_dir, as_of, config, keep=keep_sites, keep_flagged=draws)
+    ds, as_of_date, part, grid = done.dataset, done.as_of, done.analysis, done.grid
+    start, end = done.window
+    issues = IssueLog().extend(ds.issues)
+    n_used = part.readings_in_window
+    _record_outside_window(issues, ds.row_counts["readings"]["used"] - n_used, start, as_of_date,
+                           config)
     kw, meters, detection, expected, balance = (part.kw, part.meters, part.detection,
                                                 part.expected, part.balance)
     _record_no_window(ds, part.no_window, issues)
     issues.extend(part.issues)
-    table = _apply_suppressions(detection.table, config)
-    timings.update(part.timings)
+    table = apply_suppressions(detection.table, config.suppress)
+    timings = dict(part.timings)
     log.info("detection: %d of %d meters flagged", int(detection.table["flagged"].sum()),
              len(detection.table))
 
@@ -269,7 +194,7 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
                    "metering_faults": int((transformers[col.KIND] == col.KIND_METERING_FAULT).sum()),
                    "meters_doubtful_transformer": int(len(topology))},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "engine": {"kind": config.engine.kind, "partitions": n_partitions},
+        "engine": {"kind": config.engine.kind, "partitions": done.n_partitions},
     }
     result = RunResult(flags=flags, transformers=transformers, issues=issues, detection=detection,
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
@@ -372,71 +297,10 @@ def _write_report(result: RunResult, output_dir, config: Config) -> dict:
     return {"report": str(path), "plots": str(Path(output_dir) / "plots")}
 
 
-def merge_suspects(table: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFrame:
-    """Add the energy balance's suspects to the per-meter table.
-
-    A suspect whose own data carry strong evidence (its consumption fell when
-    the asset's unexplained load began) is flagged ``hidden_load_suspect``
-    with the asset's estimates; a weak suspect is listed with its reasons but
-    not flagged (docs/data-contract.md: a crew is not sent to every meter under a
-    transformer). A meter already flagged for a visible load keeps that flag
-    and gains the reason. Meters suspected under several assets keep their
-    strongest case.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        The detector's per-meter table (index ``meter_id``).
-    suspects : pandas.DataFrame
-        :attr:`gridwatch.balance.Balance.suspects`.
-
-    Returns
-    -------
-    pandas.DataFrame
-    """
-    if suspects.empty:
-        return table
-    best = (suspects.sort_values(["strong", "evidence"], ascending=[False, False])
-            .drop_duplicates(col.METER_ID).set_index(col.METER_ID))
-    best = best[best.index.isin(table.index)]
-    if best.empty:
-        return table
-    table = table.copy()
-    ids = best.index
-    visible = table.loc[ids, col.FLAGGED].to_numpy(dtype=bool)
-    strong = best["strong"].to_numpy(dtype=bool) & ~visible
-    weak = ~best["strong"].to_numpy(dtype=bool) & ~visible
-    evidence = best["evidence"].to_numpy(dtype=np.float64)
-    table.loc[ids, "analysed"] = True  # scored by the balance even if too little data for the detector
-    table.loc[ids[visible], col.REASONS] = (table.loc[ids[visible], col.REASONS] + "; also "
-                                            + best.loc[ids[visible], col.REASONS])
-    hit = ids[strong]
-    for name in (col.ONSET, col.EXCESS_KW, col.EXCESS_KWH, col.EST_LOSS, col.REASONS):
-        table.loc[hit, name] = best.loc[hit, name].to_numpy()
-    table.loc[hit, col.FLAGGED] = True
-    table.loc[hit, col.KIND] = col.KIND_HIDDEN
-    table.loc[hit, col.SCORE] = 0.5 + 0.5 * np.clip(evidence[strong], 0, 1)
-    listed = ids[weak]
-    prior = table.loc[listed, col.REASONS].astype("string").fillna("")
-    table.loc[listed, col.REASONS] = ("possible hidden-load suspect (weak evidence): "
-                                      + best.loc[listed, col.REASONS]
-                                      + np.where(prior != "", "; " + prior, ""))
-    table.loc[listed, col.SCORE] = np.fmax(table.loc[listed, col.SCORE].to_numpy(dtype=float),
-                                           0.49 * np.clip(evidence[weak], 0, 1))
-    return table
-
-
 def _record_outside_window(issues: IssueLog, count: int, start, as_of_date, config: Config):
     issues.add("readings.outside_window", "readings", count, "excluded",
                detail=f"readings outside the analysis window {start.date()}..{as_of_date} "
                       f"({config.analysis.history_days} days)", severity="info")
-
-
-def _check_window(n_used: int, as_of_date, input_dir) -> None:
-    if n_used == 0:
-        raise InputError(f"no readings in the analysis window ending {as_of_date}",
-                         file=Path(input_dir) / "readings" if input_dir else None,
-                         hint="check --as-of against the dates in the data")
 
 
 def _record_no_window(ds: Dataset, no_window: list, issues: IssueLog) -> None:
@@ -444,60 +308,6 @@ def _record_no_window(ds: Dataset, no_window: list, issues: IssueLog) -> None:
     issues.add_per_meter("meters.no_data_in_window", "meters",
                          pd.Series(1, index=[m for m in no_window if m not in already]),
                          "excluded", detail="no readings in the analysis window; not analysed")
-
-
-def _apply_suppressions(table: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Keep meters suppressed in the config out of the flagged list, saying why."""
-    if not config.suppress:
-        return table
-    why = pd.Series({s.meter_id: f"suppressed in config ({s.reason})" for s in config.suppress})
-    return hold_back(table, why, id_column=col.METER_ID)
-
-
-def hold_back(table: pd.DataFrame | None, why: pd.Series, *, id_column: str,
-              only_flagged: bool = False) -> pd.DataFrame | None:
-    """Turn flags off for the sites in ``why`` (site id -> reason) and say why.
-
-    The one mechanism behind config suppressions and the case history's
-    hold-backs: the row stays listed, ``flagged`` becomes false, ``kind``
-    empty, the score at most 0.499 (the score says the decision, so ranks
-    follow it), and the reason leads with ``why``, followed by "would be
-    flagged (score S):" and the original reasons when the site was flagged.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame or None
-        Per-site table with ``flagged`` and optionally ``kind`` and ``reasons``.
-    why : pandas.Series
-        Reason text indexed by site id.
-    id_column : str
-        ``meter_id`` or ``asset_id``.
-    only_flagged : bool, default False
-        Touch only rows that are flagged.
-    """
-    if table is None:
-        return None
-    ids = table[id_column].astype(str)
-    was = table[col.FLAGGED].astype(bool)
-    hit = ids.isin(why.index) & (was if only_flagged else True)
-    if not hit.any():
-        return table
-    table = table.copy()
-    lead = ids[hit].map(why)
-    if col.REASONS in table:
-        old = table.loc[hit, col.REASONS].astype(str)
-        would = "; would be flagged: "
-        if col.SCORE in table:
-            would = ("; would be flagged (score "
-                     + table.loc[hit, col.SCORE].astype(float).map("{:.2f}".format) + "): ")
-        table.loc[hit, col.REASONS] = lead + np.where(was[hit], would + old, "")
-    if col.SCORE in table:
-        table.loc[hit & was, col.SCORE] = np.minimum(table.loc[hit & was, col.SCORE].astype(float),
-                                                     UNFLAGGED_MAX_SCORE)
-    table.loc[hit, col.FLAGGED] = False
-    if col.KIND in table:
-        table.loc[hit, col.KIND] = ""
-    return table
 
 
 def _counts(ds: Dataset, issues: IssueLog, readings_in_window: int, flags: pd.DataFrame) -> dict:

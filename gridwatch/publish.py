@@ -285,7 +285,7 @@ def run_published(input_dir=None, *, output_dir=None, output_root=None, as_of=No
         ``ROOT/latest`` points at the newest. ``output_dir`` wins; without
         either, ``config.output.root``.
     as_of : str or datetime.date, optional
-        Last day analysed (see :func:`gridwatch.pipeline.read_inputs`).
+        Last day analysed (see :func:`gridwatch.runner.open_source`).
     config : gridwatch.config.Config
 
     Returns

@@ -24,9 +24,8 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.balance import energy_balance
 from gridwatch.config import config_from_dict
-from gridwatch.days import day_grid
+from gridwatch.days import day_grid, last_full_day, window_bounds
 from gridwatch.evaluation import evaluate
-from gridwatch.pipeline import last_full_day, window_bounds
 from gridwatch.resample import analysis_index, to_grid
 from gridwatch.simulate import simulate_dataset
 from gridwatch.sources import read_dataset

@@ -7,9 +7,10 @@ import pytest
 
 from gridwatch import allocator
 from gridwatch.cluster import PartitionFailed, dask_executor
-from gridwatch.engine import PlannedFiles, analyse
 from gridwatch.errors import SourceUnreachable
+from gridwatch.runner import analyse
 from gridwatch.sources import read_dataset
+from gridwatch.sources.partitioned import PlannedFiles
 from tests.test_engine import _csv_outputs, _planned, dataset  # noqa: F401 - the shared fixture
 
 pytest.importorskip("dask.distributed")

@@ -6,14 +6,16 @@ import pytest
 
 from gridwatch import columns as col
 from gridwatch.config import Config
-from gridwatch.days import day_grid
-from gridwatch.engine import Partition, PlannedFiles, analyse, combine, partitions_of
+from gridwatch.days import day_grid, window_bounds
+from gridwatch.decisions import merge_suspects
 from gridwatch.outputs import format_flags, format_transformers
+from gridwatch.partition import Partition, partitions_of
 from gridwatch.partitions import plan_partitions
-from gridwatch.pipeline import merge_suspects, window_bounds
 from gridwatch.resample import analysis_index
+from gridwatch.runner import analyse, combine
 from gridwatch.simulate import simulate_dataset
 from gridwatch.sources import read_dataset
+from gridwatch.sources.partitioned import PlannedFiles
 
 AS_OF = "2026-03-31"
 
@@ -104,7 +106,7 @@ def test_partitions_streamed_from_the_files_give_the_in_memory_outputs(dataset):
 def test_each_pass_keeps_only_what_the_later_passes_read(dataset, tmp_path, monkeypatch):
     import tempfile
 
-    from gridwatch.engine import serial_map
+    from gridwatch.runner import serial_map
 
     path, config, index, grid = dataset
     ds = read_dataset(path, data_config=config.data)

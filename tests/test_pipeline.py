@@ -8,8 +8,10 @@ import pytest
 
 from gridwatch import columns as col
 from gridwatch.config import config_from_dict
+from gridwatch.days import last_full_day
+from gridwatch.decisions import hold_back
 from gridwatch.errors import InputError
-from gridwatch.pipeline import hold_back, last_full_day, run
+from gridwatch.pipeline import run
 from gridwatch.simulate import simulate_dataset
 
 

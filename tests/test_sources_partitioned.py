@@ -69,8 +69,8 @@ def _path(dataset, table):
 
 
 def _full(path, table, id_column):
-    return files._read_interval_table(path, table=table, id_column=id_column,
-                                      value_column="kwh", timezone=TZ, required=True)
+    return files.read_interval_table(path, table=table, id_column=id_column,
+                                     value_column="kwh", timezone=TZ, required=True)
 
 
 def _sorted(frame, id_column):

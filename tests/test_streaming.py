@@ -192,7 +192,7 @@ def test_partitions_that_end_earlier_are_gridded_on_the_runs_window(tmp_path, ca
     outs = {}
     for engine in ("memory", "streaming"):
         outs[engine] = tmp_path / engine
-        with caplog.at_level(logging.INFO, logger="gridwatch.engine"):
+        with caplog.at_level(logging.INFO, logger="gridwatch.runner"):
             result = CliRunner().invoke(main, ["run", "--input", str(path), "--output",
                                                str(outs[engine]), "--config",
                                                str(path / "run.toml"), "--engine", engine,

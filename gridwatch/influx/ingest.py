@@ -27,7 +27,7 @@ from gridwatch.influx.lineprotocol import (
     unwritable_tag_values,
     value_lines,
 )
-from gridwatch.influx.source import ENERGY_UNITS, POWER_UNITS, _check_units, interval_hours
+from gridwatch.influx.source import ENERGY_UNITS, POWER_UNITS, check_units, interval_hours
 from gridwatch.sources import files
 
 BATCH_POINTS = 10_000
@@ -74,7 +74,7 @@ def ingest_dataset(input_dir, config, *, batch_points: int = BATCH_POINTS,
     """
     input_dir = Path(input_dir)
     influx = config.influxdb
-    _check_units(influx)
+    check_units(influx)
     if not input_dir.is_dir():
         raise InputError("input directory not found", file=input_dir,
                          hint="pass a directory holding meters and readings tables")
@@ -86,7 +86,7 @@ def ingest_dataset(input_dir, config, *, batch_points: int = BATCH_POINTS,
     backend = connect(influx)
     backend.ensure_database()
     tz = config.data.timezone
-    meters, _, _ = files._read_meters(paths["meters"])
+    meters = files.read_table(paths["meters"], "meters").frame
     counts = {"readings": 0, "upstream": 0, "weather": 0, "skipped": 0}
 
     tables = [("readings", col.METER_ID, col.KWH, influx.readings)]
@@ -95,7 +95,7 @@ def ingest_dataset(input_dir, config, *, batch_points: int = BATCH_POINTS,
     if paths["weather"] is not None and influx.weather.measurement:
         tables.append(("weather", col.REGION, col.TEMPERATURE_C, influx.weather))
     for table, id_column, value_column, spec in tables:
-        frame, _, _ = files._read_interval_table(
+        frame, _, _ = files.read_interval_table(
             paths[table], table=table, id_column=id_column, value_column=value_column,
             timezone=tz, required=table == "readings")
         if frame is None:

@@ -23,12 +23,15 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from gridwatch import columns as col
+from gridwatch.cleaning import clean_weather
+from gridwatch.days import Window
 from gridwatch.errors import ConfigError, InputError
 from gridwatch.influx.backend import connect
 from gridwatch.influx.results import Points
 from gridwatch.issues import IssueLog
 from gridwatch.sources import Dataset, clean_dataset, empty_readings
-from gridwatch.sources.files import TIMESTAMP_DTYPE, _read_meters
+from gridwatch.sources.files import TIMESTAMP_DTYPE
+from gridwatch.sources.files import read_table as read_file_table
 
 _NS_PER_US = 1000
 _US_PER_H = 3_600_000_000
@@ -96,7 +99,7 @@ class InfluxTables:
 
     def __init__(self, config, *, start: pd.Timestamp, end: pd.Timestamp):
         influx = config.influxdb
-        _check_units(influx)
+        check_units(influx)
         self.config, self.start, self.end = config, start, end
         self.backend = backend = connect(influx)
         self.start_ns, self.end_ns = start_ns, end_ns = _ns(start), _ns(end)
@@ -106,7 +109,8 @@ class InfluxTables:
 
         backend.check_measurement(influx.readings, start_ns, end_ns)
         if config.source.meters_file:
-            self.meters, log, self.rows_in["meters"] = _read_meters(config.source.meters_file)
+            self.meters, log, self.rows_in["meters"] = read_file_table(config.source.meters_file,
+                                                                       "meters")
         else:
             self.meters, log, self.rows_in["meters"] = meters_from_tags(
                 backend, influx.readings, start_ns, end_ns)
@@ -193,7 +197,7 @@ class InfluxTables:
 class InfluxPartitions:
     """Partitions of an InfluxDB source read one at a time, by their meters' and assets' ids.
 
-    The loader of a partitioned run (:func:`gridwatch.engine.analyse`): each
+    The loader of a partitioned run (:func:`gridwatch.runner.analyse`): each
     call reads one partition's series and cleans them with the rules of the
     full read. Picklable: a Dask worker connects on first use and keeps the
     connection, the meters table and the weather for the run's later tasks.
@@ -244,12 +248,65 @@ class InfluxPartitions:
                              rows_in={"readings": 0, "upstream": 0})
 
 
+class InfluxSource:
+    """An InfluxDB source: meters and weather read once, each partition's series by its ids.
+
+    The InfluxDB implementation of :class:`gridwatch.sources.Source`. A live
+    source: its as-of day defaults to yesterday in the configured time zone
+    (the caller passes it), and only the analysis window is read.
+
+    Parameters
+    ----------
+    config : gridwatch.config.Config
+    as_of : datetime.date
+        The last day analysed.
+
+    Raises
+    ------
+    As :func:`read_influx_dataset`.
+    """
+
+    def __init__(self, config, *, as_of):
+        self.config, self.as_of = config, as_of
+        self.start, self.end = Window.of(config).bounds(as_of)
+        self.tables = tables = InfluxTables(config, start=self.start, end=self.end)
+        self.name = f"measurement '{config.influxdb.readings.measurement}'"
+        self.meters = tables.meters
+        if tables.upstream_ids is not None:  # the notes in the order of the full read
+            tables.note_upstream(tables.issues, found=bool(tables.upstream_asset_ids()))
+        raw = tables.read_weather()
+        self.issues = IssueLog().extend(tables.issues)
+        self.counts = {"meters": {"in": tables.rows_in["meters"], "used": len(self.meters)},
+                       "weather": {"in": tables.rows_in["weather"], "used": 0}}
+        self.weather = None
+        if raw is not None:
+            self.weather, log_clean = clean_weather(raw)
+            self.issues.extend(log_clean)
+            self.counts["weather"]["used"] = len(self.weather)
+
+    def upstream_asset_ids(self) -> list:
+        """Assets named by the meters table that have upstream series (for the partition plan)."""
+        return self.tables.upstream_asset_ids()
+
+    def open(self, plan) -> InfluxPartitions:
+        """The loader of ``plan``'s partitions (one query set per partition's ids)."""
+        return InfluxPartitions(self.config, start=self.start, end=self.end, tables=self.tables,
+                                weather=self.weather)
+
+    def check(self, totals: dict) -> None:
+        """Refused as the full read is: no reading of a known meter in the window."""
+        if totals["readings"]["in"] == 0:
+            raise self.no_readings()
+
+    def no_readings(self, issues=None) -> InputError:
+        """The error of a window without a reading of a known meter."""
+        return self.tables.no_readings()
+
+
 def _clean_weather(weather):
     """The weather cleaned once per process (its issues are the client's to report)."""
     if weather is None:
         return None
-    from gridwatch.cleaning import clean_weather
-
     cleaned, _ = clean_weather(weather)
     return cleaned
 
@@ -401,10 +458,11 @@ def meters_from_tags(backend, spec, start_ns: int, end_ns: int):
     with tempfile.TemporaryDirectory(prefix="gridwatch-meters-") as tmp:
         path = Path(tmp) / "meters.csv"
         pcsv.write_csv(table, path)
-        return _read_meters(path)
+        return tuple(read_file_table(path, "meters"))
 
 
-def _check_units(influx) -> None:
+def check_units(influx) -> None:
+    """Refuse a unit that does not fit its table (a temperature for energy, or the reverse)."""
     for name in ("readings", "upstream"):
         if getattr(influx, name).unit == "c":
             raise ConfigError(f"influxdb.{name}.unit = 'c' is a temperature",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,12 @@ from gridwatch.sources.files import (
     find_table,
     read_meters,
     read_readings,
+    read_table,
     read_upstream,
     read_weather,
 )
 
-__all__ = ["Dataset", "clean_dataset", "empty_readings", "find_table", "read_dataset",
+__all__ = ["Dataset", "Source", "clean_dataset", "empty_readings", "find_table", "read_dataset",
            "read_meters", "read_readings", "read_upstream", "read_weather"]
 
 
@@ -63,6 +65,55 @@ class Dataset:
     weather: pd.DataFrame | None
     issues: IssueLog
     row_counts: dict
+
+
+class Source(Protocol):
+    """Where a run's inputs come from: the small tables at once, the long ones by partition.
+
+    Implemented by :class:`gridwatch.sources.partitioned.FileSource` (a
+    dataset directory) and :class:`gridwatch.influx.source.InfluxSource`;
+    :func:`gridwatch.runner.open_source` opens the configured one and
+    :func:`gridwatch.runner.analyse_source` runs the analysis on it.
+
+    Attributes
+    ----------
+    name : str
+        What the readings were read from, for messages (a file, a measurement).
+    as_of : datetime.date or None
+        The last day analysed; None: found in the readings as they are read.
+    meters : pandas.DataFrame
+        The meters table (:func:`read_meters`).
+    weather : pandas.DataFrame or None
+        The cleaned weather.
+    issues : IssueLog
+        What reading the meters and the weather recorded.
+    counts : dict
+        ``{"meters": {"in", "used"}, "weather": {"in", "used"}}``.
+    """
+
+    name: str
+    as_of: object
+    meters: pd.DataFrame
+    weather: pd.DataFrame | None
+    issues: IssueLog
+    counts: dict
+
+    def upstream_asset_ids(self) -> list:
+        """The assets with upstream data (their meters are kept in one partition)."""
+
+    def open(self, plan):
+        """The loader of a plan's partitions.
+
+        ``loader(part)`` is the cleaned :class:`Dataset` of one partition,
+        ``loader.unplanned(meters)`` the rows of no partition (counted once),
+        ``loader.close()`` removes what the loader made (a spill).
+        """
+
+    def check(self, totals: dict) -> None:
+        """Refuse, on the partitions' summed row counts, what the full read refuses."""
+
+    def no_readings(self, issues=None) -> InputError:
+        """The error of a run without a single usable reading."""
 
 
 def _expected(name: str) -> str:
@@ -112,21 +163,14 @@ def read_dataset(input_dir, *, data_config) -> Dataset:
     issues = IssueLog()
     rows_in = dict.fromkeys(col.TABLES, 0)
 
-    meters, log, rows_in["meters"] = files._read_meters(paths["meters"])
-    issues.extend(log)
-    readings, log, rows_in["readings"] = files._read_interval_table(
-        paths["readings"], table="readings", id_column=col.METER_ID, value_column=col.KWH,
-        timezone=tz, required=True, optional_values=col.READINGS_OPTIONAL_VALUES)
-    issues.extend(log)
-    upstream = weather = None
-    if paths["upstream"] is not None:
-        upstream, log, rows_in["upstream"] = files._read_interval_table(
-            paths["upstream"], table="upstream", id_column=col.ASSET_ID, value_column=col.KWH,
-            timezone=tz, required=False)
-        issues.extend(log)
-    if paths["weather"] is not None:
-        weather, log, rows_in["weather"] = files._read_weather(paths["weather"], timezone=tz)
-        issues.extend(log)
+    frames = dict.fromkeys(col.TABLES)
+    for name in col.TABLES:  # meters, readings, upstream, weather: the order of the issues
+        if paths[name] is not None:
+            frames[name], log, rows_in[name] = read_table(paths[name], name, timezone=tz,
+                                                          form=data_config.form_of(name))
+            issues.extend(log)
+    meters, readings, upstream, weather = (frames[name] for name in
+                                           ("meters", "readings", "upstream", "weather"))
     return clean_dataset(meters, readings, upstream, weather, data_config=data_config,
                          issues=issues, rows_in=rows_in)
 

@@ -45,8 +45,10 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from gridwatch import columns as col
-from gridwatch.errors import InputError
-from gridwatch.sources import files
+from gridwatch.cleaning import clean_weather
+from gridwatch.errors import InputError, no_usable_readings
+from gridwatch.issues import IssueLog
+from gridwatch.sources import Dataset, clean_dataset, empty_readings, files
 
 UNPLANNED = -1
 """Key of the rows whose id is in no partition (and of malformed CSV rows)."""
@@ -130,10 +132,10 @@ class PartitionedTable:
             raise ValueError(f"no partition {partition}; the plan has {len(self.keys) - 1}")
         data = self._read_raw(partition)
         malformed = self._malformed if partition == UNPLANNED else 0
-        return files._interval_frame(data, malformed, self.path, table=self.table,
-                                     id_column=self.id_column, value_column=self.value_column,
-                                     timezone=self.timezone, required=False, whole_table=False,
-                                     extra_values=self.extra_values)
+        return files.convert_interval_part(
+            data, malformed, self.path, table=self.table, id_column=self.id_column,
+            value_column=self.value_column, timezone=self.timezone,
+            extra_values=self.extra_values)
 
     def _read_raw(self, partition: int) -> pa.Table:
         if self.strategy == "row_groups":
@@ -258,7 +260,7 @@ class PartitionedTable:
         ``attempt`` (a :class:`~gridwatch.sources.files.CsvAttempt`) gives a
         CSV's block size and column types; a pyarrow error is left to the caller.
         """
-        if files._format(self.path) == "parquet":
+        if files.table_format(self.path) == "parquet":
             # Row group by row group: ParquetFile.iter_batches peaked 600 MB above this loop's
             # 140 MB over the 248 row groups of 100,000 meters x 90 days (pyarrow 26).
             pf = self._parquet()
@@ -421,15 +423,14 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
     """
     path = Path(path)
     names = [id_column, col.TIMESTAMP, value_column]
-    columns = files._columns(path)
-    files._require(columns, names, path, table)
+    columns = files.table_columns(path, table=table, required=names)
     if strategy not in ("auto", "row_groups", "spill"):
         raise ValueError(f"strategy must be 'auto', 'row_groups' or 'spill', not {strategy!r}")
     source = PartitionedTable(path, id_partition, table=table, id_column=id_column,
                               value_column=value_column, timezone=timezone,
                               n_partitions=n_partitions,
                               extra_values=files.present_values(columns, optional_values))
-    is_parquet = files._format(path) == "parquet"
+    is_parquet = files.table_format(path) == "parquet"
     if strategy == "row_groups" and not is_parquet:
         raise ValueError("strategy 'row_groups' needs a Parquet file")
     if is_parquet and strategy != "spill":
@@ -494,3 +495,259 @@ def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
                             id_column=col.ASSET_ID, value_column=col.KWH, timezone=timezone,
                             strategy=strategy, spill_dir=spill_dir,
                             n_partitions=plan.n_partitions)
+
+
+# --- a dataset directory as a source of partitions ----------------------------------------------
+class FileSource:
+    """A dataset directory: its small tables read whole, its long ones one partition at a time.
+
+    The file implementation of :class:`gridwatch.sources.Source`. The meters
+    and weather tables are read (and the weather cleaned) once, here;
+    :meth:`open` gives the loader of a partition plan: for a plan of one
+    partition the full readers read the whole readings and upstream tables
+    (no spill: the all-at-once run), for several :class:`PlannedFiles`.
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+        A dataset laid out as in ``docs/data-contract.md``.
+    config : gridwatch.config.Config
+    as_of : datetime.date, optional
+        The as-of day asked for; None: found in the readings while they are
+        read (:func:`gridwatch.days.default_as_of`).
+
+    Raises
+    ------
+    InputError
+        No such directory, no meters or readings table, a meters or weather
+        table that cannot be used.
+    """
+
+    def __init__(self, input_dir, config, *, as_of=None):
+        input_dir = Path(input_dir)
+        if not input_dir.is_dir():
+            raise InputError("input directory not found", file=input_dir,
+                             hint="pass a directory holding meters and readings tables")
+        self.input_dir, self.config, self.as_of = input_dir, config, as_of
+        self.paths = paths = {name: files.find_table(input_dir, name) for name in col.TABLES}
+        for name in ("meters", "readings"):
+            if paths[name] is None:
+                expected = ", ".join(f"{name}{suffix}" for suffix in files.SUFFIXES)
+                raise InputError(f"no {name} table", file=input_dir,
+                                 hint=f"add one of {expected}")
+        self.name = str(paths["readings"])
+        self.issues = IssueLog()
+        self.meters, log_meters, meters_in = files.read_table(
+            paths["meters"], "meters", form=config.data.meters)
+        self.issues.extend(log_meters)
+        self.counts = {"meters": {"in": meters_in, "used": len(self.meters)},
+                       "weather": {"in": 0, "used": 0}}
+        self.weather = None
+        if paths["weather"] is not None:
+            raw, log_weather, self.counts["weather"]["in"] = files.read_table(
+                paths["weather"], "weather", timezone=config.data.timezone,
+                form=config.data.weather)
+            self.issues.extend(log_weather)
+            if raw is not None:
+                self.weather, log_clean = clean_weather(raw)
+                self.issues.extend(log_clean)
+                self.counts["weather"]["used"] = len(self.weather)
+
+    def upstream_asset_ids(self) -> list:
+        """The asset ids of the upstream table, normalised as the reader does (its id column only)."""
+        if self.paths["upstream"] is None:
+            return []
+        return list(files.read_ids(self.paths["upstream"], col.ASSET_ID,
+                                   form=self.config.data.upstream))
+
+    def open(self, plan):
+        """The loader of ``plan``'s partitions: ``loader(part) -> Dataset``; close it when done."""
+        if plan.n_partitions == 1:
+            return WholeFiles(self.paths, self.config.data, meters=self.meters,
+                              weather=self.weather)
+        return PlannedFiles(self.input_dir, plan, self.config.data, meters=self.meters,
+                            weather=self.weather)
+
+    def check(self, totals: dict) -> None:
+        """The full reader's refusals of a whole file, on the summed parts."""
+        for table in ("readings", "upstream"):
+            if self.paths[table] is not None:
+                total = totals[table]
+                check_whole_table(self.paths[table], table=table, rows_in=total["in"],
+                                  bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
+
+    def no_readings(self, issues=None) -> InputError:
+        """The error of a dataset without a usable reading, naming what dropped the rows."""
+        return no_usable_readings(self.paths["readings"], issues or self.issues)
+
+
+def _clean_part(meters, data_config, weather, readings, issues, rows_in, upstream=None,
+                up_issues=None, up_rows=0):
+    """Clean one key's raw rows; ``row_counts`` carry the whole-table check's counts."""
+    checks = {"readings": part_counts(readings, issues, table="readings")}
+    if readings is None:
+        readings = empty_readings()
+    if up_issues is not None:
+        checks["upstream"] = part_counts(upstream, up_issues, table="upstream")
+        issues.extend(up_issues)
+    sub = clean_dataset(meters, readings, upstream, None, data_config=data_config,
+                        issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
+    for table, counts in checks.items():
+        sub.row_counts[table].update(counts)
+    sub.weather = weather
+    return sub
+
+
+class WholeFiles:
+    """The loader of a plan of one partition: the whole tables, read by the full readers.
+
+    What the all-at-once run reads: no spill and no row group index, each
+    long table read once as :func:`gridwatch.sources.read_dataset` reads it.
+    """
+
+    def __init__(self, paths: dict, data_config, *, meters, weather):
+        self.paths, self.data_config = paths, data_config
+        self.meters, self.weather = meters, weather
+
+    def __call__(self, part) -> Dataset:
+        """Read and clean every row of the readings and upstream tables."""
+        tz = self.data_config.timezone
+        readings, issues, rows_in = files.read_table(self.paths["readings"], "readings",
+                                                     timezone=tz, form=self.data_config.readings)
+        upstream, up_issues, up_rows = None, None, 0
+        if self.paths["upstream"] is not None:
+            upstream, up_issues, up_rows = files.read_table(self.paths["upstream"], "upstream",
+                                                            timezone=tz,
+                                                            form=self.data_config.upstream)
+        meters = self.meters[self.meters[col.METER_ID].astype(str).isin(part.meter_ids)]
+        return _clean_part(meters.reset_index(drop=True), self.data_config, self.weather,
+                           readings, issues, rows_in, upstream, up_issues, up_rows)
+
+    def unplanned(self, meters: pd.DataFrame) -> Dataset:
+        """Nothing: the one partition read every row (those of unknown meters are counted there)."""
+        return _clean_part(meters.iloc[:0], self.data_config, self.weather, None, IssueLog(), 0,
+                           up_issues=None if self.paths["upstream"] is None else IssueLog())
+
+    def close(self) -> None:
+        """Nothing to close: the tables were read whole."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PlannedFiles:
+    """Partitions of a dataset directory read one at a time with the plan's readers.
+
+    Only the partition's rows are read (Parquet row groups of its meters, or
+    its part of a one-off spill for CSV: :func:`open_readings`) and cleaned
+    with the rules of the full read; the meters and weather tables are small
+    and read whole. Picklable: a copy sent to a Dask worker reads the
+    client's spill when the worker sees it (same host or shared disk) and
+    opens the files itself otherwise. :meth:`close` removes the spill at the
+    end of the run; only the process that made it removes it.
+
+    Parameters
+    ----------
+    input_dir : str or os.PathLike
+    plan : gridwatch.partitions.PartitionPlan
+    data_config : gridwatch.config.DataConfig
+    meters, weather : pandas.DataFrame, optional
+        The meters table and the cleaned weather, when the caller has read
+        them already (default: read from ``input_dir``).
+    """
+
+    _opened_here: dict = {}  # token -> tables this process opened itself (its own spill)
+
+    def __init__(self, input_dir, plan, data_config, *, meters=None, weather=None):
+        import uuid
+
+        self.input_dir = str(input_dir)
+        self.plan = plan
+        self.data_config = data_config
+        self.token = uuid.uuid4().hex
+        self._open = None
+        self._small = None if meters is None else {"meters": meters, "weather": weather}
+
+    def _tables(self):
+        """The open tables: this loader's, or (on a worker that cannot see them) its own."""
+        if self._open is not None and all(t.readable_here() for t in _long_tables(self._open)):
+            return self._open  # opened here, or sent by the client with a spill this host sees
+        self._open = PlannedFiles._opened_here.get(self.token)
+        if self._open is None:
+            self._open = self._open_tables()
+            close_opened()  # one run's tables per process: an earlier run's spill is removed
+            PlannedFiles._opened_here[self.token] = self._open
+        return self._open
+
+    def _open_tables(self) -> dict:
+        tz = self.data_config.timezone
+        small = self._small or self._read_small()
+        up_path = files.find_table(self.input_dir, "upstream")
+        return {
+            **small,
+            "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
+                                      timezone=tz),
+            "upstream": None if up_path is None else open_upstream(up_path, self.plan,
+                                                                   timezone=tz),
+        }
+
+    def _read_small(self) -> dict:
+        meters = files.read_table(files.find_table(self.input_dir, "meters"), "meters").frame
+        weather = None
+        path = files.find_table(self.input_dir, "weather")
+        if path is not None:
+            weather = files.read_table(path, "weather", timezone=self.data_config.timezone).frame
+            if weather is not None:
+                weather, _ = clean_weather(weather)  # its issues: once, by the caller
+        return {"meters": meters, "weather": weather}
+
+    def close(self) -> None:
+        """Close the files and remove the spill this process made (at the end of a run)."""
+        if self._open is not None:
+            _close_tables(self._open)
+            self._open = None
+        PlannedFiles._opened_here.pop(self.token, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __call__(self, part) -> Dataset:
+        """Read and clean one partition's rows."""
+        t = self._tables()
+        meters = t["meters"][t["meters"][col.METER_ID].astype(str).isin(part.meter_ids)]
+        return self._clean(meters.reset_index(drop=True), part.number)
+
+    def unplanned(self, meters: pd.DataFrame) -> Dataset:
+        """The rows of no partition (unknown meters and assets, blank ids), cleaned: counted once."""
+        return self._clean(meters.iloc[:0], UNPLANNED)
+
+    def _clean(self, meters: pd.DataFrame, key) -> Dataset:
+        t = self._tables()
+        readings, issues, rows_in = t["readings"].read(key)
+        upstream, up_issues, up_rows = None, None, 0
+        if t["upstream"] is not None:
+            upstream, up_issues, up_rows = t["upstream"].read(key)
+        return _clean_part(meters, self.data_config, t["weather"], readings, issues, rows_in,
+                           upstream, up_issues, up_rows)
+
+
+def _long_tables(tables: dict) -> list:
+    return [tables[name] for name in ("readings", "upstream") if tables.get(name) is not None]
+
+
+def _close_tables(tables: dict) -> None:
+    for table in _long_tables(tables):
+        table.close()
+
+
+def close_opened() -> None:
+    """Close the tables this process opened for a run, removing their spills (worker teardown)."""
+    for tables in PlannedFiles._opened_here.values():
+        _close_tables(tables)
+    PlannedFiles._opened_here.clear()
