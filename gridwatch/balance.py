@@ -384,19 +384,13 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                "min_population": min_population, "min_coverage": min_coverage,
                "min_unexplained_kw": min_unexplained_kw}
     if not topo.balanced:
-        return BalanceMeasurement(
-            evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
-                                  index=pd.Index([], name=col.ASSET_ID)),
-            issues=issues, grid=grid, options=options, topo=topo)
+        return _nothing_measured(issues, grid, options, topo)
     align_issues = IssueLog()
     al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, align_issues,
                 min_coverage=min_coverage, frozen_hours=frozen_hours, frozen_mask=frozen_mask)
     if _without_unit_errors(al, topo, issues):
         if not topo.balanced:
-            return BalanceMeasurement(
-                evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
-                                      index=pd.Index([], name=col.ASSET_ID)),
-                issues=issues, grid=grid, options=options, topo=topo)
+            return _nothing_measured(issues, grid, options, topo)
         align_issues = IssueLog()
         al = _align(upstream_kw, meter_kw, expected_kw, topo, grid, align_issues,
                     min_coverage=min_coverage, frozen_hours=frozen_hours, frozen_mask=frozen_mask)
@@ -549,6 +543,14 @@ def measure_balance(upstream_kw: pd.DataFrame, meter_kw: pd.DataFrame,
                 "down_persistence": down_persistence, "fall_kw": fall_kw,
                 "map_fall_kw": map_fall.kw, "map_fall_day": map_fall.day,
                 "map_fall_partner": map_fall.partner, "feeder": feeder})
+
+
+def _nothing_measured(issues, grid, options, topo) -> BalanceMeasurement:
+    """The measurement of a partition without a balanced asset."""
+    return BalanceMeasurement(
+        evidence=pd.DataFrame(columns=list(BalanceCalibration.EVIDENCE),
+                              index=pd.Index([], name=col.ASSET_ID)),
+        issues=issues, grid=grid, options=options, topo=topo)
 
 
 def decide_balance(measured: BalanceMeasurement, meter_kw: pd.DataFrame, meters: pd.DataFrame,
