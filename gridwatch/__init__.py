@@ -8,7 +8,7 @@ The public API is small on purpose::
 
 import logging
 
-__version__ = "0.1.0"
+from gridwatch.version import __version__
 
 # A library logs, the application decides where to: no "No handlers" fallback to stderr.
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -17,34 +17,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "gridwatch"
 
 ALLOWED_PRIVATE = {
-    # Still to clean (issue 15 item 1): report/ shares its templates and helpers by private
-    # names; the InfluxDB v2 client reuses the v1 client's retry marker. Shrink, never grow.
-    ("gridwatch.report.plots", "gridwatch.report.figures._AssetFigure"),
-    ("gridwatch.report.plots", "gridwatch.report.figures._close"),
-    ("gridwatch.report.plots", "gridwatch.report.figures._MeterFigure"),
-    ("gridwatch.report.plots", "gridwatch.report.figures._rc"),
-    ("gridwatch.report.plots", "gridwatch.report.helpers._helper_count"),
-    ("gridwatch.report.plots", "gridwatch.report.helpers._helpers"),
-    ("gridwatch.report.plots", "gridwatch.report.png._encoder"),
-    ("gridwatch.report.plots", "gridwatch.report.png._write_png"),
-    ("gridwatch.report.helpers", "gridwatch.report.figures._rc"),
-    ("gridwatch.report.helpers", "gridwatch.report.png._png_bytes"),
-    ("gridwatch.report.helpers", "gridwatch.report.png._write_bytes"),
-    ("gridwatch.report.helpers", "gridwatch.report.plots._render"),
-    ("gridwatch.report.figures", "gridwatch.report.plots._AssetData"),
-    ("gridwatch.report.figures", "gridwatch.report.plots._MeterData"),
+    # Still to clean (issue 15 item 1): the InfluxDB v2 client reuses the v1 client's retry
+    # marker. Shrink, never grow.
     ("gridwatch.influx.client_v2", "gridwatch.influx.client._Retryable"),
 }
 """(importing module, imported private name) pairs not cleaned yet."""
 
-ALLOWED_CYCLES = {
-    # report/plots.py draws with report/figures.py's templates, which read plots.py's data
-    # classes; report/helpers.py's processes render with plots.py; png.py reads figures' DPI.
-    frozenset({"gridwatch.report.plots", "gridwatch.report.figures", "gridwatch.report.helpers",
-               "gridwatch.report.png"}),
-    # The package's lazy public API (gridwatch.run) and pipeline's gridwatch.__version__.
-    frozenset({"gridwatch", "gridwatch.pipeline"}),
-}
+ALLOWED_CYCLES = set()
 """Import cycles (as the set of their modules) not broken yet. Shrink, never grow."""
 
 

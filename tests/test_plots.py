@@ -10,7 +10,8 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.errors import InputError
 from gridwatch.pipeline import run
-from gridwatch.report import figures, helpers, plots
+from gridwatch.report import data as plot_data
+from gridwatch.report import figures, helpers, plots, png
 from gridwatch.simulate import simulate_dataset
 
 HOSTILE = ["../../etc/passwd", "a/b", "a_b", "a\\b", "<script>x</script>", ".hidden", "..",
@@ -70,7 +71,7 @@ def test_flagged_meter(result, tmp_path):
         assert "local hour of day" in labels
         assert any(ax.get_ylabel() == "demand [kW]" for ax in fig.axes[2:])  # the colourbar
     finally:
-        plots._close(fig)
+        figures.close_figure(fig)
     path = plots.plot_site(result, meter, tmp_path / "m.png")
     _check_png(path)
 
@@ -82,7 +83,7 @@ def test_unflagged_meter(result, tmp_path):
         _check_figure(fig, meter)
         assert "not flagged" in _texts(fig)[0]
     finally:
-        plots._close(fig)
+        figures.close_figure(fig)
     _check_png(plots.plot_site(result, meter, tmp_path / "u.png"))
 
 
@@ -96,7 +97,7 @@ def test_flagged_asset(result, tmp_path):
         assert any("unexplained" in lbl for lbl in legends)
         assert any("losses" in lbl for lbl in legends)
     finally:
-        plots._close(fig)
+        figures.close_figure(fig)
     _check_png(plots.plot_site(result, asset, tmp_path / "a.png"))
 
 
@@ -131,8 +132,8 @@ def test_safe_plot_name_hostile_ids(tmp_path):
 @pytest.mark.parametrize("site_id", HOSTILE)
 def test_hostile_text_renders(site_id, tmp_path):
     # An id with '$' must not be parsed as mathtext (it would raise at draw time).
-    fig = figures._new_figure((3, 1), None)
-    fig.suptitle(f"Meter {plots._tx(site_id)}")
+    fig = figures.new_figure((3, 1), None)
+    fig.suptitle(f"Meter {plot_data.mpl_text(site_id)}")
     plots.save_plot(fig, tmp_path / plots.safe_plot_name(site_id))
     assert len(list(tmp_path.iterdir())) == 1
 
@@ -165,7 +166,7 @@ def test_no_pyplot_needed(result, tmp_path):
 # --- reused figures: fast, and never showing a previous site ----------------------------------
 
 def _pixels(plotter, data):
-    with plots._rc():
+    with figures.local_rc():
         return plotter.render(data).copy()
 
 
@@ -186,36 +187,36 @@ def test_reused_meter_figure_draws_each_site_as_a_fresh_one(result):
     # A flagged meter with its onset, legend and reasons, then an unflagged one without
     # them, then the first again in a shorter window: each must equal a fresh drawing.
     flagged, unflagged = _meter_ids(result)
-    ctx = plots._Context(result)
-    sequence = [plots._meter_data(ctx, flagged, weeks=6), plots._meter_data(ctx, unflagged, weeks=6),
-                plots._meter_data(ctx, flagged, weeks=2), plots._meter_data(ctx, unflagged, weeks=6)]
+    ctx = plot_data.RunContext(result)
+    sequence = [plot_data.meter_data(ctx, flagged, weeks=6), plot_data.meter_data(ctx, unflagged, weeks=6),
+                plot_data.meter_data(ctx, flagged, weeks=2), plot_data.meter_data(ctx, unflagged, weeks=6)]
     assert sequence[0].onset_day is not None and sequence[1].onset_day is None
     assert sequence[2].edges_day[0] > sequence[0].edges_day[0]
-    reused = plots._Plotter(result)
+    reused = plots.Plotter(result)
     for data in sequence:
-        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots._Plotter(result), data))
+        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots.Plotter(result), data))
 
 
 def test_reused_asset_figure_draws_each_site_as_a_fresh_one(result):
     flagged, unflagged = _asset_ids(result)
-    ctx = plots._Context(result)
-    a, b = plots._asset_data(ctx, flagged), plots._asset_data(ctx, unflagged)
+    ctx = plot_data.RunContext(result)
+    a, b = plot_data.asset_data(ctx, flagged), plot_data.asset_data(ctx, unflagged)
     assert a.suspect_labels and a.onset_day is not None
     assert not b.suspect_labels and b.no_suspects_text and b.onset_day is None
-    reused = plots._Plotter(result)
+    reused = plots.Plotter(result)
     for data in (a, b, a):
-        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots._Plotter(result), data))
+        np.testing.assert_array_equal(_pixels(reused, data), _pixels(plots.Plotter(result), data))
 
 
 @pytest.mark.parametrize("kind", ["meter", "asset"])
 def test_cached_layout_equals_a_full_draw(result, kind):
     # The static layer drawn once + the per-site artists on top = a full draw of the figure.
     flagged = _meter_ids(result)[0] if kind == "meter" else _asset_ids(result)[0]
-    plotter = plots._Plotter(result)
+    plotter = plots.Plotter(result)
     data = plotter.data(flagged)
     fast = _pixels(plotter, data)
-    fig = next(iter(plotter._templates.values())).fig
-    with plots._rc():
+    fig = next(iter(plotter.renderer.templates.values())).fig
+    with figures.local_rc():
         fig.canvas.draw()
     full = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     np.testing.assert_array_equal(fast, full)
@@ -224,7 +225,7 @@ def test_cached_layout_equals_a_full_draw(result, kind):
 def test_plot_sites_equals_plot_site(result, tmp_path):
     # The batch (reused figures, sites regrouped by layout) writes the very bytes that
     # one fresh figure per site writes.
-    flagged = plots._flagged_sites(result)
+    flagged = plots.flagged_sites(result)
     sites = flagged[:2] + [_meter_ids(result)[1], _asset_ids(result)[1], flagged[-1]]
     written = plots.plot_sites(result, sites, tmp_path / "batch", processes=1)
     assert list(written) == sites
@@ -251,11 +252,11 @@ def test_helper_processes_write_the_same_files(result, tmp_path, monkeypatch):
     from gridwatch.report import helpers
 
     drawn_by_helpers = []  # PNGs a helper process answered with (not redrawn here)
-    write_bytes = helpers._write_bytes
-    monkeypatch.setattr(helpers, "_write_bytes",
+    write_bytes = helpers.write_bytes
+    monkeypatch.setattr(helpers, "write_bytes",
                         lambda data, path: (drawn_by_helpers.append(path), write_bytes(data, path)))
     monkeypatch.setattr(plots, "deque", Jobs)
-    sites = plots._flagged_sites(result) * 3 + [_meter_ids(result)[1]]  # repeats are drawn once
+    sites = plots.flagged_sites(result) * 3 + [_meter_ids(result)[1]]  # repeats are drawn once
     local = plots.plot_sites(result, sites, tmp_path / "local", processes=1)
     assert Jobs.taken_by_helpers == 0 and drawn_by_helpers == []
     shared = plots.plot_sites(result, sites, tmp_path / "shared", processes=2)
@@ -284,7 +285,7 @@ def test_a_failing_helper_leaves_its_sites_to_this_process(result, tmp_path, mon
                                 stdout=subprocess.PIPE)
 
     monkeypatch.setattr(helpers, "_start_helper", start)
-    sites = plots._flagged_sites(result)[:3]
+    sites = plots.flagged_sites(result)[:3]
     written = plots.plot_sites(result, sites, tmp_path, processes=2)
     assert set(written) == set(sites)
     for rel in written.values():
@@ -293,8 +294,8 @@ def test_a_failing_helper_leaves_its_sites_to_this_process(result, tmp_path, mon
 
 
 def test_helper_count():
-    assert plots._helper_count(1) == 0  # never worth a second process
-    assert 0 <= plots._helper_count(10_000) <= helpers.MAX_PROCESSES - 1
+    assert helpers.helper_count(1) == 0  # never worth a second process
+    assert 0 <= helpers.helper_count(10_000) <= helpers.MAX_PROCESSES - 1
 
 
 def test_plot_sites_without_sites(result, tmp_path):
@@ -306,7 +307,7 @@ def test_png_bytes_decode_to_the_pixels(tmp_path):
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
-    plots._write_png(rgb, tmp_path / "x.png", dpi=80)
+    png.write_png(rgb, tmp_path / "x.png", dpi=80)
     with Image.open(tmp_path / "x.png") as img:
         assert img.mode == "RGB" and img.size == (5, 7)
         np.testing.assert_array_equal(np.asarray(img), rgb)
@@ -315,7 +316,7 @@ def test_png_bytes_decode_to_the_pixels(tmp_path):
 
 def test_plot_sizes_stay_small(result, tmp_path):
     # The report embeds every PNG as base64: keep them near 100 KB.
-    written = plots.plot_sites(result, plots._flagged_sites(result), tmp_path, processes=1)
+    written = plots.plot_sites(result, plots.flagged_sites(result), tmp_path, processes=1)
     sizes = [(tmp_path / rel).stat().st_size for rel in written.values()]
     assert max(sizes) < 200_000
 
@@ -333,11 +334,11 @@ def _ink(fig):
 def test_title_line_looks_like_matplotlib_text(weight):
     # Same place, same size, same amount of ink as matplotlib's own (unhinted) text.
     text = "score 0.93 | excess 2.15 kW | since 2026-03-20 | 4,480 kWh | as of 2026-03-30"
-    with plots._rc():
-        fig_text = figures._new_figure((8, 1), None)
+    with figures.local_rc():
+        fig_text = figures.new_figure((8, 1), None)
         fig_text.text(0.05, 0.9, text, ha="left", va="top", fontsize=10, fontweight=weight)
-        fig_line = figures._new_figure((8, 1), None)
-        figures._text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
+        fig_line = figures.new_figure((8, 1), None)
+        figures.text_line(fig_line, 0.05, 0.9, fontsize=10, weight=weight).set_text(text)
         (box_text, ink_text), (box_line, ink_line) = _ink(fig_text), _ink(fig_line)
     assert np.abs(np.subtract(box_text, box_line)).max() <= 2, (box_text, box_line)
     assert ink_line == pytest.approx(ink_text, rel=0.1)
@@ -345,10 +346,10 @@ def test_title_line_looks_like_matplotlib_text(weight):
 
 @pytest.mark.parametrize("site_id", HOSTILE)
 def test_title_line_draws_hostile_text(site_id):
-    with plots._rc():
-        fig = figures._new_figure((6, 1), None)
-        line = figures._text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
-        line.set_text(plots._plain(f"Meter {site_id} | not flagged"))
+    with figures.local_rc():
+        fig = figures.new_figure((6, 1), None)
+        line = figures.text_line(fig, 0.05, 0.9, fontsize=13, weight="bold")
+        line.set_text(plot_data.plain_text(f"Meter {site_id} | not flagged"))
         assert site_id.replace("\t", "?").replace("\n", "?") in line.get_text()
         fig.canvas.draw()
 
@@ -361,10 +362,10 @@ def test_a_load_not_seen_since_an_early_day_is_plotted_around_that_day(result):
     ended = result.grid.dates[5].date()
     try:
         table.iloc[pos, table.columns.get_loc("not_seen_since")] = ended.isoformat()
-        data = plots._meter_data(plots._Context(result), meter, weeks=2)
+        data = plot_data.meter_data(plot_data.RunContext(result), meter, weeks=2)
         shown = matplotlib.dates.num2date(data.edges_day[-1]).date()  # end of the last day shown
         assert shown == result.grid.dates[19].date()  # two weeks after the last day seen
-        default = plots._meter_data(plots._Context(result), _meter_ids(result)[1], weeks=2)
+        default = plot_data.meter_data(plot_data.RunContext(result), _meter_ids(result)[1], weeks=2)
         assert matplotlib.dates.num2date(default.edges_day[-1]).date() == \
             (result.grid.dates[-1] + pd.Timedelta(days=1)).date()  # others end at the as-of
     finally:

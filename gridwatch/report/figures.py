@@ -1,25 +1,36 @@
 """The plots' figure templates: a layout built once, redrawn for each site.
 
-:class:`_MeterFigure` and :class:`_AssetFigure` build a figure's axes, labels,
-locators and empty artists once; :meth:`update` then sets only what one site
-shows (a :class:`gridwatch.report.plots._MeterData` or ``_AssetData``).
-:class:`_Layers` renders a template as a cached static background plus the
-artists that change, with the same pixels as a full draw; :class:`_Glyphs`
-draws the title lines as paths from cached glyph outlines. Figures are plain
-Agg-backed :class:`matplotlib.figure.Figure` objects (never ``pyplot``),
-drawn under the plots' local ``RC_PARAMS`` (:func:`_rc`). Matplotlib is
-imported inside the functions.
+:class:`MeterFigure` and :class:`AssetFigure` build a figure's axes, labels,
+locators and empty artists once; :meth:`~MeterFigure.update` then sets only
+what one site shows, a :class:`gridwatch.report.data.MeterData` or
+:class:`~gridwatch.report.data.AssetData` (plain arrays and strings: this
+module computes nothing from a run). :class:`Renderer` draws any such record
+with one reusable template per kind. :class:`_Layers` renders a template as
+a cached static background plus the artists that change, with the same
+pixels as a full draw; :class:`_Glyphs` draws the title lines as paths from
+cached glyph outlines. Figures are plain Agg-backed
+:class:`matplotlib.figure.Figure` objects (never ``pyplot``), drawn under the
+plots' local ``RC_PARAMS`` (:func:`local_rc`). Matplotlib is imported inside
+the functions.
+
+Public API
+----------
+MeterFigure(fig=None), AssetFigure(fig=None): .update(data), .render() -> RGB array
+Renderer(): .render(data) -> RGB array
+layout_key(data) -> tuple
+local_rc() -> context manager
+new_figure(figsize, fig) -> Figure
+close_figure(fig) -> None
+text_line(fig, x, y, *, fontsize, weight="normal", color="black") -> artist
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from gridwatch.report.plots import _AssetData, _MeterData
+from gridwatch.report.data import AssetData, MeterData
 
 DPI = 80
 METER_FIGSIZE = (11.0, 8.0)  # [inch] at DPI -> 880 x 640 px
@@ -37,7 +48,7 @@ _MAX_STAMPS = 32  # cached looks of the legend below the meter panel
 # =====================================================================================
 # figures and their rcParams
 # =====================================================================================
-def _close(fig) -> None:
+def close_figure(fig) -> None:
     """Release a figure (a pyplot-managed one is also removed from pyplot)."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
@@ -45,14 +56,14 @@ def _close(fig) -> None:
     fig.clear()
 
 
-def _rc():
+def local_rc():
     """The plots' local rcParams (see ``RC_PARAMS``), as a context manager."""
     import matplotlib
 
     return matplotlib.rc_context(RC_PARAMS)
 
 
-def _new_figure(figsize, fig):
+def new_figure(figsize, fig):
     """A fresh Agg-backed figure (never through pyplot), or the one given."""
     if fig is not None:
         return fig
@@ -69,12 +80,12 @@ def _new_figure(figsize, fig):
 # =====================================================================================
 def _title_lines(fig) -> tuple:
     """The figure's three title lines: what the site is, its numbers, the reasons."""
-    return (_text_line(fig, 0.075, 0.985, fontsize=13, weight="bold"),
-            _text_line(fig, 0.075, 0.935, fontsize=10),
-            _text_line(fig, 0.075, 0.905, fontsize=8.5, color="0.3"))
+    return (text_line(fig, 0.075, 0.985, fontsize=13, weight="bold"),
+            text_line(fig, 0.075, 0.935, fontsize=10),
+            text_line(fig, 0.075, 0.905, fontsize=8.5, color="0.3"))
 
 
-def _text_line(fig, x, y, *, fontsize, weight="normal", color="black"):
+def text_line(fig, x, y, *, fontsize, weight="normal", color="black"):
     """A left-aligned line of text whose top is at figure fraction ``(x, y)``; see :class:`_Glyphs`.
 
     The artist is a :class:`matplotlib.patches.PathPatch` with ``set_text``
@@ -294,14 +305,14 @@ def _remember(cache: dict, key, value, size: int) -> None:
     cache[key] = value
 
 
-class _MeterFigure:
+class MeterFigure:
     """The meter figure: layout built once, redrawn for each meter by :meth:`update`."""
 
     def __init__(self, fig=None):
         import matplotlib
         import matplotlib.dates as mdates
 
-        self.fig = fig = _new_figure(METER_FIGSIZE, fig)
+        self.fig = fig = new_figure(METER_FIGSIZE, fig)
         gs = fig.add_gridspec(2, 2, height_ratios=[1.0, 1.15], width_ratios=[1, 0.018],
                               left=0.075, right=0.93, top=0.845, bottom=0.07, hspace=0.62,
                               wspace=0.02)
@@ -369,7 +380,7 @@ class _MeterFigure:
             axh.title, axh._left_title, axh._right_title, axh.xaxis, axh.yaxis],
             islands=lambda: [ax.get_legend()])
 
-    def update(self, d: _MeterData) -> None:
+    def update(self, d: MeterData) -> None:
         """Show meter ``d``: every artist that depends on the meter is set here."""
         ax, axh = self.ax, self.axh
         self.peers.set_data(d.edges_day, d.peer_low_kw, d.peer_high_kw)
@@ -448,13 +459,13 @@ def _fixed_y_axis(ax, *, left_pt=None, right_pt=None, nbins=4) -> None:
         ax.yaxis.set_label_coords(1.0, 0.5, transform=transform)
 
 
-class _AssetFigure:
+class AssetFigure:
     """The asset figure: layout built once, redrawn for each asset by :meth:`update`."""
 
     def __init__(self, fig=None):
         import matplotlib.dates as mdates
 
-        self.fig = fig = _new_figure(ASSET_FIGSIZE, fig)
+        self.fig = fig = new_figure(ASSET_FIGSIZE, fig)
         gs = fig.add_gridspec(3, 1, height_ratios=[1.1, 0.8, 0.9], left=0.085, right=0.97,
                               top=0.855, bottom=0.07, hspace=0.5)
         self.ax = ax = fig.add_subplot(gs[0])
@@ -512,7 +523,7 @@ class _AssetFigure:
             axu.title, axu._left_title, axu._right_title, axu.xaxis,
             axs.title, axs._right_title, axs.xaxis])
 
-    def update(self, d: _AssetData) -> None:
+    def update(self, d: AssetData) -> None:
         """Show asset ``d``: every artist that depends on the asset is set here."""
         ax, axu, axs = self.ax, self.axu, self.axs
         x = d.noon_day
@@ -568,3 +579,35 @@ class _AssetFigure:
     def render(self) -> np.ndarray:
         """The current asset's image, ``(height, width, 3)`` uint8."""
         return self.layers.render()
+
+
+# =====================================================================================
+# which template draws which data
+# =====================================================================================
+class Renderer:
+    """Draws plot data with one template per figure kind, built on first use and reused.
+
+    Call :meth:`render` inside :func:`local_rc`, once for many plots
+    (entering it costs about a millisecond). Sites drawn one after another in
+    the order of :func:`layout_key` share their static layer.
+    """
+
+    def __init__(self):
+        self.templates = {}
+
+    def render(self, data: MeterData | AssetData) -> np.ndarray:
+        """The site's image, ``(height, width, 3)`` uint8 (a view, valid until the next call)."""
+        kind = MeterFigure if isinstance(data, MeterData) else AssetFigure
+        if kind not in self.templates:
+            self.templates[kind] = kind()
+        template = self.templates[kind]
+        template.update(data)
+        return template.render()
+
+
+def layout_key(data: MeterData | AssetData) -> tuple:
+    """Sites with equal keys share their static layer (date window, legend)."""
+    if isinstance(data, MeterData):
+        return ("meter", float(data.edges_day[0]), float(data.edges_day[-1]), data.peer_label,
+                data.expected_label, data.onset_day is not None)
+    return ("asset", float(data.edges_day[0]), float(data.edges_day[-1]))

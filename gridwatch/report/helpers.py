@@ -1,10 +1,11 @@
 """Helper processes that draw some of the plots on the machine's other cores.
 
 A helper is a fresh interpreter that reads pickled per-site data
-(:class:`gridwatch.report.plots._MeterData` or ``_AssetData``) on its standard
-input and answers with the PNG's bytes; the calling process writes every
-file. :func:`_helpers` starts them and feeds them jobs from a shared queue;
-:func:`_helper_main` is the helper's loop. See
+(:class:`gridwatch.report.data.MeterData` or ``AssetData``) on its standard
+input and answers with the PNG's bytes, drawn by a
+:class:`gridwatch.report.figures.Renderer`; the calling process writes every
+file. :func:`helper_pool` starts them and feeds them jobs from a shared queue;
+:func:`helper_main` is the helper's loop. See
 :func:`gridwatch.report.plots.plot_sites` for why they are not started
 through :mod:`multiprocessing`.
 """
@@ -19,8 +20,8 @@ import sys
 import threading
 from collections import deque
 
-from gridwatch.report.figures import _rc
-from gridwatch.report.png import _png_bytes, _write_bytes
+from gridwatch.report.figures import DPI, Renderer, local_rc
+from gridwatch.report.png import png_bytes, write_bytes
 
 #: Most processes that draw plots, this one included.
 MAX_PROCESSES = 4
@@ -31,7 +32,7 @@ SITES_PER_HELPER = 40
 HELPER_TIMEOUT_S = 120.0
 
 
-def _helper_count(n_sites: int) -> int:
+def helper_count(n_sites: int) -> int:
     """Helper processes worth starting for ``n_sites`` plots on this machine."""
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -41,7 +42,7 @@ def _helper_count(n_sites: int) -> int:
 
 
 @contextlib.contextmanager
-def _helpers(n_helpers: int, queue: deque, failed: list):
+def helper_pool(n_helpers: int, queue: deque, failed: list):
     """Start ``n_helpers`` helper processes; yield a function that sets them to work on ``queue``.
 
     Once set to work, each helper has a thread here that takes
@@ -72,14 +73,14 @@ def _helpers(n_helpers: int, queue: deque, failed: list):
 
 
 def _start_helper():
-    """A helper process (see :func:`plot_sites`), or None if it cannot be started."""
+    """A helper process (see :func:`gridwatch.report.plots.plot_sites`), or None if it cannot be started."""
     if not sys.executable:
         return None
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
     try:
         return subprocess.Popen(
-            [sys.executable, "-c", "from gridwatch.report.helpers import _helper_main; _helper_main()"],
+            [sys.executable, "-c", "from gridwatch.report.helpers import helper_main; helper_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
             # Its own process group: Ctrl-C at a terminal (SIGINT to the foreground group)
             # stops only the caller, which prints one line; the helper exits at the end of
@@ -112,7 +113,7 @@ def _feed_helper(process, queue: deque, failed: list) -> None:
                 failed.append(job)  # the helper died or hangs: no more jobs for it
                 return
             if isinstance(png, bytes):
-                _write_bytes(png, path)
+                write_bytes(png, path)
             else:
                 failed.append(job)  # drawn again here, where the error shows its traceback
     finally:
@@ -131,27 +132,25 @@ def _stop_helper(process) -> None:
     process.stdout.close()
 
 
-def _helper_main() -> None:
+def helper_main() -> None:
     """The loop of a helper process: read a site's data, answer with its PNG.
 
     The answer is the PNG's bytes or, if drawing failed, the error's text (a
     str). Anything else printed goes to standard error, so it cannot corrupt
     the answers. Files are written by the calling process only.
     """
-    from gridwatch.report.plots import _render  # which template draws which data
-
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     jobs = sys.stdin.buffer
-    templates = {}
-    with _rc():
+    renderer = Renderer()
+    with local_rc():
         while True:
             try:
                 data = pickle.load(jobs)
             except EOFError:
                 return
             try:
-                answer = _png_bytes(_render(templates, data))
+                answer = png_bytes(renderer.render(data), dpi=DPI)
             except Exception as exc:  # noqa: BLE001 - reported; the site is drawn again by the caller
                 answer = f"{type(exc).__name__}: {exc}"
             pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)

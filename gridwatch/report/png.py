@@ -1,9 +1,10 @@
 """Writing the plots' PNGs: a fast encoder for drawn images, and an encoder thread.
 
-:func:`_png_bytes` compresses an RGB image without row filters at zlib level
-``PNG_COMPRESS_LEVEL``; :func:`_write_png` and :func:`_write_bytes` write
-through the atomic writer; :func:`_encoder` overlaps the compression of one
-site's image with the drawing of the next.
+:func:`png_bytes` compresses an RGB image without row filters at zlib level
+``PNG_COMPRESS_LEVEL``; :func:`write_png` and :func:`write_bytes` write
+through the atomic writer; :func:`encoder` overlaps the compression of one
+site's image with the drawing of the next. The module knows pixels and
+bytes only: the resolution recorded in a file is the caller's (``dpi``).
 """
 
 from __future__ import annotations
@@ -13,20 +14,26 @@ from collections import deque
 
 import numpy as np
 
-from gridwatch.report.figures import DPI
-
 #: zlib level of the PNGs: on these flat-coloured plots level 1 is about twice as
 #: fast as the default (6), for files about 10 % larger.
 PNG_COMPRESS_LEVEL = 1
 _ENCODE_QUEUE = 2  # drawn images waiting for the PNG encoder thread
 
 
-def _write_png(rgb: np.ndarray, path, dpi=DPI) -> None:
-    """Write an ``(height, width, 3)`` uint8 image as a PNG at ``path``, atomically."""
-    _write_bytes(_png_bytes(rgb, dpi=dpi), path)
+def write_png(rgb: np.ndarray, path, *, dpi: float) -> None:
+    """Write an ``(height, width, 3)`` uint8 image as a PNG at ``path``, atomically.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray of shape (height, width, 3), uint8
+    path : str or os.PathLike
+    dpi : float
+        Resolution recorded in the file [dots per inch].
+    """
+    write_bytes(png_bytes(rgb, dpi=dpi), path)
 
 
-def _write_bytes(data: bytes, path) -> None:
+def write_bytes(data: bytes, path) -> None:
     """Write ``data`` to ``path`` atomically."""
     from gridwatch.atomic import atomic_path
 
@@ -34,7 +41,7 @@ def _write_bytes(data: bytes, path) -> None:
         tmp.write_bytes(data)
 
 
-def _png_bytes(rgb: np.ndarray, dpi=DPI) -> bytes:
+def png_bytes(rgb: np.ndarray, *, dpi: float) -> bytes:
     """An 8-bit RGB PNG of ``rgb`` (``(height, width, 3)`` uint8), rows unfiltered.
 
     Pillow's encoder tries five row filters on every row, which takes two
@@ -69,7 +76,7 @@ def _png_bytes(rgb: np.ndarray, dpi=DPI) -> bytes:
 
 
 @contextlib.contextmanager
-def _encoder():
+def encoder(*, dpi: float):
     """Yield ``encode(rgb, path)``: write the PNG on a second thread, overlapping the next drawing.
 
     zlib releases the GIL, so the PNG of one site is compressed while the next
@@ -83,7 +90,7 @@ def _encoder():
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridwatch-png") as pool:
 
         def encode(rgb, path):
-            pending.append(pool.submit(_write_png, rgb.copy(), path))
+            pending.append(pool.submit(write_png, rgb.copy(), path, dpi=dpi))
             while len(pending) > _ENCODE_QUEUE:
                 pending.popleft().result()
 
