@@ -80,8 +80,11 @@ class _Connection:
                                         hint="check engine.scheduler or --scheduler, and that "
                                              "the scheduler is running") from None
         else:
+            # The scheduler serves HTTP even without a dashboard (on 8787 unless told):
+            # a free port on loopback, so that another service on 8787 cannot stop the run.
             self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                        processes=True, host="127.0.0.1", dashboard_address=None)
+                                        processes=True, host="127.0.0.1",
+                                        dashboard_address="127.0.0.1:0")
             client = Client(self.cluster)
         # Best effort: a worker that cannot import the analysis fails its first task,
         # which names the partition and the error (PartitionFailed).

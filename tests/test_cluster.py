@@ -79,3 +79,17 @@ def test_an_unreachable_scheduler_is_a_clear_error():
             dask_executor(address) as map_partitions:
         map_partitions(len, ["one"])
 
+
+
+def test_a_local_cluster_starts_when_another_service_holds_port_8787():
+    other = socket.socket()
+    try:
+        other.bind(("127.0.0.1", 8787))
+    except OSError:
+        pass  # something holds it already: the same situation
+    other.listen(1)
+    try:
+        with dask_executor(n_workers=1) as map_partitions:
+            assert map_partitions(abs, [-1, -2]) == [1, 2]
+    finally:
+        other.close()
