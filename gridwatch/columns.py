@@ -85,6 +85,15 @@ FLAGS_COLUMNS = (
 )
 KIND_VISIBLE = "visible_load"
 KIND_HIDDEN = "hidden_load_suspect"
+KIND_MONTHLY = "monthly_pattern"  # monthly billing reads with the Irkutsk signs (issue 16 item 4)
+
+# --- output: monthly_suspects.csv (the list a supplier hands on; issue 16 item 4) ------
+HEATING_TYPE = "heating_type"  # optional meters column: "electric" or another heating type
+MONTHLY_SUSPECTS_COLUMNS = (
+    RANK, METER_ID, TRANSFORMER_ID, CUSTOMER_CLASS, REGION, HEATING_TYPE, "months", ONSET,
+    "kwh_per_day", "peer_kwh_per_day", "peer_ratio", "summer_ratio", "winter_ratio",
+    "stability_cv", EXCESS_KW, EXCESS_KWH, TARIFF_PER_KWH, EST_LOSS, SCORE, "peers", REASONS,
+)
 
 # --- output: transformers.csv -------------------------------------------------------
 UNEXPLAINED_KW = "unexplained_kw"

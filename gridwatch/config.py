@@ -267,6 +267,50 @@ class BalanceConfig(_Section):
     )
 
 
+class CoarseConfig(_Section):
+    """Meters read once a day or once a month (issue 16, items 3 and 4; docs/detection.md)."""
+
+    monthly_history_months: int = Field(
+        24, ge=12, le=120, description="Months of billing reads looked at, ending with the last "
+        "complete month of the as-of day [months].",
+    )
+    monthly_min_months: int = Field(
+        12, ge=6, description="Valid months a monthly meter needs to be judged [months].",
+    )
+    monthly_min_peer_ratio: float = Field(
+        2.0, gt=1, description="Irkutsk sign 1: times the similar premises' median in the warm "
+        "months [-].",
+    )
+    monthly_max_summer_drop: float = Field(
+        0.3, ge=0, le=1, description="Irkutsk sign 2: share by which the warm months' peer ratio "
+        "may fall below the cold months' [-].",
+    )
+    monthly_max_cv: float = Field(
+        0.25, gt=0, description="Irkutsk sign 3: largest coefficient of variation of the warm "
+        "months' consumption [-].",
+    )
+    min_excess_kw: float = Field(
+        0.5, ge=0, description="Smallest draw above the peers (monthly) or step (daily) flagged "
+        "[kW].",
+    )
+    min_peers: int = Field(
+        10, ge=2, description="Smallest group of similar premises; a smaller one is widened "
+        "(class and region, then class, then all).",
+    )
+    daily_history_days: int = Field(
+        120, ge=30, le=730, description="Days of daily reads looked at, ending on the as-of day "
+        "[days].",
+    )
+    daily_min_t: float = Field(
+        8.0, gt=0, description="t-statistic a step in daily energy needs (fitted with "
+        "temperature and weekday) [-].",
+    )
+    daily_min_persistence: float = Field(
+        0.8, ge=0, le=1, description="Share of the days since the onset with at least half the "
+        "step [-].",
+    )
+
+
 class ReportConfig(_Section):
     """The human outputs: report.html and one plot per flagged site."""
 
@@ -394,12 +438,14 @@ class OutputConfig(_Section):
 
 
 class EngineConfig(_Section):
-    """How the meters are analysed: all at once, or in partitions of whole transformers."""
+    """How the meters are analysed: in partitions of whole transformers that fit the budget."""
 
     kind: Literal["memory", "streaming", "dask"] = Field(
-        "memory", description="'memory': all meters at once; 'streaming': partitions of whole "
-        "transformers one after another (bounded memory); 'dask': the partitions as tasks of a "
-        "dask.distributed cluster.",
+        "streaming", description="'streaming' (the default): partitions of whole transformers "
+        "that fit memory_budget_mb, one after another; a dataset that fits is one partition, "
+        "all meters at once, so this is the fastest run within the budget; 'memory': all meters "
+        "at once whatever the budget; 'dask': the partitions as tasks of a dask.distributed "
+        "cluster.",
     )
     memory_budget_mb: int = Field(
         2000, ge=1, description="Memory one partition may use [MB]; sets the partition size.",
@@ -430,6 +476,7 @@ class Config(_Section):
     analysis: AnalysisConfig = AnalysisConfig()
     detection: DetectionConfig = DetectionConfig()
     balance: BalanceConfig = BalanceConfig()
+    coarse: CoarseConfig = CoarseConfig()
     report: ReportConfig = ReportConfig()
     cases: CasesConfig = CasesConfig()
     source: SourceConfig = SourceConfig()
@@ -438,18 +485,6 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     engine: EngineConfig = EngineConfig()
     suppress: tuple[SuppressedMeter, ...] = ()
-
-    @model_validator(mode="after")
-    def _export_forms_need_whole_tables(self):
-        """Files in a utility's own form are read by the whole-table readers only (issue 16)."""
-        if self.engine.kind != "memory":
-            for table in col.TABLES:
-                if self.data.form_of(table) != type(self.data.form_of(table))():
-                    raise ValueError(
-                        f"[data.{table}] describes the file's own form, which engine.kind = "
-                        f"{self.engine.kind!r} does not read yet (its partitioned reader reads "
-                        "the contract's form); use engine.kind = 'memory'")
-        return self
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain data (for ``run.json``)."""

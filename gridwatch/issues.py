@@ -115,11 +115,18 @@ class IssueLog:
         return self
 
     def to_frame(self) -> pd.DataFrame:
-        """All issues as a frame with the ``data_quality.csv`` columns."""
+        """All issues as a frame with the ``data_quality.csv`` columns.
+
+        A table-wide finding (no ``meter_id``) recorded more than once with
+        the same code, action, detail and severity is one row, its counts
+        added: a table read in partitions counts, say, its register first
+        reads in each part, and the run reports the table's total.
+        """
         if not self._frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in col.DATA_QUALITY_COLUMNS})
         frame = pd.concat(self._frames, ignore_index=True)
         frame["count"] = frame["count"].astype("int64")
+        frame = _table_wide_summed(frame)
         # Most severe first, then by code and meter: the order an analyst reads.
         rank = frame["severity"].map({"error": 0, "warning": 1, "info": 2})
         order = np.lexsort((frame["meter_id"].astype(str).to_numpy(),
@@ -144,3 +151,17 @@ class IssueLog:
 
     def __len__(self) -> int:
         return sum(len(f) for f in self._frames)
+
+
+def _table_wide_summed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with repeated table-wide rows (no ``meter_id``) summed into the first of them."""
+    whole = (frame["meter_id"] == "").to_numpy()
+    if whole.sum() < 2:
+        return frame
+    keys = ["code", "table", "action", "detail", "severity"]
+    rows = frame[whole]
+    if not rows.duplicated(keys).any():
+        return frame
+    summed = rows.groupby(keys, sort=False, as_index=False, dropna=False)["count"].sum()
+    return pd.concat([frame[~whole], summed.assign(meter_id="")[list(frame.columns)]],
+                     ignore_index=True)

@@ -124,9 +124,12 @@ def empty_topology() -> pd.DataFrame:
 
 
 def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame,
-                  data_quality: pd.DataFrame, topology: pd.DataFrame | None = None) -> dict:
+                  data_quality: pd.DataFrame, topology: pd.DataFrame | None = None,
+                  monthly_suspects: pd.DataFrame | None = None) -> dict:
     """Write ``flags.csv``, ``transformers.csv``, ``topology.csv`` and ``data_quality.csv``.
 
+    Also ``monthly_suspects.csv`` when given (a run with monthly meters: the
+    list a supplier hands on, :data:`gridwatch.columns.MONTHLY_SUSPECTS_COLUMNS`).
     Each file is replaced atomically. The pipeline writes ``run.json`` after
     them (and after the report), so its presence means the run is complete.
 
@@ -151,4 +154,10 @@ def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame
     write_csv(paths["topology"], (empty_topology() if topology is None else topology)
               [list(col.TOPOLOGY_COLUMNS)])
     write_csv(paths["data_quality"], dq)
+    if monthly_suspects is not None:
+        paths["monthly_suspects"] = out / "monthly_suspects.csv"
+        listed = monthly_suspects[list(col.MONTHLY_SUSPECTS_COLUMNS)].copy()
+        for name in (col.METER_ID, col.TRANSFORMER_ID, col.REASONS, "peers"):
+            listed[name] = _text(listed[name])
+        write_csv(paths["monthly_suspects"], listed)
     return {k: str(v) for k, v in paths.items()}

@@ -100,6 +100,7 @@ class PartitionAnalysis:
     row_counts: dict = field(default_factory=dict)
     readings_in_window: int = 0
     bands: DemandBands | None = None
+    coarse: pd.DataFrame | None = None  # the daily and monthly meters' reads (gridwatch.resolution)
 
 
 @dataclass
@@ -165,7 +166,11 @@ def grid_partition(sub: Dataset, index: pd.DatetimeIndex, grid: DayGrid, config:
         the detection); ``on_release()`` is then called (e.g. to hand
         Arrow's freed buffers back).
     """
-    meter_ids = pd.Index(sub.meters[col.METER_ID].astype(str))
+    interval_meters = sub.meters
+    if sub.coarse is not None:  # daily and monthly meters: judged at their own resolution
+        interval_meters = sub.meters[~sub.meters[col.METER_ID].astype(str).isin(
+            sub.coarse[col.METER_ID])]
+    meter_ids = pd.Index(interval_meters[col.METER_ID].astype(str))
     # to_grid ignores rows outside the index: no filtered copy of the readings.
     kw, _, spread = to_grid(sub.readings, sub.interval_minutes, meter_ids=meter_ids, index=index,
                             with_spread=True)
@@ -185,7 +190,7 @@ def grid_partition(sub: Dataset, index: pd.DatetimeIndex, grid: DayGrid, config:
         if on_release is not None:
             on_release()
     has_data = kw.notna().any(axis=0).to_numpy()
-    meters = sub.meters[has_data].reset_index(drop=True)
+    meters = interval_meters[has_data].reset_index(drop=True)
     if not has_data.all():
         kw = kw.loc[:, has_data]
         spread = spread.loc[:, has_data]

@@ -392,6 +392,8 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
     """
     shared = Shared()
     n = len(parts)
+    passes_s = {}  # wall time of each pass: the stages of the final pass alone miss the rest
+    t0 = time.perf_counter()
     log.info("pass 1 of 4: reading and gridding %d partitions", n)
     if index is None:
         index, grid, shared.peers = _first_pass_by_own_day(
@@ -400,20 +402,28 @@ def _analyse_partitions(parts, *, load, index, grid, config, map_partitions, cac
     common = {"load": load, "index": index, "grid": grid, "config": config, "cache_dir": cache_dir}
     if shared.peers is None:
         shared.peers = _sum(map_partitions(functools.partial(_peer_pass, **common), parts))
+    passes_s["pass_1_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     log.info("pass 2 of 4: the detector's evidence")
     evidence = map_partitions(functools.partial(_evidence_pass, **common, shared=shared), parts)
     shared.calibration = Calibration.fit(pd.concat(evidence), config.detection)
+    passes_s["pass_2_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     log.info("pass 3 of 4: detection and the energy balance's evidence")
-    evidence = [e for e in map_partitions(
-        functools.partial(_balance_evidence_pass, **common, shared=shared), parts)
-        if e is not None]
+    measured = map_partitions(functools.partial(_balance_evidence_pass, **common, shared=shared),
+                              parts)
+    evidence = [e for e, _ in measured if e is not None]
+    passes_s["balance_measure_s"] = sum(seconds for _, seconds in measured)
     if evidence:
         b = config.balance
         shared.balance_calibration = BalanceCalibration.fit(
             pd.concat(evidence), fdr_alpha=b.fdr_alpha, max_no_load_share=b.max_no_load_share)
+    passes_s["pass_3_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     log.info("pass 4 of 4: energy balance and results")
-    return map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep,
-                                            keep_flagged=keep_flagged), parts)
+    results = map_partitions(functools.partial(_final_pass, **common, shared=shared, keep=keep,
+                                               keep_flagged=keep_flagged), parts)
+    passes_s["pass_4_s"] = time.perf_counter() - t0
+    if results:  # the run's figures, once (the merge adds the partitions' timings up)
+        results[0].timings = {**results[0].timings, **passes_s}
+    return results
 
 
 def _first_pass_by_own_day(parts, *, load, config, map_partitions, cache_dir, window):
@@ -531,13 +541,16 @@ def _evidence_pass(part, *, load, index, grid, config, shared, cache_dir) -> pd.
 
 
 def _balance_evidence_pass(part, *, load, index, grid, config, shared,
-                           cache_dir) -> pd.DataFrame | None:
+                           cache_dir) -> tuple[pd.DataFrame | None, float]:
+    """The partition's balance evidence (None without upstream) and the seconds it took."""
     cache = PassCache(cache_dir, part, index)
     sub, g = _inputs(part, load=load, index=index, grid=grid, config=config, cache=cache)
     if not g.has_upstream:
-        return None
-    return _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
-                             cache=cache).evidence
+        return None, 0.0
+    t0 = time.perf_counter()
+    evidence = _balance_measured(sub, g, index=index, grid=grid, config=config, shared=shared,
+                                 cache=cache).evidence
+    return evidence, time.perf_counter() - t0
 
 
 def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None,
@@ -568,7 +581,7 @@ def _final_pass(part, *, load, index, grid, config, shared, cache_dir, keep=None
         balance=balance, issues=issues, no_window=g.no_window, timings=timings,
         input_issues=sub.issues, row_counts=sub.row_counts,
         readings_in_window=g.readings_in_window,
-        bands=demand_bands(detection.mean_kw, g.meters))
+        bands=demand_bands(detection.mean_kw, g.meters), coarse=sub.coarse)
     return analysis if keep is None else keep_only(analysis, keep, flagged=keep_flagged)
 
 
@@ -767,7 +780,14 @@ def merge(analyses: Sequence[PartitionAnalysis], meter_order, asset_order=()) ->
         balance=balance, issues=together.issues, no_window=together.no_window,
         timings=timings, input_issues=inputs, row_counts=counts,
         readings_in_window=sum(a.readings_in_window for a in analyses),
-        bands=_sum([a.bands for a in analyses if a.bands is not None]))
+        bands=_sum([a.bands for a in analyses if a.bands is not None]),
+        coarse=_concat_coarse([a.coarse for a in analyses]))
+
+
+def _concat_coarse(frames):
+    """The partitions' daily and monthly reads as one frame (None: there are none)."""
+    frames = [f for f in frames if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 class _Placer:

@@ -269,6 +269,8 @@ def simulate_dataset(
     network_faults=False,
     mismap_share=None,
     metering_fault_share=0.03,
+    daily_meters=0,
+    monthly_meters=0,
 ) -> dict:
     """Write a labelled synthetic dataset in the ``docs/data-contract.md`` layout.
 
@@ -343,6 +345,12 @@ def simulate_dataset(
         With ``network_faults``: share of the transformers with a CT ratio
         change, and again with a clock offset (0..0.3; tests raise it to
         measure the fault tests on more cases).
+    daily_meters, monthly_meters : int, default 0
+        Meters read once a day / once a month added to the interval meters
+        (issue 16: a mixed population), with 14 months of reads, electric
+        heating and rigs (:func:`gridwatch.simulate_coarse.add_coarse_meters`);
+        their labels are under ``labels["coarse_meters"]``. With 0 the files
+        are those of a dataset simulated without this option.
 
     Returns
     -------
@@ -486,6 +494,12 @@ def simulate_dataset(
                                                        faults=faults)
     _add_diverted(labels, pop, diverted)
     labels["dirty"] = dirty_counts
+    if daily_meters or monthly_meters:
+        from gridwatch.simulate_coarse import add_coarse_meters
+
+        labels["coarse_meters"] = add_coarse_meters(
+            out_dir, n_daily=int(daily_meters), n_monthly=int(monthly_meters), as_of=as_of_date,
+            seed=seed, fmt=fmt, timezone=timezone)
     if faults is not None:
         labels["network_faults"].update(fault_rows)
     write_json(out_dir / "labels.json", labels)

@@ -75,7 +75,7 @@ def test_a_clock_months_ahead_moves_no_engine_s_as_of(dataset, baseline, tmp_pat
     # Item 8: a clock ahead but not past the run's time; every engine decides the day alike.
     data = _copy(dataset, tmp_path)
     _append(data / "readings.csv", "M000002,2026-08-01T00:00:00+00:00,0.1")
-    memory = run(data, tmp_path / "memory", config=_config())
+    memory = run(data, tmp_path / "memory", config=_config(kind="memory"))
     streaming = run(data, tmp_path / "streaming",
                     config=_config(kind="streaming", memory_budget_mb=1))
     assert memory.as_of == streaming.as_of == baseline.as_of
@@ -134,8 +134,8 @@ def test_latin1_ids_and_regions_are_read_and_counted(dataset, tmp_path):
     copy = readings[readings["meter_id"] == "M000001"].assign(meter_id="Mé-0001")
     with open(data / "readings.csv", "ab") as f:
         f.write(copy.to_csv(index=False, header=False).encode("latin-1"))
-    for engine in ({}, {"kind": "streaming", "memory_budget_mb": 1}):
-        out = tmp_path / ("streaming" if engine else "memory")
+    for engine in ({"kind": "memory"}, {"kind": "streaming", "memory_budget_mb": 1}):
+        out = tmp_path / engine["kind"]
         result = run(data, out, config=_config(**engine))
         assert "Mé-0001" in set(result.flags["meter_id"])  # analysed under its real name
         assert _issue(out, "readings.latin1_text", "Mé-0001")["count"] == len(copy)

@@ -29,7 +29,7 @@ def test_run_writes_flags_and_says_so(simulated, tmp_path):
 
 
 @pytest.mark.parametrize(("setting", "engine", "kept"), [
-    ("", "memory", True), ("", "streaming", True),
+    ("", "memory", True), ("", "streaming", True), ("", None, True),  # None: no --engine
     ("reuse_freed_memory = false", "memory", False),
     ("", "dask", False),  # a Dask client only merges; its workers keep it (tests/test_cluster.py)
 ])
@@ -41,9 +41,10 @@ def test_run_keeps_freed_memory_where_it_analyses(simulated, tmp_path, monkeypat
     monkeypatch.setattr(gridwatch.allocator, "reuse_freed_memory", lambda: calls.append(1))
     config = tmp_path / "config.toml"
     config.write_text(f"[engine]\n{setting}\nmemory_budget_mb = 1\n")
+    chosen = [] if engine is None else ["--engine", engine]
     result = CliRunner().invoke(main, ["run", "--input", str(simulated), "--output",
                                        str(tmp_path / "out"), "--config", str(config),
-                                       "--engine", engine, "--quiet"])
+                                       *chosen, "--quiet"])
     assert result.exit_code == 0, result.output
     assert calls == ([1] if kept else [])
 

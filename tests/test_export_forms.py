@@ -10,6 +10,7 @@ import pytest
 from gridwatch import columns as col
 from gridwatch.config import ReadingsForm, UpstreamForm, config_from_dict
 from gridwatch.errors import ConfigError, InputError
+from gridwatch.issues import IssueLog
 from gridwatch.pipeline import run
 from gridwatch.simulate import export_as_utility, simulate_dataset, write_config
 from gridwatch.sources import export_forms as ef
@@ -62,6 +63,17 @@ def test_interval_is_each_meters_most_common_step_or_the_tables():
     # steps 15, 15, 30 | 30, 30: the table's most common is 30
     assert ef.meter_interval_minutes(codes, t).tolist() == [15] * 4 + [30] * 3 + [30]
     assert ef.meter_interval_minutes(codes, t, interval_minutes=5).tolist() == [5] * 8
+
+
+def test_a_meter_without_a_valid_step_takes_its_own_not_the_tables():
+    # meter 1 has one valid read and two empty ones, 15 min apart: its own step, whatever
+    # the other meters of the table (or of a partition) read at
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    t = np.array([0, 60, 120, 0, 15, 30]) * MIN
+    valid = np.array([True, True, True, True, False, False])
+    assert ef.meter_interval_minutes(codes, t, valid=valid).tolist() == [60] * 3 + [15] * 3
+    alone = ef.meter_interval_minutes(codes[3:] - 1, t[3:], valid=valid[3:])
+    assert alone.tolist() == [15] * 3
 
 
 # --- column names ----------------------------------------------------------------------------
@@ -134,6 +146,46 @@ def test_a_meter_exchange_with_device_ids_loses_nothing():
     assert s.first_read.tolist() == [True, False, False, True, False, False]
     assert s.exchange.tolist() == [False, False, False, True, False, False]
     assert not (s.reset.any() or s.negative_step.any())
+
+
+def _register_table():
+    """Five meters' reads, interleaved as a file may hold them (codes, minutes, Wh, device)."""
+    rows = [  # (meter, minute, register, device)
+        *[(0, m, 1000.0 + 7 * i, 0) for i, m in enumerate(range(0, 300, 30))],  # plain
+        *[(1, m, 99_990.0 + 3 * i if i < 4 else 3 * i - 10, 1)  # wraps at 100,000
+          for i, m in enumerate(range(0, 300, 30))],
+        *[(2, m, 50.0 + i, 2) for i, m in enumerate(range(0, 150, 30))],  # exchanged:
+        *[(2, m, 0.5 + i, 3) for i, m in enumerate(range(120, 300, 30))],  # B from 120 min
+        (3, 0, 10.0, 4), (3, 60, NAN, 4), (3, 120, NAN, 4),  # one valid read, two empty
+        *[(4, m, 5.0 + i, 5) for i, m in enumerate(range(0, 300, 15))],  # every 15 min
+        (4, 60, 9.5, 5),  # a re-sent 60-min read: a duplicate
+    ]
+    order = np.random.default_rng(7).permutation(len(rows))
+    meter, minute, register, device = (np.array(v) for v in zip(*[rows[i] for i in order],
+                                                                  strict=True))
+    return meter, minute * MIN, register.astype(float), device.astype(float)
+
+
+@pytest.mark.parametrize("groups", [
+    pytest.param([[0], [1], [2], [3], [4]], id="each-meter-alone"),
+    pytest.param([[0, 3], [1, 2, 4]], id="two-partitions"),
+    pytest.param([[4, 1], [2], [0, 3]], id="three-partitions"),
+])
+def test_register_differencing_of_a_meter_does_not_depend_on_the_others(groups):
+    """Partitions are whole meters: each meter's reads, first read included, come out alike."""
+    meter, t, register, device = _register_table()
+    whole = ef.register_to_interval_kwh(meter, t, register, device_codes=device,
+                                        rollover_kwh=100_000)
+    assert whole.first_read.sum() == 6 and whole.exchange.sum() == 1  # meter 2: two devices
+    assert whole.rollover.sum() == 1 and whole.duplicate.sum() == 1
+    for group in groups:
+        rows = np.flatnonzero(np.isin(meter, group))
+        codes = pd.factorize(meter[rows], sort=True)[0]  # a partition's own codes
+        part = ef.register_to_interval_kwh(codes, t[rows], register[rows],
+                                           device_codes=device[rows], rollover_kwh=100_000)
+        for field in ef.RegisterSteps._fields:
+            np.testing.assert_array_equal(getattr(part, field), getattr(whole, field)[rows],
+                                          err_msg=f"{field} of meters {group}")
 
 
 def test_duplicates_keep_the_last_read_and_order_and_meters_do_not_matter():
@@ -231,12 +283,18 @@ def test_a_missing_mapped_column_names_the_file_and_its_own_column(tmp_path):
     pytest.param({"data": {"upstream": {"value": "register"}}},
                  r"unknown key 'data\.upstream\.value'", id="upstream-register"),
     pytest.param({"data": {"readings": {"unit": "kg"}}}, r"data\.readings\.unit", id="unit"),
-    pytest.param({"data": {"readings": {"unit": "Wh"}}, "engine": {"kind": "streaming"}},
-                 r"\[data\.readings\].*engine\.kind = 'memory'", id="streaming"),
 ])
 def test_export_form_keys_are_validated_naming_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize("kind", ["memory", "streaming", "dask"])
+def test_every_engine_reads_export_forms(kind):
+    config = config_from_dict({"data": {"readings": {"unit": "Wh", "timestamp_marks": "end"},
+                                        "meters": {"columns": {"ServicePoint": "meter_id"}}},
+                               "engine": {"kind": kind}})
+    assert (config.engine.kind, config.data.readings.unit) == (kind, "Wh")
 
 
 def test_units_are_case_insensitive():
@@ -245,32 +303,56 @@ def test_units_are_case_insensitive():
 
 
 # --- end to end: the same population in both forms gives the same outputs ----------------------
+ENGINES = {
+    "memory": {"kind": "memory"},
+    "streaming": {"kind": "streaming", "memory_budget_mb": 1},  # a partition per feeder or so
+    "dask": {"kind": "dask", "memory_budget_mb": 1, "workers": 2},
+}
+OUTPUTS = ("flags.csv", "transformers.csv", "data_quality.csv", "topology.csv")
+
+
 @pytest.fixture(scope="module")
 def contract_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("forms")
     labels = simulate_dataset(root / "contract", n_meters=150, days=30, seed=11,
                               as_of="2026-03-31", dirty=False)
     write_config(root / "contract", labels)
-    run(root / "contract", root / "out-contract", config=_config(root / "contract"))
+    run(root / "contract", root / "out-contract", config=_config(root / "contract", "memory"))
     return root
 
 
-def _config(dataset_dir):
+def _config(dataset_dir, engine):
     with open(dataset_dir / "gridwatch.toml", "rb") as handle:
         data = tomllib.load(handle)
-    return config_from_dict({**data, "analysis": {"history_days": 30}})
+    return config_from_dict({**data, "analysis": {"history_days": 30},
+                             "report": {"enabled": False}, "cases": {"enabled": False},
+                             "engine": ENGINES[engine]})
+
+
+@pytest.fixture(scope="module")
+def utility_run(contract_run):
+    """``utility_run(registers, engine)``: the utility form's run (made once), its output dir."""
+    done = {}
+
+    def get(registers, engine):
+        if (registers, engine) not in done:
+            form_dir = contract_run / f"utility-{registers}"
+            if not form_dir.exists():
+                export_as_utility(contract_run / "contract", form_dir, registers=registers)
+            out = contract_run / f"out-{registers}-{engine}"
+            done[registers, engine] = out, run(form_dir, out, config=_config(form_dir, engine))
+        return done[registers, engine]
+
+    return get
 
 
 @pytest.mark.parametrize("registers", [pytest.param(True, id="registers"),
                                        pytest.param(False, id="interval-Wh")])
-def test_utility_export_gives_identical_outputs(contract_run, registers):
+def test_utility_export_gives_identical_outputs(contract_run, utility_run, registers):
     root = contract_run
-    form_dir = root / f"utility-{registers}"
-    export_as_utility(root / "contract", form_dir, registers=registers)
-    header = (form_dir / "readings.csv").read_text().splitlines()[0]
+    out, _ = utility_run(registers, "memory")
+    header = (root / f"utility-{registers}" / "readings.csv").read_text().splitlines()[0]
     assert header.startswith("ServicePoint,") and "meter_id" not in header
-    out = root / f"out-{registers}"
-    run(form_dir, out, config=_config(form_dir))
     for name in ("flags.csv", "transformers.csv", "topology.csv"):
         assert filecmp.cmp(root / "out-contract" / name, out / name, shallow=False), name
     flags = pd.read_csv(out / "flags.csv")
@@ -287,6 +369,67 @@ def test_utility_export_gives_identical_outputs(contract_run, registers):
             assert code not in counts
     else:
         assert not dq["code"].str.startswith("readings.register").any()
+
+
+@pytest.mark.parametrize(("registers", "engine"), [
+    pytest.param(True, "streaming", id="registers-streaming"),
+    pytest.param(True, "dask", id="registers-dask"),
+    pytest.param(False, "streaming", id="interval-Wh-streaming"),
+])
+def test_every_engine_publishes_the_same_from_a_utility_export(contract_run, utility_run,
+                                                               registers, engine):
+    """Partitioned, each part of the export is converted as the whole is (issue 16 with 15)."""
+    if engine == "dask":
+        pytest.importorskip("dask.distributed")
+    memory, _ = utility_run(registers, "memory")
+    out, result = utility_run(registers, engine)
+    assert result.info["engine"] == {"kind": engine,
+                                     "partitions": result.info["engine"]["partitions"]}
+    assert result.info["engine"]["partitions"] >= 2  # the parts are put to the test
+    for name in OUTPUTS:
+        assert filecmp.cmp(memory / name, out / name, shallow=False), name
+    assert filecmp.cmp(contract_run / "out-contract" / "flags.csv", out / "flags.csv",
+                       shallow=False)
+    dq = pd.read_csv(out / "data_quality.csv", keep_default_na=False)
+    first = dq[dq["code"] == "readings.register_first_read"]
+    assert len(first) == (1 if registers else 0)  # one table-wide row, the parts' counts added
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_partitions_of_an_export_add_up_to_its_whole_read(contract_run, utility_run, tmp_path,
+                                                          fmt):
+    from gridwatch.partitions import plan_partitions
+    from gridwatch.sources.partitioned import open_readings, open_upstream
+
+    utility_run(True, "memory")
+    src = contract_run / "utility-True"
+    data = _config(src, "memory").data
+    meters = files.read_table(src / "meters.csv", "meters", form=data.meters).frame
+    plan = plan_partitions(meters, budget_bytes=40_000, bytes_per_meter=1000)
+    assert plan.n_partitions >= 3
+    paths = {table: src / f"{table}.csv" for table in ("readings", "upstream")}
+    if fmt == "parquet":  # in file order, small row groups: read by row group
+        for table, path in paths.items():
+            paths[table] = tmp_path / f"{table}.parquet"
+            pd.read_csv(path, dtype=str).to_parquet(paths[table], row_group_size=2_000)
+    for table, opener, id_column in (("readings", open_readings, col.METER_ID),
+                                     ("upstream", open_upstream, col.ASSET_ID)):
+        whole = files.read_table(paths[table], table, timezone=data.timezone,
+                                 form=data.form_of(table))
+        with opener(paths[table], plan, timezone=data.timezone,
+                    form=data.form_of(table)) as parts:
+            assert parts.strategy == ("spill" if fmt == "csv" else "row_groups")
+            reads = [parts.read(key) for key in parts.keys]
+        got = pd.concat([frame for frame, _, _ in reads if frame is not None])
+        key = [id_column, col.TIMESTAMP]
+        pd.testing.assert_frame_equal(
+            got.astype({id_column: str}).sort_values(key, ignore_index=True),
+            whole.frame.astype({id_column: str}).sort_values(key, ignore_index=True))
+        assert sum(rows for _, _, rows in reads) == whole.rows_in
+        logs = IssueLog()
+        for _, log, _ in reads:
+            logs.extend(log)
+        pd.testing.assert_frame_equal(logs.to_frame(), whole.issues.to_frame())
 
 
 def test_the_readme_register_example(tmp_path):

@@ -21,14 +21,17 @@ def dataset(tmp_path_factory):
 
 def _config(kind, budget_mb=2000):
     config = Config()
-    return config.model_copy(update={"engine": config.engine.model_copy(
-        update={"kind": kind, "memory_budget_mb": budget_mb})})
+    engine = {"memory_budget_mb": budget_mb} if kind is None else {"kind": kind,
+                                                                   "memory_budget_mb": budget_mb}
+    return config.model_copy(update={"engine": config.engine.model_copy(update=engine)})
 
 
 @pytest.mark.parametrize("kind, budget_mb, parts", [
     pytest.param("memory", 1, 1, id="memory-ignores-the-budget"),
     pytest.param("streaming", 2000, 1, id="streaming-that-fits-is-one-partition"),
     pytest.param("streaming", 1, 2, id="streaming-over-budget-is-partitioned"),
+    pytest.param(None, 2000, 1, id="no-choice-that-fits-is-one-partition"),
+    pytest.param(None, 1, 2, id="no-choice-over-budget-is-partitioned"),
 ])
 def test_the_plan_follows_the_engine_and_the_budget(dataset, kind, budget_mb, parts):
     config = _config(kind, budget_mb)
@@ -37,6 +40,17 @@ def test_the_plan_follows_the_engine_and_the_budget(dataset, kind, budget_mb, pa
         assert plan.n_partitions == 1
     else:
         assert plan.n_partitions >= parts
+
+
+def test_the_default_is_the_budgeted_run():
+    """Issue 15 item 2: no engine chosen, the run is the fastest that fits the budget.
+
+    A dataset that fits ``memory_budget_mb`` is one partition, the all-at-once
+    run; a larger one is partitioned so that it still fits. ``memory`` (no
+    budget) and ``dask`` (partitions on a cluster) are explicit choices.
+    """
+    engine = Config().engine
+    assert (engine.kind, engine.memory_budget_mb) == ("streaming", 2000)
 
 
 def test_a_run_without_a_usable_reading_is_named_by_its_source(dataset, tmp_path):

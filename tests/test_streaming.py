@@ -30,13 +30,15 @@ def _run(dataset, out, *extra):
 
 @pytest.fixture(scope="module")
 def all_at_once(dataset, tmp_path_factory):
-    return _run(dataset, tmp_path_factory.mktemp("memory") / "out")
+    return _run(dataset, tmp_path_factory.mktemp("memory") / "out", "--engine", "memory")
 
 
 @pytest.mark.parametrize("engine", ["streaming", "dask"])
 def test_partitioned_engines_publish_the_all_at_once_outputs(dataset, all_at_once, engine,
                                                             tmp_path):
     out = _run(dataset, tmp_path / "out", "--engine", engine)
+    assert json.loads((all_at_once / "run.json").read_text())["engine"] == {
+        "kind": "memory", "partitions": 1}
     for name in FILES:
         assert (out / name).read_text() == (all_at_once / name).read_text(), name
     ours, theirs = (json.loads((d / "run.json").read_text()) for d in (out, all_at_once))
@@ -67,9 +69,12 @@ def _results(dataset, **kwargs):
     from gridwatch.pipeline import run
 
     config = load_config(dataset / "run.toml")
-    memory = run(dataset, None, as_of=AS_OF, config=config)
-    streaming = run(dataset, None, as_of=AS_OF, config=config.model_copy(
-        update={"engine": config.engine.model_copy(update={"kind": "streaming"})}), **kwargs)
+
+    def engine(kind):
+        return config.model_copy(update={"engine": config.engine.model_copy(update={"kind": kind})})
+
+    memory = run(dataset, None, as_of=AS_OF, config=engine("memory"))
+    streaming = run(dataset, None, as_of=AS_OF, config=engine("streaming"), **kwargs)
     return memory, streaming
 
 
@@ -246,7 +251,7 @@ def test_dask_on_an_existing_scheduler_publishes_the_same_and_leaves_it_running(
 
     # "An existing cluster": started here, as an operator would, on loopback.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+                      dashboard_address="127.0.0.1:0") as cluster:
         out = _run(dataset, tmp_path / "out", "--engine", "dask",
                    "--scheduler", cluster.scheduler_address)
         for name in FILES:

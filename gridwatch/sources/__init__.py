@@ -17,6 +17,7 @@ from gridwatch import columns as col
 from gridwatch.cleaning import clean_readings, clean_weather
 from gridwatch.errors import InputError
 from gridwatch.issues import IssueLog
+from gridwatch.resolution import split_coarse
 from gridwatch.sources import files
 from gridwatch.sources.files import (
     find_table,
@@ -55,6 +56,9 @@ class Dataset:
     row_counts : dict
         ``{table: {"in": rows read, "used": rows kept}}`` for the four tables;
         ``in - used`` equals the rows of that table's ``dropped`` issues.
+    coarse : pandas.DataFrame or None
+        The cleaned reads of the daily and monthly meters
+        (:func:`gridwatch.resolution.split_coarse`), which ``readings`` does not hold.
     """
 
     meters: pd.DataFrame
@@ -65,6 +69,7 @@ class Dataset:
     weather: pd.DataFrame | None
     issues: IssueLog
     row_counts: dict
+    coarse: pd.DataFrame | None = None
 
 
 class Source(Protocol):
@@ -220,10 +225,15 @@ def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: I
     counts = {name: {"in": int(rows_in.get(name, 0)), "used": 0} for name in col.TABLES}
     counts["meters"]["used"] = len(meters)
 
+    # Daily and monthly meters are judged at their own resolution (issue 16, items 3-4).
+    readings, coarse, log = split_coarse(readings, meters,
+                                         max_plausible_kw=data_config.max_plausible_kw,
+                                         not_after=cleaning["not_after"])
+    issues.extend(log)
     readings, interval_minutes, log = clean_readings(readings, meters, **cleaning)
     issues.extend(log)
-    counts["readings"]["used"] = len(readings)
-    _record_meters_without_readings(meters, readings, issues)
+    counts["readings"]["used"] = len(readings) + len(coarse)
+    _record_meters_without_readings(meters, readings, issues, coarse)
 
     upstream_interval_minutes = None
     if upstream is not None:
@@ -240,14 +250,18 @@ def clean_dataset(meters, readings, upstream, weather, *, data_config, issues: I
 
     return Dataset(meters=meters, readings=readings, interval_minutes=interval_minutes,
                    upstream=upstream, upstream_interval_minutes=upstream_interval_minutes,
-                   weather=weather, issues=issues, row_counts=counts)
+                   weather=weather, issues=issues, row_counts=counts,
+                   coarse=coarse if len(coarse) else None)
 
 
-def _record_meters_without_readings(meters, readings, issues: IssueLog) -> None:
+def _record_meters_without_readings(meters, readings, issues: IssueLog, coarse=None) -> None:
     ids = readings[col.METER_ID].array
     usable = np.bincount(ids.codes[~np.isnan(readings[col.KWH].to_numpy())],
                          minlength=len(ids.categories))
     with_data = ids.categories[usable > 0]
+    if coarse is not None and len(coarse):
+        with_data = with_data.union(pd.Index(coarse.loc[coarse[col.KWH].notna(), col.METER_ID]
+                                             .unique()))
     without = ~meters[col.METER_ID].isin(with_data)
     issues.add_per_meter("meters.no_readings", "meters",
                          pd.Series(1, index=meters.loc[without, col.METER_ID]), "excluded",

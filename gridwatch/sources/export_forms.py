@@ -157,6 +157,12 @@ def file_names(names, form) -> list[str]:
     return [inverse.get(name, name) for name in names]
 
 
+def file_types(types: dict, form) -> dict:
+    """Arrow read types of contract columns, keyed by the file's names; ``device_id`` is text."""
+    types = {**types, **({col.DEVICE_ID: pa.string()} if col.DEVICE_ID in types else {})}
+    return dict(zip(file_names(types, form), types.values(), strict=True))
+
+
 def rename_columns(table: pa.Table, form, file=None, *, table_name: str = "table") -> pa.Table:
     """Rename a raw Arrow table's columns from the file's names to the contract's.
 
@@ -218,8 +224,7 @@ class ReadPlan(NamedTuple):
 
     def file_types(self, types: dict) -> dict:
         """Arrow read types keyed by the file's names; ``device_id`` is text."""
-        types = {**types, **({col.DEVICE_ID: pa.string()} if col.DEVICE_ID in types else {})}
-        return dict(zip(self.file_names(types), types.values(), strict=True))
+        return file_types(types, self.form)
 
     def rename(self, table: pa.Table, file=None, table_name: str = "table") -> pa.Table:
         """The raw table under contract names (:func:`rename_columns`)."""
@@ -243,10 +248,15 @@ def plan_read(columns, form, file, *, table: str, value_column: str) -> ReadPlan
     -------
     ReadPlan
     """
-    register = getattr(form, "value", "interval") == "register"
+    register = reads_register(form)
     return ReadPlan(contract_columns(columns, form, file, table=table),
                     col.REGISTER_KWH if register else value_column,
                     (col.DEVICE_ID,) if register else (), form)
+
+
+def reads_register(form) -> bool:
+    """Whether ``form`` reads cumulative register reads (``register_kwh``), not interval values."""
+    return getattr(form, "value", "interval") == "register"
 
 
 def encode_devices(data: pa.Table) -> pa.Table:
@@ -364,8 +374,9 @@ def meter_interval_minutes(meter_codes, timestamps_us, *, interval_minutes: int 
     interval_minutes : int, default 0
         A configured interval for every meter; 0: inferred per meter as the
         most common positive step between its consecutive distinct
-        timestamps, rounded to whole minutes (ties: the shortest). A meter
-        with a single timestamp takes the table's most common step
+        timestamps, rounded to whole minutes (ties: the shortest), from the
+        ``valid`` rows, or from all its rows when those give no step. A
+        meter with a single timestamp takes the table's most common step
         (:data:`DEFAULT_INTERVAL_MINUTES` when there is none).
     valid : numpy.ndarray of bool, optional
         Rows to infer from (default all).
@@ -374,30 +385,47 @@ def meter_interval_minutes(meter_codes, timestamps_us, *, interval_minutes: int 
     -------
     numpy.ndarray of float64
         One value per row [min].
+
+    Notes
+    -----
+    Every meter with two timestamps gets its interval from its own rows, so
+    a table read in partitions of whole meters gives each the interval the
+    whole table gives it. Only a meter with one timestamp depends on the
+    others, and cleaning drops it (``readings.unsupported_interval``).
     """
     codes = np.asarray(meter_codes, dtype=np.int64)
     n = len(codes)
     if interval_minutes:
         return np.full(n, float(interval_minutes))
-    rows = np.arange(n) if valid is None else np.flatnonzero(valid)
-    order = rows[np.lexsort((timestamps_us[rows], codes[rows]))]
-    c, t = codes[order], np.asarray(timestamps_us)[order]
-    step = np.diff(t)
-    same = (c[1:] == c[:-1]) & (step > 0)
-    minutes = np.round(step[same] / _US_PER_MIN).astype(np.int64)
-    of = c[1:][same]
     n_meters = int(codes.max()) + 1 if n else 0
-    per_meter = np.full(n_meters, np.nan)
+    t_all = np.asarray(timestamps_us)
+    per_meter, minutes = _most_common_steps(codes, t_all, n_meters, valid)
+    if valid is not None and np.isnan(per_meter).any():
+        own, _ = _most_common_steps(codes, t_all, n_meters, None)  # empty reads' stamps too
+        per_meter = np.where(np.isnan(per_meter), own, per_meter)
     if len(minutes):
-        pairs = pd.DataFrame({"c": of, "m": minutes}).value_counts().reset_index(name="k")
-        pairs = pairs.sort_values(["c", "k", "m"], ascending=[True, False, True])
-        first = pairs.drop_duplicates("c")
-        per_meter[first["c"].to_numpy()] = first["m"].to_numpy()
         table_mode = float(pd.Series(minutes).value_counts().sort_index().idxmax())
     else:
         table_mode = float(DEFAULT_INTERVAL_MINUTES)
     per_meter[np.isnan(per_meter)] = table_mode
     return per_meter[codes] if n else np.zeros(0)
+
+
+def _most_common_steps(codes, t_all, n_meters: int, valid):
+    """Each meter's most common positive step [min] (NaN: none), and every step of the rows."""
+    rows = np.arange(len(codes)) if valid is None else np.flatnonzero(valid)
+    order = rows[np.lexsort((t_all[rows], codes[rows]))]
+    c, t = codes[order], t_all[order]
+    step = np.diff(t)
+    same = (c[1:] == c[:-1]) & (step > 0)
+    minutes = np.round(step[same] / _US_PER_MIN).astype(np.int64)
+    per_meter = np.full(n_meters, np.nan)
+    if len(minutes):
+        pairs = pd.DataFrame({"c": c[1:][same], "m": minutes}).value_counts().reset_index(name="k")
+        pairs = pairs.sort_values(["c", "k", "m"], ascending=[True, False, True])
+        first = pairs.drop_duplicates("c")
+        per_meter[first["c"].to_numpy()] = first["m"].to_numpy()
+    return per_meter, minutes
 
 
 class RegisterSteps(NamedTuple):

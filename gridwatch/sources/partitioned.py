@@ -48,7 +48,7 @@ from gridwatch import columns as col
 from gridwatch.cleaning import clean_weather
 from gridwatch.errors import InputError, no_usable_readings
 from gridwatch.issues import IssueLog
-from gridwatch.sources import Dataset, clean_dataset, empty_readings, files
+from gridwatch.sources import Dataset, clean_dataset, empty_readings, export_forms, files
 
 UNPLANNED = -1
 """Key of the rows whose id is in no partition (and of malformed CSV rows)."""
@@ -78,17 +78,26 @@ class PartitionedTable:
         How partitions are read (see the module notes).
     keys : list of int
         Every partition number of the plan, then :data:`UNPLANNED`.
+    names : list of str
+        The columns read, under their contract names (the spill holds these).
+    file_names : list of str
+        The same columns under the file's own names (``form``'s column map).
+    form : gridwatch.config.IntervalForm or None
+        The table's export form (:mod:`gridwatch.sources.export_forms`),
+        applied to each part as the full reader applies it to the whole.
     """
 
     def __init__(self, path, id_partition, *, table, id_column, value_column, timezone,
-                 n_partitions=None, extra_values=()):
+                 n_partitions=None, extra_values=(), form=None):
         self.path = Path(path)
         self.table = table
         self.id_column = id_column
         self.value_column = value_column
         self.extra_values = list(extra_values)
         self.timezone = timezone
+        self.form = form
         self.names = [id_column, col.TIMESTAMP, value_column, *self.extra_values]
+        self.file_names = export_forms.file_names(self.names, form)
         self._ids = pd.Index(id_partition.index.astype(str))
         self._parts = id_partition.to_numpy(dtype=np.int64)
         if n_partitions is None:
@@ -135,17 +144,17 @@ class PartitionedTable:
         return files.convert_interval_part(
             data, malformed, self.path, table=self.table, id_column=self.id_column,
             value_column=self.value_column, timezone=self.timezone,
-            extra_values=self.extra_values)
+            extra_values=self.extra_values, form=self.form)
 
     def _read_raw(self, partition: int) -> pa.Table:
         if self.strategy == "row_groups":
             pf = self._parquet()
             groups = self._row_groups.get(partition, [])
             if not groups:
-                return pf.read_row_groups([], columns=self.names)
+                return self._contract_names(pf.read_row_groups([], columns=self.file_names))
             pieces = []
             for rg in groups:  # a file written in meter order: most groups are all one partition's
-                data = pf.read_row_group(rg, columns=self.names)
+                data = self._contract_names(pf.read_row_group(rg, columns=self.file_names))
                 mine = self._row_partitions(data.column(self.id_column)) == partition
                 pieces.append(data if mine.all() else data.filter(mine))
             return pa.concat_tables(pieces)
@@ -155,13 +164,18 @@ class PartitionedTable:
         with pa.ipc.open_stream(part) as reader:
             return reader.read_all()
 
+    def _contract_names(self, data):
+        """A raw table or batch read under the file's names, renamed to the contract's."""
+        return data if self.file_names == self.names else data.rename_columns(self.names)
+
     # --- strategies ------------------------------------------------------------------------
     def _parquet(self) -> pq.ParquetFile:
         """The Parquet file, ids read as dictionaries when they are strings (opened once)."""
         if self._pf is None:
-            kind = pq.read_schema(self.path).field(self.id_column).type
-            as_dict = [self.id_column] if (pa.types.is_string(kind)
-                                           or pa.types.is_large_string(kind)) else []
+            id_name = self.file_names[0]
+            kind = pq.read_schema(self.path).field(id_name).type
+            as_dict = [id_name] if (pa.types.is_string(kind)
+                                    or pa.types.is_large_string(kind)) else []
             self._pf = pq.ParquetFile(self.path, read_dictionary=as_dict)
         return self._pf
 
@@ -171,7 +185,7 @@ class PartitionedTable:
         self._row_groups = {}
         reads = 0
         for rg in range(pf.num_row_groups):  # one step per row group
-            ids = pf.read_row_group(rg, columns=[self.id_column]).column(0)
+            ids = pf.read_row_group(rg, columns=[self.file_names[0]]).column(0)
             for p in self._partitions_present(ids):
                 self._row_groups.setdefault(p, []).append(rg)
                 reads += 1
@@ -207,8 +221,9 @@ class PartitionedTable:
         """
         self._spill_dir = Path(tempfile.mkdtemp(prefix=f"gridwatch-{self.table}-",
                                                 dir=spill_dir))
-        attempt = files.CsvAttempt(self.path, files.interval_types(
-            self.id_column, self.value_column, self.extra_values), block_bytes=CSV_BLOCK_BYTES)
+        types = files.interval_types(self.id_column, self.value_column, self.extra_values)
+        attempt = files.CsvAttempt(self.path, export_forms.file_types(types, self.form),
+                                   block_bytes=CSV_BLOCK_BYTES)
         while True:
             try:
                 self._write_spill(attempt)
@@ -257,15 +272,18 @@ class PartitionedTable:
     def _batches(self, attempt):
         """Record batches of the id, timestamp and value columns, in file order.
 
-        ``attempt`` (a :class:`~gridwatch.sources.files.CsvAttempt`) gives a
-        CSV's block size and column types; a pyarrow error is left to the caller.
+        The columns are read under the file's names and come out under the
+        contract's. ``attempt`` (a :class:`~gridwatch.sources.files.CsvAttempt`)
+        gives a CSV's block size and column types; a pyarrow error is left to
+        the caller.
         """
         if files.table_format(self.path) == "parquet":
             # Row group by row group: ParquetFile.iter_batches peaked 600 MB above this loop's
             # 140 MB over the 248 row groups of 100,000 meters x 90 days (pyarrow 26).
             pf = self._parquet()
             for rg in range(pf.num_row_groups):
-                yield from pf.read_row_group(rg, columns=self.names).to_batches()
+                yield from self._contract_names(
+                    pf.read_row_group(rg, columns=self.file_names)).to_batches()
             return
         skipped = []
 
@@ -277,11 +295,11 @@ class PartitionedTable:
             self.path,
             read_options=pcsv.ReadOptions(block_size=attempt.block_bytes),
             parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=pcsv.ConvertOptions(include_columns=self.names,
+            convert_options=pcsv.ConvertOptions(include_columns=self.file_names,
                                                 column_types=attempt.types,
                                                 strings_can_be_null=True))
         for batch in reader:
-            yield batch.select(self.names)
+            yield self._contract_names(batch.select(self.file_names))
         self._malformed = len(skipped)
 
     def _spill_path(self, partition: int) -> Path:
@@ -334,8 +352,20 @@ class PartitionedTable:
 
 
 def part_counts(frame: pd.DataFrame | None, issues, *, table: str,
-                value_column: str = col.KWH) -> dict:
+                value_column: str = col.KWH, form=None) -> dict:
     """What the whole-table checks need from one part of a table (see :func:`check_whole_table`).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame or None
+        The part as converted (:meth:`PartitionedTable.read`).
+    issues : IssueLog
+        The reader's issues for the part.
+    table, value_column : str
+    form : gridwatch.config.IntervalForm, optional
+        The table's export form. Register reads are counted as read, before
+        differencing (the first read of a register is a number the frame
+        drops), as the full reader judges them.
 
     Returns
     -------
@@ -343,8 +373,17 @@ def part_counts(frame: pd.DataFrame | None, issues, *, table: str,
         ``bad_timestamps`` (rows with an id whose timestamp cannot be read)
         and ``numbers`` (rows whose value is a number).
     """
+    if frame is None:
+        numbers = 0
+    elif export_forms.reads_register(form):  # the reads that are numbers: kept or dropped
+        numbers = (len(frame) + issues.total(f"{table}.register_first_read")
+                   + issues.total(f"{table}.register_duplicate_read")
+                   - issues.total(f"{table}.missing_{col.REGISTER_KWH}")
+                   - issues.total(f"{table}.non_numeric_{col.REGISTER_KWH}"))
+    else:
+        numbers = int(frame[value_column].notna().sum())
     return {"bad_timestamps": int(issues.total(f"{table}.bad_timestamp")),
-            "numbers": 0 if frame is None else int(frame[value_column].notna().sum())}
+            "numbers": int(numbers)}
 
 
 def check_whole_table(path, *, table: str, value_column: str = col.KWH, rows_in: int,
@@ -380,7 +419,8 @@ def check_whole_table(path, *, table: str, value_column: str = col.KWH, rows_in:
 def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: str,
                      value_column: str = col.KWH, timezone: str = "UTC",
                      strategy: str = "auto", spill_dir=None,
-                     n_partitions: int | None = None, optional_values=()) -> PartitionedTable:
+                     n_partitions: int | None = None, optional_values=(),
+                     form=None) -> PartitionedTable:
     """Prepare a long interval table for reading partition by partition.
 
     Parameters
@@ -411,6 +451,11 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
         ``id_partition`` plus one); partitions without ids read as empty.
     optional_values : sequence of str, default ()
         Further value columns read when the file has them (``kwh_export``).
+    form : gridwatch.config.IntervalForm, optional
+        The table's export form (``data_config.form_of(table)``): the file's
+        own column names, unit, END stamps or register reads, applied to each
+        part as the full reader applies them (a register is differenced per
+        meter, and a meter's rows are all in one part). None: the contract's.
 
     Returns
     -------
@@ -422,14 +467,17 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
         Unreadable file or missing column, as the full readers.
     """
     path = Path(path)
-    names = [id_column, col.TIMESTAMP, value_column]
-    columns = files.table_columns(path, table=table, required=names)
     if strategy not in ("auto", "row_groups", "spill"):
         raise ValueError(f"strategy must be 'auto', 'row_groups' or 'spill', not {strategy!r}")
+    plan = export_forms.plan_read(files.table_columns(path, table=table), form, path,
+                                  table=table, value_column=value_column)
+    names = [id_column, col.TIMESTAMP, plan.value_column]
+    files.table_columns(path, table=table, required=plan.file_names(names))
     source = PartitionedTable(path, id_partition, table=table, id_column=id_column,
-                              value_column=value_column, timezone=timezone,
-                              n_partitions=n_partitions,
-                              extra_values=files.present_values(columns, optional_values))
+                              value_column=plan.value_column, timezone=timezone,
+                              n_partitions=n_partitions, form=form,
+                              extra_values=files.present_values(
+                                  plan.columns, [*optional_values, *plan.optional]))
     is_parquet = files.table_format(path) == "parquet"
     if strategy == "row_groups" and not is_parquet:
         raise ValueError("strategy 'row_groups' needs a Parquet file")
@@ -449,7 +497,7 @@ def open_partitioned(path, id_partition: pd.Series, *, table: str, id_column: st
 
 
 def open_readings(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
-                  spill_dir=None) -> PartitionedTable:
+                  spill_dir=None, form=None) -> PartitionedTable:
     """The readings table of a dataset, by the meters' partitions of ``plan``.
 
     Parameters
@@ -460,6 +508,8 @@ def open_readings(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
         The partitions; rows of meters outside the plan are :data:`UNPLANNED`.
     timezone, strategy, spill_dir
         As :func:`open_partitioned`.
+    form : gridwatch.config.ReadingsForm, optional
+        The file's export form (``data_config.readings``); None: the contract's.
 
     Returns
     -------
@@ -469,11 +519,11 @@ def open_readings(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
                             id_column=col.METER_ID, value_column=col.KWH, timezone=timezone,
                             strategy=strategy, spill_dir=spill_dir,
                             n_partitions=plan.n_partitions,
-                            optional_values=col.READINGS_OPTIONAL_VALUES)
+                            optional_values=col.READINGS_OPTIONAL_VALUES, form=form)
 
 
 def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
-                  spill_dir=None) -> PartitionedTable:
+                  spill_dir=None, form=None) -> PartitionedTable:
     """The upstream table of a dataset, by the assets' partitions of ``plan``.
 
     Parameters
@@ -486,6 +536,8 @@ def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
         assets split over partitions, are :data:`UNPLANNED`.
     timezone, strategy, spill_dir
         As :func:`open_partitioned`.
+    form : gridwatch.config.UpstreamForm, optional
+        The file's export form (``data_config.upstream``); None: the contract's.
 
     Returns
     -------
@@ -494,7 +546,7 @@ def open_upstream(path, plan, *, timezone: str = "UTC", strategy: str = "auto",
     return open_partitioned(path, plan.asset_partition, table="upstream",
                             id_column=col.ASSET_ID, value_column=col.KWH, timezone=timezone,
                             strategy=strategy, spill_dir=spill_dir,
-                            n_partitions=plan.n_partitions)
+                            n_partitions=plan.n_partitions, form=form)
 
 
 # --- a dataset directory as a source of partitions ----------------------------------------------
@@ -573,7 +625,9 @@ class FileSource:
         for table in ("readings", "upstream"):
             if self.paths[table] is not None:
                 total = totals[table]
+                register = export_forms.reads_register(self.config.data.form_of(table))
                 check_whole_table(self.paths[table], table=table, rows_in=total["in"],
+                                  value_column=col.REGISTER_KWH if register else col.KWH,
                                   bad_timestamps=total["bad_timestamps"], numbers=total["numbers"])
 
     def no_readings(self, issues=None) -> InputError:
@@ -584,11 +638,13 @@ class FileSource:
 def _clean_part(meters, data_config, weather, readings, issues, rows_in, upstream=None,
                 up_issues=None, up_rows=0):
     """Clean one key's raw rows; ``row_counts`` carry the whole-table check's counts."""
-    checks = {"readings": part_counts(readings, issues, table="readings")}
+    checks = {"readings": part_counts(readings, issues, table="readings",
+                                      form=data_config.readings)}
     if readings is None:
         readings = empty_readings()
     if up_issues is not None:
-        checks["upstream"] = part_counts(upstream, up_issues, table="upstream")
+        checks["upstream"] = part_counts(upstream, up_issues, table="upstream",
+                                         form=data_config.upstream)
         issues.extend(up_issues)
     sub = clean_dataset(meters, readings, upstream, None, data_config=data_config,
                         issues=issues, rows_in={"readings": rows_in, "upstream": up_rows})
@@ -689,17 +745,19 @@ class PlannedFiles:
         return {
             **small,
             "readings": open_readings(files.find_table(self.input_dir, "readings"), self.plan,
-                                      timezone=tz),
-            "upstream": None if up_path is None else open_upstream(up_path, self.plan,
-                                                                   timezone=tz),
+                                      timezone=tz, form=self.data_config.readings),
+            "upstream": None if up_path is None else open_upstream(
+                up_path, self.plan, timezone=tz, form=self.data_config.upstream),
         }
 
     def _read_small(self) -> dict:
-        meters = files.read_table(files.find_table(self.input_dir, "meters"), "meters").frame
+        meters = files.read_table(files.find_table(self.input_dir, "meters"), "meters",
+                                  form=self.data_config.meters).frame
         weather = None
         path = files.find_table(self.input_dir, "weather")
         if path is not None:
-            weather = files.read_table(path, "weather", timezone=self.data_config.timezone).frame
+            weather = files.read_table(path, "weather", timezone=self.data_config.timezone,
+                                       form=self.data_config.weather).frame
             if weather is not None:
                 weather, _ = clean_weather(weather)  # its issues: once, by the caller
         return {"meters": meters, "weather": weather}
