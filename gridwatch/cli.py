@@ -273,8 +273,9 @@ def main():
 @click.option("--log-file", "log_file", default=None, type=click.Path(dir_okay=False),
               help="Append the run's log to this file (default: output.log_file in the config).")
 @click.option("--engine", default=None, type=click.Choice(["memory", "streaming", "dask"]),
-              help="All meters at once, partitions one after another (bounded memory), or "
-                   "partitions on a Dask cluster (default: engine.kind in the config).")
+              help="All meters at once, partitions one after another within "
+                   "engine.memory_budget_mb (one partition when the dataset fits), or partitions "
+                   "on a Dask cluster (default: engine.kind in the config, streaming unless set).")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="With --engine dask: an existing Dask scheduler (default: a local cluster).")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")

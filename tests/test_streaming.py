@@ -87,7 +87,7 @@ def _drawn(data) -> dict:
 def test_a_partitioned_run_keeps_only_what_it_draws_and_draws_it_the_same(dataset):
     import numpy as np
 
-    from gridwatch.report.plots import _flagged_sites, _Plotter
+    from gridwatch.report.plots import Plotter, flagged_sites
 
     memory, streaming = _results(dataset)
     assert streaming.info["engine"]["partitions"] >= 3
@@ -97,9 +97,9 @@ def test_a_partitioned_run_keeps_only_what_it_draws_and_draws_it_the_same(datase
     assert kept == flagged | suspects  # the end of the run is O(flagged), not O(meters)
     assert len(kept) < 0.5 * memory.kw.shape[1]
     assert streaming.detection.mean_kw.shape[1] == len(kept) == len(streaming.meters)
-    sites = _flagged_sites(memory)
-    assert sites == _flagged_sites(streaming) and len(sites) >= 3
-    ours, theirs = _Plotter(streaming), _Plotter(memory)
+    sites = flagged_sites(memory)
+    assert sites == flagged_sites(streaming) and len(sites) >= 3
+    ours, theirs = Plotter(streaming), Plotter(memory)
     for site in sites:  # every plot shows the same numbers (peer bands included)
         a, b = _drawn(ours.data(site)), _drawn(theirs.data(site))
         assert a.keys() == b.keys()

@@ -400,7 +400,3 @@ class Plotter:
         Call it inside :func:`gridwatch.report.figures.local_rc`.
         """
         return self.renderer.render(data)
-
-
-# The names tests/test_streaming.py imports (it predates the split into data, figures, png).
-_Plotter, _flagged_sites = Plotter, flagged_sites
