@@ -1150,7 +1150,7 @@ def _fall_persistence(y, scan, day, fall_kw):
     Judged, as the fall was found, with the asset's best upward step taken out.
     """
     d = np.arange(y.shape[0])[:, None]
-    y = y - np.nan_to_num(scan.shift) * ((d >= scan.onset[None, :]) & (scan.onset[None, :] >= 0))
+    y = y - _up_step(scan, y.shape[0])
     after = d >= day[None, :]
     with _quiet():
         before = nanmedian_columns(np.where(~after, y, np.nan))
@@ -1353,6 +1353,12 @@ def _change_at(daily, onset):
     return np.where(onset >= 0, np.nan_to_num(np.abs(after - before)), 0.0)
 
 
+def _up_step(scan, n_days):
+    """Each asset's best upward step as a daily series ``(n_days, n_assets)`` [kW]."""
+    d = np.arange(n_days)[:, None]
+    return np.nan_to_num(scan.shift) * ((d >= scan.onset[None, :]) & (scan.onset[None, :] >= 0))
+
+
 def _downward_step(y, X, scan, filled_day, *, min_pre):
     """Each asset's best DOWNWARD step: the null of the step test (hidden loads only add).
 
@@ -1366,10 +1372,8 @@ def _downward_step(y, X, scan, filled_day, *, min_pre):
     down_onset : numpy.ndarray of int, shape (n_assets,)
         Its day (-1 when none).
     """
-    day_idx = np.arange(y.shape[0])
-    up_step = np.nan_to_num(scan.shift) * (day_idx[:, None] >= scan.onset[None, :]) * (
-        scan.onset[None, :] >= 0)
-    down = scan_level_shift(-(y - up_step), X, min_pre=min_pre, min_post=MIN_POST_DAYS)
+    down = scan_level_shift(-(y - _up_step(scan, y.shape[0])), X, min_pre=min_pre,
+                            min_post=MIN_POST_DAYS)
     with np.errstate(divide="ignore", invalid="ignore"):
         se_down = np.where(np.isfinite(down.t) & (down.t > 0), down.shift / down.t, np.inf)
     fill_down = FILL_REL_ERROR * _change_at(filled_day, down.onset)

@@ -531,11 +531,7 @@ def meters_that_stepped(twins, members, day_kw, meter_ids, onset, dates, *,
         cols = cols[cols >= 0]
         if not len(cols) or d < 1 or d >= n_days - 1:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            before = np.nanmean(day_kw[max(d - window_days, 0):d, cols], axis=0)
-            after = np.nanmean(day_kw[d + 1:min(d + 1 + window_days, n_days), cols], axis=0)
-        rise = np.nan_to_num(after - before, nan=-np.inf)
+        rise = np.nan_to_num(_change_at_day(day_kw[:, cols], d, window_days), nan=-np.inf)
         best = int(np.argmax(rise))
         size = float(r.partner_kw)
         if not MIN_MATCH_SHARE * size <= rise[best] <= size / MIN_MATCH_SHARE:

@@ -242,6 +242,26 @@ class ClosingProxy:
         self.close()
 
 
+class LoopbackHTTP:
+    """Serve ``handler`` (a ``BaseHTTPRequestHandler`` class) on 127.0.0.1 in a thread.
+
+    ``url`` is its address; :meth:`close` stops it. For the small fake
+    servers and proxies the tests put in front of a client.
+    """
+
+    def __init__(self, handler):
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def influx_config(url: str, database: str, **sections):
     """A validated Config reading from and writing to ``database`` at ``url``.
 

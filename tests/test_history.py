@@ -21,18 +21,11 @@ from click.testing import CliRunner
 
 from gridwatch.cases import CaseStore
 from gridwatch.cli import main
+from tests import test_publish
 from tests.conftest import REPO_ROOT
 
-NIGHT_1, NIGHT_2 = "2024-03-25", "2024-03-26"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sim")
-    result = CliRunner().invoke(main, ["simulate", str(path), "--meters", "80", "--days", "28",
-                                       "--seed", "5", "--as-of", NIGHT_2])
-    assert result.exit_code == 0, result.output
-    return path
+NIGHT_1, NIGHT_2 = test_publish.AS_OF_1, test_publish.AS_OF_2
+dataset = test_publish.dataset  # the same simulated dataset (a module-scoped fixture)
 
 
 def _run(*args):

@@ -16,7 +16,7 @@ from gridwatch.influx.client import V1Client
 from gridwatch.influx.source import read_table
 from gridwatch.simulate import simulate_dataset
 from gridwatch.sources import read_meters
-from tests.influxdb_server import ClosingProxy, free_port, influx_config
+from tests.influxdb_server import ClosingProxy, LoopbackHTTP, free_port, influx_config
 
 START = pd.Timestamp("2026-03-01", tz="UTC")
 END = pd.Timestamp("2026-03-04", tz="UTC")
@@ -310,7 +310,7 @@ class RestartingProxy:
     """
 
     def __init__(self, data_dir, *, come_back: bool = True):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from unittest import mock
         from urllib.parse import parse_qs
 
@@ -365,13 +365,11 @@ class RestartingProxy:
             def log_message(self, *args):
                 pass
 
-        self._proxy = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._proxy.server_address[1]}"
-        threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
+        self._proxy = LoopbackHTTP(Handler)
+        self.url = self._proxy.url
 
     def close(self):
-        self._proxy.shutdown()
-        self._proxy.server_close()
+        self._proxy.close()
         self.server.stop()
 
 

@@ -3,9 +3,8 @@
 import base64
 import json
 import logging
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 from gridwatch import redact
 from gridwatch.cli import main
 from gridwatch.influx.client import Credentials
+from tests.influxdb_server import LoopbackHTTP
 
 USER = "gw_reader"
 PASSWORD = "pw-" + uuid.uuid4().hex
@@ -59,13 +59,11 @@ class EchoingProxy:
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackHTTP(Handler)
+        self.url = self._server.url
 
     def close(self):
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def _run(tmp_path, url, *extra):
