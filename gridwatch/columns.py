@@ -109,5 +109,20 @@ TOPOLOGY_COLUMNS = (METER_ID, LISTED_TRANSFORMER_ID, LIKELY_TRANSFORMER_ID, EVID
 KIND_HIDDEN_LOAD = "hidden_load"  # energy delivered but not metered (theft-like)
 KIND_METERING_FAULT = "metering_fault"  # a ratio change or clock offset of the upstream measurement
 
+# --- output: inspections.csv (the crew plan; issue 16 item 5) --------------------------
+CREW_GROUP = "crew_group"  # 1, 2, ...: one feeder's sites, the feeder with the most at stake first
+STOP = "stop"  # 1, 2, ...: order of the sites within their crew group
+SITE_ID = "site_id"  # a meter_id or an asset_id
+SITE_TYPE = "site_type"  # "meter", "transformer", "feeder", "substation" or "asset"
+CASE_ID = "case_id"  # the case a site belongs to: itself, or the flagged asset of a hidden load
+FEEDER_SITES = "feeder_sites"  # cases in the crew group
+FEEDER_EXCESS_KW = "feeder_excess_kw"  # their excess_kw summed, each case once [kW]
+FEEDER_EST_LOSS = "feeder_est_loss"  # their est_loss summed, each case once [currency]
+INSPECTIONS_COLUMNS = (
+    CREW_GROUP, SUBSTATION_ID, FEEDER_ID, TRANSFORMER_ID, STOP, SITE_ID, SITE_TYPE, CASE_ID, RANK,
+    KIND, ONSET, EXCESS_KW, EXCESS_KWH, EST_LOSS, LAT, LON, SUSPECTS, FEEDER_SITES,
+    FEEDER_EXCESS_KW, FEEDER_EST_LOSS,
+)
+
 # --- output: data_quality.csv ---------------------------------------------------------
 DATA_QUALITY_COLUMNS = ("code", "severity", "table", "meter_id", "count", "action", "detail")

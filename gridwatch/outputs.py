@@ -123,13 +123,44 @@ def empty_topology() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in col.TOPOLOGY_COLUMNS})
 
 
+#: Decimals of the numbers in ``inspections.csv`` (coordinates: 5, about 1 m).
+_DECIMALS = {col.EXCESS_KW: 3, col.EXCESS_KWH: 1, col.EST_LOSS: 2, col.LAT: 5, col.LON: 5,
+             col.FEEDER_EXCESS_KW: 3, col.FEEDER_EST_LOSS: 2}
+
+
+def format_inspections(plan: pd.DataFrame) -> pd.DataFrame:
+    """Shape the crew plan (:func:`gridwatch.report.places.crew_plan`) into ``inspections.csv`` rows.
+
+    Columns :data:`gridwatch.columns.INSPECTIONS_COLUMNS`, in the plan's
+    order; kW to 3 decimals, kWh to 1, money to 2, coordinates to 5 (about
+    1 m); ranks and counts as integers (an asset's rank is empty); ids and
+    texts safe in a spreadsheet.
+    """
+    t = plan.reset_index(drop=True)
+    out = {}
+    for name in col.INSPECTIONS_COLUMNS:
+        values = t[name] if name in t else pd.Series("", index=t.index)
+        if name in (col.CREW_GROUP, col.STOP, col.RANK, col.FEEDER_SITES):
+            out[name] = pd.to_numeric(values, errors="coerce").round().astype("Int64")
+        elif name in _DECIMALS:
+            out[name] = pd.to_numeric(values, errors="coerce").astype(float).round(_DECIMALS[name]) + 0.0
+        else:
+            out[name] = _text(values)
+    return pd.DataFrame(out, index=t.index)[list(col.INSPECTIONS_COLUMNS)]
+
+
+
 def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame,
                   data_quality: pd.DataFrame, topology: pd.DataFrame | None = None,
-                  monthly_suspects: pd.DataFrame | None = None) -> dict:
+                  monthly_suspects: pd.DataFrame | None = None,
+                  inspections: pd.DataFrame | None = None) -> dict:
     """Write ``flags.csv``, ``transformers.csv``, ``topology.csv`` and ``data_quality.csv``.
 
     Also ``monthly_suspects.csv`` when given (a run with monthly meters: the
-    list a supplier hands on, :data:`gridwatch.columns.MONTHLY_SUSPECTS_COLUMNS`).
+    list a supplier hands on, :data:`gridwatch.columns.MONTHLY_SUSPECTS_COLUMNS`),
+    and ``inspections.csv`` when given (the crew plan, one crew group per
+    feeder, :data:`gridwatch.columns.INSPECTIONS_COLUMNS`, see
+    :func:`format_inspections`; the header only when nothing is flagged).
     Each file is replaced atomically. The pipeline writes ``run.json`` after
     them (and after the report), so its presence means the run is complete.
 
@@ -160,4 +191,7 @@ def write_outputs(output_dir, *, flags: pd.DataFrame, transformers: pd.DataFrame
         for name in (col.METER_ID, col.TRANSFORMER_ID, col.REASONS, "peers"):
             listed[name] = _text(listed[name])
         write_csv(paths["monthly_suspects"], listed)
+    if inspections is not None:
+        paths["inspections"] = out / "inspections.csv"
+        write_csv(paths["inspections"], format_inspections(inspections))
     return {k: str(v) for k, v in paths.items()}

@@ -35,6 +35,7 @@ from gridwatch.outputs import (
 )
 from gridwatch.peers import DemandBands
 from gridwatch.redact import redact_data
+from gridwatch.report.places import crew_plan_of
 from gridwatch.resolution import MONTHLY, RESOLUTION
 from gridwatch.runner import analyse_source
 from gridwatch.sources import Dataset
@@ -88,6 +89,12 @@ class RunResult:
     monthly_suspects : pandas.DataFrame or None
         ``monthly_suspects.csv`` rows: the flagged monthly meters ranked by
         money (None: the run has no monthly meter).
+    all_meters : pandas.DataFrame or None
+        The meters table as read, every meter (also in a partitioned run):
+        the network and coordinates for the map and the crew plan.
+    resolution : pandas.Series or None
+        ``"daily"`` or ``"monthly"`` by ``meter_id``, for the meters read
+        once a day or a month (None: every meter has interval data).
     """
 
     flags: pd.DataFrame
@@ -107,6 +114,8 @@ class RunResult:
     topology: pd.DataFrame | None = None
     pending_cases: object | None = None
     monthly_suspects: pd.DataFrame | None = None
+    all_meters: pd.DataFrame | None = None
+    resolution: pd.Series | None = None
 
 
 def _has_monthly(part) -> bool:
@@ -217,11 +226,14 @@ def run(input_dir=None, output_dir=None, *, as_of=None, config: Config | None = 
                        expected=expected, kw=kw, grid=grid, as_of=as_of_date, info=info,
                        balance=balance, meters=meters, cases=cases, peer_bands=part.bands,
                        topology=topology, pending_cases=pending,
-                       monthly_suspects=coarse.monthly_suspects if _has_monthly(part) else None)
+                       monthly_suspects=coarse.monthly_suspects if _has_monthly(part) else None,
+                       all_meters=ds.meters,
+                       resolution=coarse.table[RESOLUTION] if len(coarse.table) else None)
     if output_dir is not None:
         result.paths = write_outputs(output_dir, flags=flags, transformers=transformers,
                                      data_quality=issues.to_frame(), topology=topology,
-                                     monthly_suspects=result.monthly_suspects)
+                                     monthly_suspects=result.monthly_suspects,
+                                     inspections=crew_plan_of(result))
         if config.report.enabled:
             log.info("writing report.html and plots")
             t0 = time.perf_counter()

@@ -168,8 +168,10 @@ def test_no_network_fetches(hostile, tmp_path):
     for tag, attrs in page.tags:
         if "src" in attrs:
             assert attrs["src"].startswith("data:image/png;base64,"), (tag, attrs["src"][:40])
-        if tag == "a":
-            assert attrs.get("href", "#").startswith("#")
+        if tag == "a":  # in-page anchors, geo: positions (no fetch) and the map's own file
+            href = attrs.get("href", "#")
+            assert (href.startswith("#") or href == "map.png"
+                    or re.fullmatch(r"geo:-?\d+\.\d{5},-?\d+\.\d{5}", href)), href
         assert tag != "link"
     csp = [a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv")]
     assert csp and "default-src 'none'" in csp[0]
@@ -201,7 +203,7 @@ def test_plots_are_embedded_and_paths_confined(hostile, tmp_path):
     plots = {flagged[0]: "plots/a.png", flagged[1]: "../outside.png", flagged[2]: "plots/fake.png",
              "T-not-flagged": "plots/a.png"}
     text = write_report(hostile, tmp_path, plots=plots).read_text(encoding="utf-8")
-    imgs = [a for t, a in _parse(text).tags if t == "img"]
+    imgs = [a for t, a in _parse(text).tags if t == "img" and a.get("class") == "plot"]
     assert len(imgs) == 1
     assert imgs[0]["src"].startswith("data:image/png;base64,")
     assert imgs[0]["alt"] == f"plot of {flagged[0]}"
@@ -219,7 +221,7 @@ def test_only_the_top_sites_plots_are_embedded_the_others_linked(hostile, tmp_pa
         _png(tmp_path / rel)
     text = write_report(hostile, tmp_path, plots=plots, embed_limit=1).read_text(encoding="utf-8")
     page = _parse(text)
-    alts = [a["alt"] for t, a in page.tags if t == "img"]
+    alts = [a["alt"] for t, a in page.tags if t == "img" and a.get("class") == "plot"]
     assert alts == [f"plot of {flagged[0]}", f"plot of {asset}"]  # the top meter, the first asset
     hrefs = [a["href"] for t, a in page.tags if t == "a"]
     assert "plots/1.png" in hrefs and "plots/2.png" in hrefs  # the others: a link to the file
@@ -294,3 +296,48 @@ def test_anchor_ids_are_safe_and_distinct():
     assert a != b
     for site in ["<x>", '"', "", "é" * 100, "../../x"]:
         assert re.fullmatch(r"m-[A-Za-z0-9_-]+-[0-9a-f]{8}", anchor_id("m", site))
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    """Interval, daily and monthly meters in one run (issue 16 items 3-4)."""
+    root = tmp_path_factory.mktemp("mixed")
+    simulate_dataset(root / "in", n_meters=150, days=60, seed=5, daily_meters=60, monthly_meters=200)
+    result = run(root / "in", root / "out")
+    return result, (root / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_daily_and_monthly_meters_have_their_own_section(mixed_run):
+    result, text = mixed_run
+    section = re.search(r'<section id="coarse">.*?</section>', text, re.S).group(0)
+    monthly = result.monthly_suspects
+    assert len(monthly) >= 3, "the simulated run should flag monthly premises"
+    # the monthly list in the order of monthly_suspects.csv (ranked by money), each linked
+    listed = re.findall(r'<a href="#(m-[^"]+)">([^<]+)</a>', section)
+    shown = [html.unescape(m) for _, m in listed]
+    assert [m for m in shown if m in set(monthly[col.METER_ID])][:len(monthly)] == list(monthly[col.METER_ID])
+    flags = result.flags
+    daily = [m for m, r in result.resolution.items() if r == "daily"]
+    daily_flagged = flags[(flags[col.FLAGGED] == "true") & flags[col.METER_ID].isin(daily)]
+    assert len(daily_flagged) >= 1
+    assert set(daily_flagged[col.METER_ID]) <= set(shown)
+    counts = re.findall(r'<tr><td>(daily reads|monthly billing reads)</td><td class="num">([\d,]+)</td>'
+                        r'<td class="num">([\d,]+)</td></tr>', section)
+    assert dict((k, (int(a.replace(",", "")), int(f))) for k, a, f in counts) == {
+        "daily reads": (len(daily), len(daily_flagged)),
+        "monthly billing reads": (int((result.resolution == "monthly").sum()),
+                                  int(((flags[col.FLAGGED] == "true")
+                                       & (flags[col.KIND] == col.KIND_MONTHLY)).sum()))}
+
+
+def test_a_monthly_suspects_case_section_shows_its_evidence_not_a_missing_plot(mixed_run):
+    result, text = mixed_run
+    first = result.monthly_suspects.iloc[0]
+    section = re.search(rf'<article class="site" id="{anchor_id("m", first[col.METER_ID])}">.*?</article>',
+                        text, re.S).group(0)
+    assert "one billing read per month" in section and "No hourly plot" in section
+    assert "No plot for this site" not in section
+    assert f"{first['kwh_per_day']:,.1f}" in section and "similar premises" in section
+    assert ">monthly_pattern<" in section
+    # and it is in the crew plan
+    assert re.search(rf'<table class="plan">.*?#{anchor_id("m", first[col.METER_ID])}"', text, re.S)

@@ -9,7 +9,7 @@ from gridwatch.cli import main
 from gridwatch.simulate import simulate_dataset
 
 AS_OF = "2026-03-31"
-FILES = ("flags.csv", "transformers.csv", "data_quality.csv")
+FILES = ("flags.csv", "transformers.csv", "data_quality.csv", "inspections.csv")
 
 
 @pytest.fixture(scope="module", params=["parquet", "csv"])

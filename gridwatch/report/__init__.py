@@ -9,5 +9,7 @@ import cycle, ``tests/test_imports.py``):
 - :mod:`~gridwatch.report.png`: PNG encoding and atomic writing;
 - :mod:`~gridwatch.report.helpers`: helper processes that draw on other cores;
 - :mod:`~gridwatch.report.plots`: which sites are drawn, and where (the public API);
+- :mod:`~gridwatch.report.places`: meter and asset positions, the crew plan (``inspections.csv``);
+- :mod:`~gridwatch.report.sitemap`: the map of the flagged sites (``map.png``);
 - :mod:`~gridwatch.report.html`: report.html.
 """

@@ -23,6 +23,7 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import math
 import re
 import urllib.parse
@@ -35,7 +36,20 @@ from gridwatch import columns as col
 from gridwatch.atomic import write_text
 from gridwatch.outputs import empty_topology, format_topology
 from gridwatch.redact import redact
+from gridwatch.report.places import (
+    COORD_DECIMALS,
+    INVALID,
+    PLACED,
+    asset_positions,
+    crew_plan,
+    geo_uri,
+    meter_positions,
+    run_meters,
+)
+from gridwatch.report.sitemap import MAP_NAME, STYLES, area_names, map_data, write_map
 from gridwatch.topology_check import MIN_INFERRED_CONFIDENCE
+
+log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
 
@@ -47,6 +61,13 @@ MAX_UNFLAGGED_ROWS = 500
 #: Meters of ``topology.csv`` listed in the report, most confident first (the
 #: full list is ``topology.csv``).
 MAX_TOPOLOGY_ROWS = 200
+
+#: Rows of the crew plan shown in the report (the full plan is ``inspections.csv``).
+MAX_PLAN_ROWS = 2000
+
+#: Monthly suspects and flagged daily meters listed in their section (the full monthly
+#: list is ``monthly_suspects.csv``, every meter is in ``flags.csv``).
+MAX_COARSE_ROWS = 200
 
 #: Columns of the case list: (key, header, numeric).
 CASE_COLUMNS = (
@@ -101,19 +122,43 @@ def write_report(result, output_dir, *, plots: dict[str, str] | None = None,
     -------
     pathlib.Path
         The path of ``report.html``.
+
+    Notes
+    -----
+    When meters have coordinates, the map of the flagged sites is written
+    beside it as ``map.png`` (:mod:`gridwatch.report.sitemap`) and embedded.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME
-    html = render_report(result, out, plots=plots, cases=cases, embed_limit=embed_limit)
+    places = _Places(result)
+    if places.map is not None:
+        try:
+            write_map(places.map, out / MAP_NAME)
+            places.map_file = MAP_NAME
+        except Exception as exc:  # noqa: BLE001 - a figure never sinks the night's run; said below
+            if isinstance(exc, OSError):
+                raise  # a disk that cannot take the file: the run's failure, as for any output
+            log.warning("the map of the flagged sites could not be drawn: %s: %s",
+                        type(exc).__name__, exc)
+            places.map_error = f"{type(exc).__name__}: {exc}"
+    html = render_report(result, out, plots=plots, cases=cases, embed_limit=embed_limit,
+                         places=places)
     write_text(path, redact(html))  # no credential, whatever its source (issue 14)
     return path
 
 
 def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
-                  cases: pd.DataFrame | None = None, embed_limit: int | None = None) -> str:
-    """The HTML text of :func:`write_report` (same parameters), without writing it."""
+                  cases: pd.DataFrame | None = None, embed_limit: int | None = None,
+                  places=None) -> str:
+    """The HTML text of :func:`write_report` (same parameters), without writing it.
+
+    ``places`` is what :func:`write_report` computed of the sites' positions
+    (and the map file it wrote); computed here, without a map image, when
+    omitted.
+    """
     output_dir = Path(output_dir)
+    places = places if places is not None else _Places(result)
     flags = result.flags.reset_index(drop=True)
     transformers = result.transformers.reset_index(drop=True)
     info = result.info or {}
@@ -139,7 +184,12 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
     parts = [
         _headline(result, flags, flagged, asset_flagged, dq, cases, faults, topology),
         _case_list(listed, hidden_count, money=money),
-        _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images),
+        _map_section(places, output_dir),
+        _crew_plan_section(places, flags, flagged, transformers, asset_flagged, money=money,
+                           currency=_currency(info)),
+        _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images,
+                       places),
+        _coarse_section(result, flags, flagged, places, money=money),
         _metering_fault_section(faults),
         _topology_section(topology, info, dq, flags, flagged, transformers, asset_flagged,
                           _asset_table(result)),
@@ -166,7 +216,9 @@ def render_report(result, output_dir, *, plots: dict[str, str] | None = None,
         "Sites whose consumption gained a steady, flat, round-the-clock load that their "
         "history, the weather and their peers do not explain.</p>"
         "<nav><a href=\"#summary\">Summary</a> <a href=\"#cases\">Case list</a> "
-        "<a href=\"#sites\">Sites</a> <a href=\"#metering-faults\">Metering faults</a> "
+        "<a href=\"#map\">Map</a> <a href=\"#crew-plan\">Crew plan</a> "
+        "<a href=\"#sites\">Sites</a> <a href=\"#coarse\">Daily and monthly meters</a> "
+        "<a href=\"#metering-faults\">Metering faults</a> "
         "<a href=\"#topology\">Meters on the wrong transformer?</a> "
         "<a href=\"#history\">Case history</a> "
         "<a href=\"#data-quality\">Data quality</a> "
@@ -406,6 +458,7 @@ def _headline(result, flags, flagged, asset_flagged, dq, cases, faults=(), topol
     kinds = flags[col.KIND].astype("string").fillna("") if len(flags) else pd.Series(dtype="string")
     n_visible = int((flagged & (kinds == col.KIND_VISIBLE).to_numpy(dtype=bool)).sum())
     n_hidden = int((flagged & (kinds == col.KIND_HIDDEN).to_numpy(dtype=bool)).sum())
+    n_monthly = int((flagged & (kinds == col.KIND_MONTHLY).to_numpy(dtype=bool)).sum())
     kwh = float(np.nansum(pd.to_numeric(flags.loc[flagged, col.EXCESS_KWH], errors="coerce")))
     money_values = pd.to_numeric(flags.loc[flagged, col.EST_LOSS], errors="coerce")
     money = float(np.nansum(money_values))
@@ -419,7 +472,8 @@ def _headline(result, flags, flagged, asset_flagged, dq, cases, faults=(), topol
     cards = [
         ("Meters analysed", f"{len(flags):,}", ""),
         ("Meters flagged", f"{int(flagged.sum()):,}",
-         f"{n_visible:,} visible load, {n_hidden:,} hidden (balance suspects)"),
+         f"{n_visible:,} visible load, {n_hidden:,} hidden (balance suspects)"
+         + (f", {n_monthly:,} monthly pattern" if n_monthly else "")),
         ("Assets flagged", f"{int(asset_flagged.sum()):,}", "transformers / feeders with unmetered load"),
         ("New since last run", new, "" if cases is not None else "no case history given"),
         ("Energy at stake [kWh]", f"{kwh:,.0f}", "sum over flagged meters since onset"),
@@ -480,10 +534,14 @@ def _reasons(text: str) -> str:
     return "<ul class=\"reasons\">" + "".join(f"<li>{_e(p)}</li>" for p in items) + "</ul>"
 
 
-def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images) -> str:
+def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map, images,
+                   places=None) -> str:
+    places = places if places is not None else _Places(result)
     flagged_assets = {_str(a) for a in transformers.loc[asset_flagged, col.ASSET_ID]} \
         if len(transformers) else set()
     flagged_meters = {_str(m) for m in flags.loc[flagged, col.METER_ID]} if len(flags) else set()
+    resolution = places.resolution
+    monthly = places.monthly_rows
     parts = []
     for r in flags.loc[flagged].to_dict("records"):
         site = _str(r[col.METER_ID])
@@ -491,18 +549,26 @@ def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map
         tx_html = (f"<a href=\"#{anchor_id('a', tx)}\">{_e(tx)}</a>" if tx in flagged_assets
                    else _e(tx))
         pairs = [("rank", _fmt(r.get(col.RANK), 0)), ("kind", _e(r.get(col.KIND))),
-                 ("transformer", tx_html), ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
+                 ("transformer", tx_html), *places.network_rows(site),
+                 ("location", places.meter_location(site)),
+                 ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
                  ("excess [kW]", _fmt(r.get(col.EXCESS_KW), 2)),
                  ("energy since onset [kWh]", _fmt(r.get(col.EXCESS_KWH), 0)),
                  (_with_unit("money", _currency(result.info)),
                   _fmt(r.get(col.EST_LOSS), 2) or "no tariff"),
                  ("score", _fmt(r.get(col.SCORE), 2))]
+        reads = resolution.get(site, "")
+        if reads:
+            pairs.insert(2, ("reads", _e(_READS_TEXT.get(reads, reads))))
+        if site in monthly:
+            pairs += _monthly_evidence(monthly[site])
         pairs += _case_block(case_map.get(("meter", site), {}))
+        figure = images.get(site) or _COARSE_FIGURE.get(reads) or _figure(site, images)
         parts.append(
             f"<article class=\"site\" id=\"{anchor_id('m', site)}\"><h3>Meter {_e(site)}"
             f" <a class=\"top\" href=\"#cases\">back to the list</a></h3>"
             f"<div class=\"site-body\"><div>{_kv(pairs)}{_reasons(r.get(col.REASONS, ''))}</div>"
-            f"<div>{_figure(site, images)}</div></div></article>"
+            f"<div>{figure}</div></div></article>"
         )
     table = _asset_table(result)
     suspects = _suspects(result)
@@ -511,6 +577,8 @@ def _site_sections(result, flags, flagged, transformers, asset_flagged, case_map
         extra = table.get(site, {})
         pairs = [("level", _e(_str(extra.get("level", "")))),
                  ("kind", _e(_kind_text(_str(r.get(col.KIND)), _str(extra.get("load_type"))))),
+                 *places.asset_network_rows(site),
+                 ("position", places.asset_location(site)),
                  ("onset", _e(_str(r.get(col.ONSET))) or "before the window"),
                  ("unexplained load [kW]", _fmt(r.get(col.UNEXPLAINED_KW), 2)),
                  ("energy since onset [kWh]", _fmt(extra.get(col.EXCESS_KWH), 0)),
@@ -559,6 +627,351 @@ def _suspect_table(asset: str, row: dict, suspects, flagged_meters: set) -> str:
     if not ids:
         return "<p class=\"muted\">No suspect stands out among the meters under this asset.</p>"
     return "<ol>" + "".join(f"<li>{link(m)}</li>" for m in ids) + "</ol>"
+
+
+# --- where the sites are: positions, the map, the crew plan (issue 16 item 5) ---------------------
+
+_READS_TEXT = {"daily": "one read per day (daily meter)",
+               "monthly": "one billing read per month (monthly meter)"}
+_COARSE_FIGURE = {
+    "daily": ("<p class=\"muted\">No hourly plot: this meter is read once a day. Its evidence is "
+              "the step in its daily energy, with the temperature fitted (reasons on the left); "
+              "flatness within the day could not be judged.</p>"),
+    "monthly": ("<p class=\"muted\">No hourly plot: this meter is read once a month. Its evidence is "
+                "the comparison with similar premises month by month (on the left and in "
+                "<a href=\"#coarse\">Daily and monthly meters</a>; monthly_suspects.csv).</p>"),
+}
+
+
+class _Places:
+    """The sites' positions, the map and the crew plan of one run, computed once for the report."""
+
+    def __init__(self, result):
+        self.meters = run_meters(result)
+        self.positions = meter_positions(self.meters)
+        self.assets = asset_positions(self.meters, self.positions)
+        info = result.info or {}
+        self.map = map_data(self.positions, self.assets, result.flags, result.transformers,
+                            as_of=str(info.get("as_of", getattr(result, "as_of", "")) or ""),
+                            network=area_names(self.meters))
+        self.map_file = None  # set once the map is written
+        self.map_error = ""  # why it could not be drawn
+        self.plan = crew_plan(result.flags, result.transformers, self.meters,
+                              asset_kwh=_asset_kwh(result))
+        self.resolution = _resolutions(result)
+        monthly = getattr(result, "monthly_suspects", None)
+        self.has_monthly_list = monthly is not None
+        self.monthly = monthly if monthly is not None else pd.DataFrame()
+        self.monthly_rows = ({_str(r[col.METER_ID]): r for r in self.monthly.to_dict("records")}
+                             if len(self.monthly) else {})
+        self._network = None
+        if self.meters is not None and len(self.meters):
+            m = self.meters
+            ids = m[col.METER_ID].astype("string").fillna("").astype(str).to_numpy(dtype=object)
+            self._network = pd.DataFrame(
+                {k: (m[k].astype("string").fillna("").to_numpy(dtype=object) if k in m else "")
+                 for k in (col.FEEDER_ID, col.SUBSTATION_ID)}, index=ids)
+            self._network = self._network[~self._network.index.duplicated()]
+
+    def network_rows(self, meter_id: str) -> list:
+        """(label, html) of the meter's feeder and substation, as far as known."""
+        if self._network is None or meter_id not in self._network.index:
+            return []
+        row = self._network.loc[meter_id]
+        return [(label, _e(row[key])) for key, label in ((col.FEEDER_ID, "feeder"),
+                                                           (col.SUBSTATION_ID, "substation"))
+                if row[key]]
+
+    def asset_network_rows(self, asset_id: str) -> list:
+        """(label, html) of what lies above an asset: its feeder and substation."""
+        if asset_id not in self.assets.index:
+            return []
+        row = self.assets.loc[asset_id]
+        return [(label, _e(row[key])) for key, label in ((col.FEEDER_ID, "feeder"),
+                                                           (col.SUBSTATION_ID, "substation"))
+                if _str(row[key])]
+
+    def meter_location(self, meter_id: str) -> str:
+        """The meter's coordinates as a ``geo:`` link, or why there are none."""
+        if meter_id not in self.positions.index:
+            return "<span class=\"muted\">not in meters</span>"
+        row = self.positions.loc[meter_id]
+        if row["position"] == PLACED:
+            return _geo_link(row[col.LAT], row[col.LON])
+        if row["position"] == INVALID:
+            return "<span class=\"muted\">invalid coordinates in meters</span>"
+        return "<span class=\"muted\">no coordinates in meters</span>"
+
+    def asset_location(self, asset_id: str) -> str:
+        """The asset's position (the median of its meters') as a ``geo:`` link, or why there is none."""
+        if asset_id not in self.assets.index:
+            return "<span class=\"muted\">no meter lists it</span>"
+        row = self.assets.loc[asset_id]
+        if not np.isfinite(float(row[col.LAT])):
+            return "<span class=\"muted\">none of its meters has coordinates</span>"
+        return (_geo_link(row[col.LAT], row[col.LON])
+                + f" <span class=\"muted\">(median of its {int(row['n_placed']):,} placed "
+                "meters)</span>")
+
+
+def _asset_kwh(result) -> pd.Series | None:
+    """Each balanced asset's unexplained energy since its onset [kWh] (None without a balance)."""
+    table = getattr(getattr(result, "balance", None), "table", None)
+    if table is None or len(table) == 0 or col.EXCESS_KWH not in table:
+        return None
+    out = pd.Series(pd.to_numeric(table[col.EXCESS_KWH], errors="coerce").to_numpy(),
+                    index=table[col.ASSET_ID].astype(str).to_numpy(dtype=object))
+    return out[~out.index.duplicated()]
+
+
+def _resolutions(result) -> dict:
+    """Meter id -> ``"daily"`` or ``"monthly"`` for the meters read once a day or a month.
+
+    From the run (``result.resolution``); for a result without it, the monthly
+    suspects and the daily meters' reasons tell them.
+    """
+    given = getattr(result, "resolution", None)
+    if given is not None:
+        return {str(k): str(v) for k, v in pd.Series(given).items()}
+    out = {}
+    monthly = getattr(result, "monthly_suspects", None)
+    if monthly is not None and len(monthly):
+        out.update({str(m): "monthly" for m in monthly[col.METER_ID]})
+    flags = result.flags
+    if len(flags):
+        kinds = flags[col.KIND].astype("string").fillna("")
+        reasons = flags[col.REASONS].astype("string").fillna("")
+        out.update({str(m): "monthly" for m in flags.loc[(kinds == col.KIND_MONTHLY).to_numpy(),
+                                                         col.METER_ID]})
+        out.update({str(m): "daily" for m in flags.loc[reasons.str.startswith("daily reads only")
+                                                       .to_numpy(dtype=bool), col.METER_ID]})
+    return out
+
+
+def _geo_link(lat, lon) -> str:
+    """``lat, lon`` (5 decimals) linked as ``geo:LAT,LON``: a phone opens its map application."""
+    uri = geo_uri(lat, lon)
+    if not uri:
+        return ""
+    return (f"<a class=\"geo\" href=\"{_e(uri)}\">{float(lat):.{COORD_DECIMALS}f}, "
+            f"{float(lon):.{COORD_DECIMALS}f}</a>")
+
+
+def _map_section(places: _Places, output_dir: Path) -> str:
+    head = "<section id=\"map\"><h2>Where the sites are</h2>"
+    data = places.map
+    if data is None:
+        counts = places.positions["position"].value_counts()
+        bad = int(counts.get(INVALID, 0))
+        why = ("no meter has valid coordinates (lat, lon) in meters" if bad
+               else "coordinates were not given (no lat, lon in meters)")
+        return (head + f"<p>No map: {_e(why)}"
+                + (f"; {bad:,} meter(s) have invalid ones (out of range, only one of the two, "
+                   "or 0, 0)" if bad else "")
+                + ". The crew plan below groups the sites by feeder without positions. With lat "
+                "and lon (WGS84 degrees) in meters the report draws the flagged sites on a map "
+                "and gives each site's coordinates.</p></section>")
+    image = ""
+    if places.map_file:
+        path = output_dir / places.map_file
+        if path.is_file():
+            uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+            image = (f"<img class=\"map\" src=\"{uri}\" alt=\"map of the flagged sites\">"
+                     f"<p class=\"muted\">The map is also <a href=\"{_e(places.map_file)}\">"
+                     f"{_e(places.map_file)}</a>, to print for the crews.</p>")
+    if not image:
+        image = ("<p class=\"muted\">The map could not be drawn (" + _e(places.map_error)
+                 + "); the crew plan has every site's position.</p>" if places.map_error
+                 else "<p class=\"muted\">Map not drawn in this report.</p>")
+    kinds = "; ".join(f"{STYLES[k][0]}: {n:,}" for k, n in data.legend)
+    notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
+    return (head + f"<p class=\"muted\">{_e(data.summary)}</p>"
+            + (f"<p class=\"muted\">Drawn: {_e(kinds)}.</p>" if kinds else "")
+            + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + image
+            + "<p class=\"muted\">Drawn from the coordinates in meters, with no map tiles (no "
+            "network): faint dots are meters, hollow triangles transformers (at the median of "
+            "their meters), coloured marks the flagged sites. Areas far apart get their own "
+            "panel, with an overview. Each site's coordinates are in its section below and in the "
+            "crew plan; a coordinate link opens the phone's map application.</p></section>")
+
+
+_SITE_TYPE_TEXT = {"meter": "meter", "transformer": "transformer", "feeder": "feeder",
+                   "substation": "substation", "asset": "asset"}
+
+
+def _crew_plan_section(places: _Places, flags, flagged, transformers, asset_flagged,
+                       *, money: str = "Money", currency: str = "") -> str:
+    plan = places.plan
+    head = ("<section id=\"crew-plan\"><h2>Crew plan</h2>"
+            "<p class=\"explain\">The flagged sites grouped by substation, feeder and transformer: "
+            "one group is one feeder, a crew's day, the feeders with the most at stake first. A "
+            "hidden load's case is its transformer (or feeder): the crew checks it and its top "
+            "suspects, listed in its row and, when flagged themselves, right after it (their "
+            "estimates are the asset's, counted once in the totals). inspections.csv has the "
+            "same rows.</p>")
+    if plan.empty:
+        return head + "<p>No site is flagged in this run.</p></section>"
+    flagged_meters = ({_str(m) for m in flags.loc[flagged, col.METER_ID]} if len(flags) else set())
+    flagged_assets = ({_str(a) for a in transformers.loc[asset_flagged, col.ASSET_ID]}
+                      if len(transformers) else set())
+
+    def site_link(site, kind):
+        if kind == "meter" and site in flagged_meters:
+            return f"<a href=\"#{anchor_id('m', site)}\">{_e(site)}</a>"
+        if kind != "meter" and site in flagged_assets:
+            return f"<a href=\"#{anchor_id('a', site)}\">{_e(site)}</a>"
+        return _e(site)
+
+    shown = plan.head(MAX_PLAN_ROWS)
+    n_groups = int(plan[col.CREW_GROUP].max())
+    body, group = [], None
+    for r in shown.to_dict("records"):
+        if r[col.CREW_GROUP] != group:
+            group = r[col.CREW_GROUP]
+            where = ", ".join(f"{label} {_str(r[key])}" for key, label in
+                              ((col.SUBSTATION_ID, "substation"), (col.FEEDER_ID, "feeder"))
+                              if _str(r[key]))
+            if not _str(r[col.FEEDER_ID]):
+                tx = _str(r[col.TRANSFORMER_ID])
+                where = ", ".join(w for w in (where, f"transformer {tx}" if tx else "") if w)
+                where = (where + " (no feeder in meters)") if where else "no network data in meters"
+            total_money = _fmt(r[col.FEEDER_EST_LOSS], 2)
+            if total_money:
+                total_money = f"{total_money} {currency}" if currency else f"money {total_money}"
+            body.append(
+                f"<tr class=\"group\"><th colspan=\"11\">Group {int(group)}: {_e(where)} - "
+                f"{int(r[col.FEEDER_SITES]):,} case(s), {_fmt(r[col.FEEDER_EXCESS_KW], 2)} kW"
+                + (f", {_e(total_money)}" if total_money else "") + "</th></tr>")
+        site, kind = _str(r[col.SITE_ID]), _str(r[col.SITE_TYPE])
+        part_of = _str(r[col.CASE_ID])
+        case = "" if part_of == site else f" <span class=\"tag\">with {_e(part_of)}</span>"
+        suspects = _str(r[col.SUSPECTS]).replace(";", "; ")
+        body.append(
+            f"<tr><td class=\"num\">{int(r[col.STOP])}</td><td class=\"id\">"
+            f"{_e(_str(r[col.TRANSFORMER_ID]))}</td><td class=\"id\">{site_link(site, kind)}"
+            f"{case}</td><td>{_e(_SITE_TYPE_TEXT.get(kind, kind))}</td>"
+            f"<td class=\"num\">{_fmt(r[col.RANK], 0)}</td><td>{_e(_str(r[col.KIND]))}</td>"
+            f"<td class=\"date\">{_e(_str(r[col.ONSET]))}</td>"
+            f"<td class=\"num\">{_fmt(r[col.EXCESS_KW], 2)}</td>"
+            f"<td class=\"num\">{_fmt(r[col.EST_LOSS], 2)}</td>"
+            f"<td class=\"date\">{_geo_link(r[col.LAT], r[col.LON]) or '<span class=muted>none</span>'}"
+            f"</td><td class=\"id\">{_e(suspects)}</td></tr>")
+    more = len(plan) - len(shown)
+    note = (f"<p class=\"muted\">{more:,} more row(s) in inspections.csv (the report shows the first "
+            f"{MAX_PLAN_ROWS:,}).</p>" if more > 0 else "")
+    return (head + f"<p class=\"muted\">{len(plan):,} site(s) in {n_groups:,} group(s). Rank: in the "
+            "case list (assets have none); stop: the order within the group.</p>"
+            "<div class=\"scroll\"><table class=\"plan\"><thead><tr><th class=\"num\">Stop</th>"
+            "<th>Transformer</th><th>Site</th><th>Type</th><th class=\"num\">Rank</th><th>Kind</th>"
+            "<th>Onset</th><th class=\"num\">Excess [kW]</th>"
+            f"<th class=\"num\">{_e(money)}</th><th>Position (lat, lon)</th><th>Suspects</th></tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>{note}</section>")
+
+
+def _monthly_evidence(row: dict) -> list:
+    """(label, html) rows of a monthly suspect's evidence (its monthly_suspects.csv row)."""
+    pairs = [("valid months", _fmt(row.get("months"), 0)),
+             ("kWh per day (warm months)", _fmt(row.get("kwh_per_day"), 1)),
+             ("similar premises' kWh per day", _fmt(row.get("peer_kwh_per_day"), 1)),
+             ("ratio to them, last 12 months", _fmt(row.get("peer_ratio"), 2)),
+             ("warm / cold months' ratio", f"{_fmt(row.get('summer_ratio'), 2)} / "
+                                           f"{_fmt(row.get('winter_ratio'), 2)}"),
+             ("month-to-month CV", _fmt(row.get("stability_cv"), 3)),
+             ("similar premises", _e(_str(row.get("peers")))),
+             ("rank by money (monthly list)", _fmt(row.get(col.RANK), 0))]
+    return [(k, v) for k, v in pairs if v and v.strip(" /")]
+
+
+def _coarse_section(result, flags, flagged, places: _Places, *, money: str = "Money") -> str:
+    head = ("<section id=\"coarse\"><h2>Daily and monthly meters</h2>"
+            "<p class=\"explain\">Meters read once a day or once a month are judged at their own "
+            "resolution. A daily meter is flagged (visible_load) on a persisting step in its daily "
+            "energy, with the temperature fitted; flatness within the day cannot be seen, so its "
+            "score is capped. A monthly meter is flagged (monthly_pattern) on the Irkutsk signs: at "
+            "least twice its similar premises in the warm months, no seasonal drop, stable month "
+            "to month. Neither has an hourly plot.</p>")
+    resolution = places.resolution
+    if not resolution and not places.has_monthly_list:
+        return head + "<p>None in this run: every meter has interval data.</p></section>"
+    ids = flags[col.METER_ID].astype(str).to_numpy(dtype=object) if len(flags) else np.zeros(0, object)
+    reads = np.array([resolution.get(m, "") for m in ids], dtype=object)
+    rows = []
+    for name, what in (("daily", "daily reads"), ("monthly", "monthly billing reads")):
+        at = reads == name
+        rows.append(f"<tr><td>{_e(what)}</td><td class=\"num\">{int(at.sum()):,}</td>"
+                    f"<td class=\"num\">{int((at & flagged).sum()):,}</td></tr>")
+    counts = ("<table class=\"small kv\"><thead><tr><th>Meters with</th><th class=\"num\">Analysed"
+              "</th><th class=\"num\">Flagged</th></tr></thead><tbody>" + "".join(rows)
+              + "</tbody></table>")
+    flagged_ids = {str(m) for m in ids[flagged]} if len(ids) else set()
+
+    def link(meter):
+        meter = _str(meter)
+        return (f"<a href=\"#{anchor_id('m', meter)}\">{_e(meter)}</a>" if meter in flagged_ids
+                else _e(meter))
+
+    # the monthly list, ranked by money, as monthly_suspects.csv
+    monthly = places.monthly
+    if places.has_monthly_list:
+        if len(monthly):
+            shown = monthly.head(MAX_COARSE_ROWS)
+            body = "".join(
+                f"<tr><td class=\"num\">{_fmt(r.get(col.RANK), 0)}</td><td class=\"id\">"
+                f"{link(r.get(col.METER_ID))}</td><td class=\"id\">{_e(_str(r.get(col.TRANSFORMER_ID)))}"
+                f"</td><td>{_e(_str(r.get('peers')))}</td><td class=\"date\">{_e(_str(r.get(col.ONSET)))}"
+                f"</td><td class=\"num\">{_fmt(r.get('kwh_per_day'), 1)}</td>"
+                f"<td class=\"num\">{_fmt(r.get('peer_kwh_per_day'), 1)}</td>"
+                f"<td class=\"num\">{_fmt(r.get('peer_ratio'), 2)}</td>"
+                f"<td class=\"num\">{_fmt(r.get('summer_ratio'), 2)} / {_fmt(r.get('winter_ratio'), 2)}"
+                f"</td><td class=\"num\">{_fmt(r.get('stability_cv'), 3)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EXCESS_KW), 2)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EXCESS_KWH), 0)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EST_LOSS), 2)}</td></tr>"
+                for r in shown.to_dict("records"))
+            more = len(monthly) - len(shown)
+            monthly_html = (
+                "<h3>Monthly suspects, ranked by money</h3><p class=\"muted\">The list a supplier "
+                f"hands on (monthly_suspects.csv): {len(monthly):,} premises"
+                + (f", the first {MAX_COARSE_ROWS:,} shown" if more > 0 else "") + ". Onset: the "
+                "month of the rise (empty: high throughout).</p><div class=\"scroll\"><table>"
+                "<thead><tr><th class=\"num\">Rank by money</th><th>Meter</th><th>Transformer</th>"
+                "<th>Similar premises</th><th>Onset</th><th class=\"num\">kWh/day</th>"
+                "<th class=\"num\">Peers' kWh/day</th><th class=\"num\">Ratio, 12 months</th>"
+                "<th class=\"num\">Warm / cold ratio</th><th class=\"num\">Month-to-month CV</th>"
+                "<th class=\"num\">Excess [kW]</th><th class=\"num\">Energy [kWh]</th>"
+                f"<th class=\"num\">{_e(money)}</th></tr></thead><tbody>{body}</tbody></table>"
+                "</div>")
+        else:
+            monthly_html = "<h3>Monthly suspects</h3><p>None flagged in this run.</p>"
+    else:
+        monthly_html = ""
+    # the flagged daily meters
+    daily = flags.loc[flagged & (reads == "daily")] if len(flags) else flags
+    if (reads == "daily").any():
+        if len(daily):
+            shown = daily.head(MAX_COARSE_ROWS)
+            body = "".join(
+                f"<tr><td class=\"num\">{_fmt(r.get(col.RANK), 0)}</td><td class=\"id\">"
+                f"{link(r.get(col.METER_ID))}</td><td class=\"id\">{_e(_str(r.get(col.TRANSFORMER_ID)))}"
+                f"</td><td class=\"date\">{_e(_str(r.get(col.ONSET)))}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EXCESS_KW), 2)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EXCESS_KWH), 0)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.EST_LOSS), 2)}</td>"
+                f"<td class=\"num\">{_fmt(r.get(col.SCORE), 2)}</td></tr>"
+                for r in shown.to_dict("records"))
+            daily_html = (
+                "<h3>Flagged daily meters</h3><p class=\"muted\">In the order of the case list"
+                + (f"; the first {MAX_COARSE_ROWS:,} of {len(daily):,}" if len(daily) > len(shown)
+                   else "") + ".</p><div class=\"scroll\"><table><thead><tr><th class=\"num\">Rank"
+                "</th><th>Meter</th><th>Transformer</th><th>Onset</th><th class=\"num\">Excess [kW]"
+                "</th><th class=\"num\">Energy [kWh]</th>"
+                f"<th class=\"num\">{_e(money)}</th><th class=\"num\">Score</th></tr></thead>"
+                f"<tbody>{body}</tbody></table></div>")
+        else:
+            daily_html = "<h3>Flagged daily meters</h3><p>None flagged in this run.</p>"
+    else:
+        daily_html = ""
+    return head + counts + monthly_html + daily_html + "</section>"
 
 
 # --- network faults: metering faults and the map ------------------------------------------------
@@ -917,6 +1330,10 @@ tr.sev-error td { background: #fde2e1; }
 .kv td { overflow-wrap: anywhere; }
 ul.reasons { margin: 8px 0; padding-left: 20px; }
 img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); }
+img.map { max-width: 100%; height: auto; border: 1px solid var(--line); display: block; }
+ul.notes { margin: 4px 0 8px; padding-left: 20px; color: var(--muted); }
+table.plan tr.group th { background: #e8eef5; text-align: left; font-weight: 600; }
+a.geo { white-space: nowrap; font-variant-numeric: tabular-nums; }
 table.small { font-size: 12px; }
 .cols { display: grid; grid-template-columns: minmax(300px, 1fr) minmax(400px, 1.5fr); gap: 24px; }
 td.code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; white-space: nowrap; }
